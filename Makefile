@@ -1,0 +1,28 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   create .venv, install, run the pyannote study on the demo corpus (SQLite store)
+#   make test   same install, then the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export PYANNOTE_METRICS_ENABLED ?= false
+
+.PHONY: install demo test lint clean-store
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	@echo "installing tuner and its dependencies (torch 2.11 + torchaudio 2.11 is about 3 GB: a few minutes)"
+	$(BIN)/python -m pip install --quiet --progress-bar off -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/tuner run studies/pyannote_optim.py
+
+test: install
+	$(BIN)/python -m pytest
+
+clean-store:
+	rm -rf storage/tuner.db storage/artifacts storage/cache

@@ -1,0 +1,164 @@
+"""The ``tuner`` command line. Heavy libraries load inside the commands, so ``tuner --help`` is instant."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tuner.errors import TunerError
+from tuner.storage import DEFAULT_STORAGE
+
+logger = logging.getLogger("tuner")
+
+_STORAGE_HELP = (
+    f"SQLAlchemy URL of the trial store (default: $TUNER_STORAGE, else {DEFAULT_STORAGE}); "
+    "e.g. postgresql://user:pass@host/db for many workers."
+)
+storage_option = click.option("--storage", envvar="TUNER_STORAGE", metavar="URL", help=_STORAGE_HELP)
+
+
+def _setup_logging(verbose: int) -> None:
+    from rich.logging import RichHandler
+
+    level = logging.DEBUG if verbose > 1 else logging.INFO
+    handler = RichHandler(show_path=False, rich_tracebacks=False, markup=False, log_time_format="[%X]")
+    logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
+    for noisy in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="tuner")
+@click.option("-v", "--verbose", count=True, help="More output (-vv: debug, library logs).")
+def cli(verbose: int) -> None:
+    """tuner: Optuna studies that fine-tune speech models.
+
+    \b
+    A study file (studies/*.py) declares the objective, data, search space (YAML), sampler, pruner
+    and budgets. Every trial is a real fine-tuning run whose metric is reported each epoch so that bad
+    trials are pruned, and everything is kept in an SQL store that optuna and optuna-dashboard read.
+
+    \b
+    Typical session:
+      tuner run studies/pyannote_optim.py          run or resume a study
+      tuner studies                                list the studies in the store
+      tuner export pyannote_optim --out best.yaml  best configuration as YAML
+      optuna-dashboard sqlite:///storage/tuner.db  browse trials in a browser
+    """
+    _setup_logging(verbose)
+
+
+@cli.command()
+@click.argument("study_file", type=click.Path(dir_okay=False, path_type=Path))
+@storage_option
+@click.option("--n-trials", type=click.IntRange(min=1), help="Run this many trials now (default: until the study file's budget of finished trials is met).")
+@click.option("--timeout", type=click.FloatRange(min=0), metavar="SECONDS", help="Start no new trial after this many seconds.")
+@click.option("--data", metavar="PATH", help="Corpus instead of the study file's (a folder in seed 001's layout, a database.yml[:Protocol], or 'demo').")
+@click.option("--pretrained", metavar="PATH", help="Fine-tune this local checkpoint (pytorch_model.bin, its folder, or a .ckpt) instead of a randomly initialised model.")
+@click.option("--max-epochs", type=click.IntRange(min=1), help="Epochs per trial (default: the study file's).")
+@click.option("--study-name", metavar="NAME", help="Name of the study in the store (default: the study file's).")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default="storage", show_default=True, help="Where demo corpora and caches are written.")
+def run(study_file: Path, storage: str | None, n_trials: int | None, timeout: float | None, data: str | None,
+        pretrained: str | None, max_epochs: int | None, study_name: str | None, workdir: Path) -> None:
+    """Run or resume the study declared in STUDY_FILE.
+
+    Re-running the same command resumes the study: trials already in the store count towards the
+    budget. Start the same command on several machines against one PostgreSQL store to share a study.
+    """
+    from rich.console import Console
+
+    from tuner.runner import run_study
+    from tuner.study import load_study_file
+    from tuner.tables import rich_table, trial_rows
+
+    spec = load_study_file(study_file).override(data=data, pretrained=pretrained, max_epochs=max_epochs, name=study_name)
+    study = run_study(spec, storage, n_trials=n_trials, timeout=timeout, workdir=workdir)
+    console = Console()
+    console.print(rich_table(trial_rows(study), title=f"study {study.study_name}: trials by {study.user_attrs.get('metric')}"))
+    _print_outcome(console, study)
+
+
+def _print_outcome(console: Any, study: Any) -> None:
+    attrs = study.user_attrs
+    metric = attrs.get("metric", "value")
+    baseline = attrs.get("baseline", {}).get(metric)
+    try:
+        best = study.best_trial
+    except ValueError:
+        console.print("no completed trial yet")
+        return
+    line = f"best: trial {best.number}, {metric} = {best.value:.4f}"
+    if baseline is not None:
+        line += f" (untrained model: {baseline:.4f})"
+    console.print(line)
+
+
+@cli.command()
+@storage_option
+def studies(storage: str | None) -> None:
+    """List the studies in the store with their trial counts and best value."""
+    from rich.console import Console
+
+    from tuner.storage import open_storage, resolve_storage_url
+    from tuner.tables import rich_table, study_rows
+
+    url = resolve_storage_url(storage)
+    rows = study_rows(open_storage(url, heartbeat=False))
+    Console().print(rich_table(rows, title=None) if rows else f"no studies in {url}")
+
+
+@cli.command()
+@click.argument("study_name")
+@storage_option
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default="best.yaml", show_default=True, help="YAML file to write.")
+def export(study_name: str, storage: str | None, out: Path) -> None:
+    """Write the best trial of STUDY_NAME as YAML: parameters, metric and epoch, and what it was trained
+    on (objective, data, pretrained source, options, seed)."""
+    from tuner.export import export_best
+
+    exported = export_best(study_name, out, storage)
+    metric = exported["metric"]
+    click.echo(f"wrote {out}: trial {exported['trial']}, {metric['name']} = {metric['value']:.4f} at epoch {metric['epoch']}")
+
+
+@cli.command("demo-data")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="storage/demo/diarization", show_default=True, help="Folder to write the corpus to.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same files).")
+@click.option("--force", is_flag=True, help="Regenerate even if a complete corpus is there.")
+def demo_data(out: Path, seed: int, force: bool) -> None:
+    """Generate the demo diarization corpus from the real speech shipped with pyannote.audio.
+
+    Speaker turns are cut from pyannote.audio's sample by its RTTM, speed-perturbed copies become extra
+    speakers, and conversations with overlaps and silences are written in seed 001's layout
+    (train.txt dev.txt test.txt, <split>/wav rttm uem) with a database.yml for pyannote.database.
+    """
+    from tuner.data.demo import ensure_diarization_corpus, generate_diarization_corpus
+
+    root = generate_diarization_corpus(out, seed=seed) if force else ensure_diarization_corpus(out, seed=seed)
+    click.echo(f"demo corpus ready: {root} (protocol: {root / 'database.yml'}:Demo.SpeakerDiarization.Default)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors are one clear line, not a traceback."""
+    try:
+        cli.main(args=argv, prog_name="tuner", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except TunerError as error:
+        click.secho(f"error: {error}", fg="red", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

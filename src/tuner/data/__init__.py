@@ -1,0 +1,1 @@
+"""Corpus files: RTTM/UEM annotations and the generated demo corpora."""

@@ -1,0 +1,162 @@
+"""Strict readers and writers for RTTM (speaker turns) and UEM (evaluated regions) files.
+
+Readers never guess: any malformed line raises :class:`~tuner.errors.DataError` naming the file, the
+line number and the offending line, and saying what a valid line looks like.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tuner.errors import DataError
+
+__all__ = ["Turn", "read_rttm", "read_uem", "write_rttm", "write_uem"]
+
+_RTTM_EXPECTED = "'SPEAKER <uri> <channel> <onset> <duration> <NA> <NA> <speaker> <NA> <NA>'"
+_UEM_EXPECTED = "'<uri> <channel> <start> <end>'"
+# NIST RTTM record types other than SPEAKER: skipped silently (they carry no speaker turn).
+_OTHER_RTTM_TYPES = frozenset(
+    {
+        "SEGMENT", "NOSCORE", "NO_RT_METADATA", "LEXEME", "NON-LEX", "NON-SPEECH", "FILLER",
+        "EDIT", "IP", "CB", "A/P", "SU", "STRING", "SPKR-INFO",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One speaker turn: ``speaker`` talks in file ``uri`` from ``start`` for ``duration`` seconds."""
+
+    uri: str
+    start: float
+    duration: float
+    speaker: str
+
+    @property
+    def end(self) -> float:
+        """End time in seconds."""
+        return self.start + self.duration
+
+
+class _LineError(Exception):
+    """Internal: why one line is malformed (turned into a DataError with file/line context)."""
+
+
+def _read_lines(path: str | Path, kind: str) -> list[str]:
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DataError(f"{path}: {kind} file not found; check the path or generate the corpus.") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: expected a {kind} file but found a directory; fix the path.") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: {kind} file is not valid UTF-8 text ({exc.reason}); re-export it as text.") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read {kind} file ({exc.strerror}); check its permissions.") from None
+
+
+def _number(text: str, name: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise _LineError(f"{name} {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise _LineError(f"{name} {text!r} is not a finite number")
+    return value
+
+
+def _parse_rttm_fields(fields: list[str]) -> Turn | None:
+    if fields[0] != "SPEAKER":
+        if fields[0] in _OTHER_RTTM_TYPES:
+            return None
+        raise _LineError(f"unknown record type {fields[0]!r} (speaker turns are 'SPEAKER' records)")
+    if len(fields) < 8:
+        raise _LineError(f"expected at least 8 fields, got {len(fields)}")
+    onset = _number(fields[3], "onset")
+    duration = _number(fields[4], "duration")
+    if onset < 0:
+        raise _LineError(f"onset {fields[3]!r} is negative")
+    if duration <= 0:
+        raise _LineError(f"duration {fields[4]!r} is not positive")
+    return Turn(uri=fields[1], start=onset, duration=duration, speaker=fields[7])
+
+
+def read_rttm(path: str | Path) -> list[Turn]:
+    """Read the SPEAKER turns of an RTTM file, in file order (blank lines and ``#`` comments allowed)."""
+    turns: list[Turn] = []
+    for lineno, line in enumerate(_read_lines(path, "RTTM"), start=1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        try:
+            turn = _parse_rttm_fields(fields)
+        except _LineError as exc:
+            raise DataError(
+                f"{path}:{lineno}: malformed RTTM line {line!r}: {exc}. "
+                f"Expected {_RTTM_EXPECTED}; fix or delete this line."
+            ) from None
+        if turn is not None:
+            turns.append(turn)
+    return turns
+
+
+def _parse_uem_fields(fields: list[str]) -> tuple[str, float, float]:
+    if len(fields) != 4:
+        raise _LineError(f"expected 4 fields, got {len(fields)}")
+    start = _number(fields[2], "start")
+    end = _number(fields[3], "end")
+    if start < 0:
+        raise _LineError(f"start {fields[2]!r} is negative")
+    if end <= start:
+        raise _LineError(f"end {fields[3]!r} is not after start {fields[2]!r}")
+    return fields[0], start, end
+
+
+def read_uem(path: str | Path) -> list[tuple[str, float, float]]:
+    """Read a UEM file as ``(uri, start, end)`` regions, in file order (blank lines and ``#`` comments allowed)."""
+    regions: list[tuple[str, float, float]] = []
+    for lineno, line in enumerate(_read_lines(path, "UEM"), start=1):
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        try:
+            regions.append(_parse_uem_fields(fields))
+        except _LineError as exc:
+            raise DataError(
+                f"{path}:{lineno}: malformed UEM line {line!r}: {exc}. "
+                f"Expected {_UEM_EXPECTED}; fix or delete this line."
+            ) from None
+    return regions
+
+
+def _check_token(value: str, name: str) -> None:
+    if not value or any(c.isspace() for c in value):
+        raise ValueError(f"{name} {value!r} must be non-empty and contain no whitespace")
+
+
+def write_rttm(path: str | Path, turns: Iterable[Turn]) -> None:
+    """Write ``turns`` as RTTM SPEAKER lines (times with 3 decimals), creating parent directories."""
+    lines = []
+    for turn in turns:
+        _check_token(turn.uri, "uri")
+        _check_token(turn.speaker, "speaker")
+        lines.append(
+            f"SPEAKER {turn.uri} 1 {turn.start:.3f} {turn.duration:.3f} <NA> <NA> {turn.speaker} <NA> <NA>\n"
+        )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(lines), encoding="utf-8")
+
+
+def write_uem(path: str | Path, uri: str, start: float, end: float) -> None:
+    """Write a one-region UEM file (``uri 1 start end``), creating parent directories."""
+    _check_token(uri, "uri")
+    if not 0 <= start < end:
+        raise ValueError(f"UEM region must satisfy 0 <= start < end, got start={start}, end={end}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{uri} 1 {start:.3f} {end:.3f}\n", encoding="utf-8")

@@ -1,0 +1,24 @@
+"""Deterministic demo corpora generated from the real speech sample shipped with pyannote.audio."""
+
+from __future__ import annotations
+
+from tuner.data.demo._speakers import build_speaker_pool, load_sample, perturb, speaker_segments
+from tuner.data.demo.diarization import (
+    EVAL_FACTORS,
+    PROTOCOL,
+    TRAIN_FACTORS,
+    ensure_diarization_corpus,
+    generate_diarization_corpus,
+)
+
+__all__ = [
+    "EVAL_FACTORS",
+    "PROTOCOL",
+    "TRAIN_FACTORS",
+    "build_speaker_pool",
+    "ensure_diarization_corpus",
+    "generate_diarization_corpus",
+    "load_sample",
+    "perturb",
+    "speaker_segments",
+]

@@ -1,0 +1,25 @@
+"""Errors raised by tuner.
+
+Every error a user can cause (a bad file, key, path or URL) is a :class:`TunerError`: its message names
+the offending file/line/key and says how to fix it. The CLI prints these without a traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = ["TunerError", "ConfigError", "DataError", "StorageError"]
+
+
+class TunerError(Exception):
+    """Base class of user-facing errors: the message says what is wrong and what to do."""
+
+
+class ConfigError(TunerError, ValueError):
+    """A study file or search-space YAML is invalid (names the file and key)."""
+
+
+class DataError(TunerError, ValueError):
+    """A corpus file is missing, unreadable or malformed (names the file, and the line where known)."""
+
+
+class StorageError(TunerError, RuntimeError):
+    """The trial store cannot be reached or written (the URL is shown with its password masked)."""

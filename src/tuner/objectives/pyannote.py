@@ -1,0 +1,178 @@
+"""Diarization segmentation: pyannote.audio's ``SpeakerDiarization`` task and ``PyanNet`` model (metric DER).
+
+What is learned (the model) is separate from what it is learned on (the task), as in pyannote.audio:
+the model is ``PyanNet`` with random weights (a small config by default) or any pyannote segmentation
+checkpoint given with ``--pretrained``; the task is pyannote's own ``SpeakerDiarization`` (powerset
+loss, validation DER with its Confusion / FalseAlarm / Miss components at a 0.5 threshold), reading
+audio through soundfile so that neither FFmpeg nor torchcodec is involved.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")  # pyannote 4 telemetry: off unless asked for
+
+import logging
+import tempfile
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+with warnings.catch_warnings():  # torchcodec cannot load without FFmpeg; tuner never needs it
+    warnings.filterwarnings("ignore", message=r"(?s).*torchcodec is not installed correctly")
+    from pyannote.audio import Model
+    from pyannote.audio.models.segmentation import PyanNet
+    from pyannote.audio.tasks import SpeakerDiarization
+
+import lightning.pytorch as pl
+import torch
+
+from tuner.data.audio import WaveformCache
+from tuner.data.diarization import DiarizationCorpus, resolve_diarization_corpus
+from tuner.errors import ConfigError
+from tuner.objectives.base import FitInputs, Objective
+from tuner.search_space import TrialConfig
+from tuner.training.freeze import LayerStack
+
+__all__ = ["PyannoteSegmentation", "load_pretrained_segmentation"]
+
+logger = logging.getLogger(__name__)
+
+#: pyannote's logged keys -> the names tuner records (seed 001's table columns)
+_LOGGED = {
+    "DiarizationErrorRate": "DER",
+    "DiarizationErrorRate/Confusion": "Confusion",
+    "DiarizationErrorRate/FalseAlarm": "FalseAlarm",
+    "DiarizationErrorRate/Miss": "Miss",
+    "loss/train": "loss/train",
+    "loss/val": "loss/val",
+}
+_BLOCKS = ("sincnet", "lstm", "linear")
+
+
+class _SoundfileSpeakerDiarization(SpeakerDiarization):
+    """pyannote's SpeakerDiarization task, handing the model in-memory waveforms read with soundfile.
+
+    pyannote's task keeps audio paths and lets torchcodec decode them; here ``get_file`` returns
+    ``{"waveform", "sample_rate"}`` from a shared cache instead. Cached waveforms carry a few samples
+    of padding because ``Audio.crop`` rejects a chunk that ends exactly at the last sample.
+    """
+
+    def __init__(self, *args: Any, waveforms: WaveformCache, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.waveforms = waveforms
+
+    def get_file(self, file_id: int) -> dict[str, Any]:
+        waveform, sample_rate = self.waveforms.get(str(self.prepared_data["audio-path"][file_id]))
+        return {"waveform": torch.from_numpy(waveform), "sample_rate": sample_rate}
+
+
+class PyannoteSegmentation(Objective):
+    """Fine-tune pyannote's segmentation model on a diarization protocol; minimise validation DER."""
+
+    name = "pyannote_segmentation"
+    metric = "DER"
+    direction = "minimize"
+    components = ("Confusion", "FalseAlarm", "Miss", "loss/train", "loss/val")
+    default_options: Mapping[str, Any] = {
+        # task: None = from the pretrained model's specifications, else the values below
+        "duration": None,  # chunk duration in seconds (5.0 from scratch)
+        "max_speakers_per_chunk": None,  # 3 from scratch
+        "max_speakers_per_frame": None,  # 2 from scratch (powerset)
+        "num_workers": 0,
+        # small PyanNet for CPU runs from scratch (pyannote's defaults: lstm 128 x 2, linear 128 x 2)
+        "sincnet": {"stride": 10},
+        "lstm": {"hidden_size": 64, "num_layers": 2, "bidirectional": True, "monolithic": True},
+        "linear": {"hidden_size": 64, "num_layers": 2},
+    }
+    _SCRATCH_TASK = {"duration": 5.0, "max_speakers_per_chunk": 3, "max_speakers_per_frame": 2}
+
+    def setup(self) -> None:
+        if getattr(self, "_corpus", None) is not None:
+            return
+        self._corpus: DiarizationCorpus = resolve_diarization_corpus(self.data, self.workdir)
+        self.data_summary = self._corpus.validate()
+        self._protocol = self._corpus.protocol()
+        self._waveforms = WaveformCache(pad_samples=256)
+        self._task_options = dict(self._SCRATCH_TASK)
+        if self.pretrained is not None:
+            specifications = load_pretrained_segmentation(self.pretrained).specifications
+            self._task_options = {
+                "duration": float(specifications.duration),
+                "max_speakers_per_chunk": len(specifications.classes),
+                "max_speakers_per_frame": specifications.powerset_max_classes or 2,
+            }
+        for key in self._task_options:
+            if self.options[key] is not None:
+                self._task_options[key] = self.options[key]
+        cache_dir = Path(tempfile.mkdtemp(prefix="tuner-pyannote-"))
+        self._task_cache = cache_dir / "prepared.npz"  # pyannote's prepared (meta)data, shared by trials
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        if getattr(self, "_corpus", None) is not None:
+            out["data"] = str(self._corpus)
+        return out
+
+    def build(self, config: TrialConfig, seed: int) -> FitInputs:
+        self.setup()
+        pl.seed_everything(seed, workers=True, verbose=False)
+        if self.pretrained is not None:
+            model = load_pretrained_segmentation(self.pretrained)
+        else:
+            model = PyanNet(
+                sincnet=dict(self.options["sincnet"]),
+                lstm=dict(self.options["lstm"]),
+                linear=dict(self.options["linear"]),
+            )
+        model.task = _SoundfileSpeakerDiarization(
+            self._protocol,
+            cache=str(self._task_cache),
+            batch_size=config.batch_size,
+            num_workers=self.options["num_workers"],
+            waveforms=self._waveforms,
+            **self._task_options,
+        )
+        trainable = sum(p.numel() for p in model.parameters())
+        return FitInputs(module=model, info={"parameters_before_setup": trainable})
+
+    def layers(self, module: pl.LightningModule) -> LayerStack:
+        names = [name for name in _BLOCKS if isinstance(getattr(module, name, None), torch.nn.Module)]
+        head = [module.classifier] if hasattr(module, "classifier") else []
+        if not head:
+            raise ConfigError(
+                f"{type(module).__name__} has no 'classifier' head: 'unfrozen_layers' needs a "
+                "PyanNet-like model (sincnet > lstm > linear > classifier)."
+            )
+        return LayerStack(head=head, blocks=[getattr(module, n) for n in names], block_names=names)
+
+    def epoch_metrics(self, logged: Mapping[str, float]) -> dict[str, float]:
+        return {ours: float(logged[theirs]) for theirs, ours in _LOGGED.items() if theirs in logged}
+
+
+def load_pretrained_segmentation(source: str | Path) -> Model:
+    """A pyannote segmentation model from a local ``pytorch_model.bin``, a directory holding one, a
+    Lightning ``.ckpt`` written by pyannote, or (online) a Hugging Face model id."""
+    path = Path(source).expanduser()
+    looks_like_hub_id = not path.exists() and str(source).count("/") == 1 and not str(source).startswith((".", "/"))
+    if not path.exists() and not looks_like_hub_id:
+        raise ConfigError(
+            f"pretrained checkpoint not found: {path}. Give a pytorch_model.bin, a directory holding "
+            "one (e.g. a local copy of pyannote/segmentation-3.0), or a Lightning .ckpt saved by pyannote."
+        )
+    if path.is_dir() and not (path / "pytorch_model.bin").is_file():
+        raise ConfigError(f"{path} holds no pytorch_model.bin: point --pretrained at the checkpoint file itself.")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning)
+            model = Model.from_pretrained(str(path) if path.exists() else str(source), map_location="cpu")
+    except Exception as error:
+        raise ConfigError(
+            f"cannot load pretrained segmentation model from {source}: {error}. It must be a pyannote.audio "
+            "checkpoint (a file with a 'pyannote.audio' entry, as Model.save / Trainer.save_checkpoint write)."
+        ) from None
+    if model is None:
+        raise ConfigError(f"cannot load pretrained segmentation model from {source} (not found on the hub).")
+    return model

@@ -1,0 +1,1 @@
+"""Training machinery shared by every objective: optimisation, freezing, trial reporting, progress."""

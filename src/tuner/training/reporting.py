@@ -1,0 +1,101 @@
+"""The callback that turns each finished epoch into a trial record and an Optuna report."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import lightning.pytorch as pl
+from typing_extensions import override
+
+if TYPE_CHECKING:
+    import optuna
+
+    from tuner.objectives.base import Objective
+
+__all__ = ["TrialReporter", "epoch_key"]
+
+logger = logging.getLogger(__name__)
+
+
+def epoch_key(epoch: int) -> str:
+    """The trial user-attribute key holding the record of ``epoch`` (sortable: ``epoch/007``)."""
+    return f"epoch/{epoch:03d}"
+
+
+class TrialReporter(pl.Callback):
+    """After every training epoch (validation included): record its metrics, report, ask the pruner.
+
+    Each epoch's ``{metric, components, lr, seconds}`` is written to the trial as user attribute
+    ``epoch/NNN`` so that tables can be rebuilt from the store alone; the metric is reported to Optuna
+    at step = epoch. When the pruner says so, training stops at the end of this epoch and
+    :attr:`pruned_at` is set (the runner then raises ``optuna.TrialPruned``).
+    """
+
+    def __init__(self, objective: Objective, trial: optuna.Trial | None = None, label: str = "") -> None:
+        self.objective = objective
+        self.trial = trial
+        self.label = label or (f"trial {trial.number}" if trial is not None else "run")
+        self.history: dict[int, dict[str, float]] = {}
+        self.best_epoch: int | None = None
+        self.pruned_at: int | None = None
+        self._epoch_start = 0.0
+
+    @property
+    def best(self) -> dict[str, float] | None:
+        return None if self.best_epoch is None else self.history[self.best_epoch]
+
+    @override
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_start = time.perf_counter()
+
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        epoch = trainer.current_epoch
+        record = self.objective.epoch_metrics(_floats(trainer.callback_metrics))
+        metric = self.objective.metric
+        if metric not in record:
+            raise RuntimeError(
+                f"{type(self.objective).__name__} logged no '{metric}' in epoch {epoch} "
+                f"(logged: {sorted(trainer.callback_metrics)}); is there a validation set?"
+            )
+        if trainer.optimizers:
+            record["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
+        record["seconds"] = round(time.perf_counter() - self._epoch_start, 3)
+        self.history[epoch] = record
+        value = record[metric]
+        if self._improves(value):
+            self.best_epoch = epoch
+        logger.info("%s epoch %d/%d: %s", self.label, epoch + 1, trainer.max_epochs, _format(record, metric))
+        if self.trial is None:
+            return
+        self.trial.set_user_attr(epoch_key(epoch), record)
+        self.trial.report(value, step=epoch)
+        if self.trial.should_prune():
+            self.pruned_at = epoch
+            trainer.should_stop = True
+            logger.info("%s pruned after epoch %d (%s=%.4f)", self.label, epoch + 1, metric, value)
+
+    def _improves(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        if self.best_epoch is None:
+            return True
+        best = self.history[self.best_epoch][self.objective.metric]
+        return value < best if self.objective.direction == "minimize" else value > best
+
+
+def _floats(metrics: Mapping[str, Any]) -> dict[str, float]:
+    return {key: float(value) for key, value in metrics.items()}
+
+
+def _format(record: Mapping[str, float], metric: str) -> str:
+    items = [f"{metric}={record[metric]:.4f}"]
+    items += [f"{k}={v:.4f}" for k, v in record.items() if k not in (metric, "lr", "seconds")]
+    items.append(f"({record['seconds']:.1f}s)")
+    return " ".join(items)
