@@ -91,19 +91,19 @@ def fit(
     inputs = objective.build(config, seed)
     _attach_optimization(inputs.module, objective, config, max_epochs)
     reporter = TrialReporter(objective, trial)
-    trainer = pl.Trainer(
-        max_epochs=max_epochs,
-        accelerator="auto",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        callbacks=[reporter, *(callbacks or [])],
-        **dict(trainer_options or {}),
-    )
     with _quiet_libraries():
+        trainer = pl.Trainer(
+            max_epochs=max_epochs,
+            accelerator="auto",
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            callbacks=[reporter, *(callbacks or [])],
+            **dict(trainer_options or {}),
+        )
         trainer.fit(
             inputs.module,
             datamodule=inputs.datamodule,
@@ -123,10 +123,10 @@ def evaluate_untrained(objective: Objective, config: TrialConfig, seed: int, tra
 
     inputs = objective.build(config, seed)
     options = {k: v for k, v in trainer_options.items() if k.startswith("limit_val")}
-    trainer = pl.Trainer(
-        accelerator="auto", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False, **options
-    )
     with _quiet_libraries():
+        trainer = pl.Trainer(
+            accelerator="auto", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False, **options
+        )
         results = trainer.validate(
             inputs.module,
             datamodule=inputs.datamodule,

@@ -58,18 +58,18 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True) -> optuna.st
         engine_kwargs["connect_args"] = {"timeout": 60}  # several local workers wait for the write lock
     else:
         engine_kwargs["pool_pre_ping"] = True
-    options: dict = {}
-    if heartbeat:
-        options = {
-            "heartbeat_interval": HEARTBEAT_INTERVAL,
-            "grace_period": GRACE_PERIOD,
-            "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(
-                max_retry=1, inherit_intermediate_values=True
-            ),
-        }
     try:
         with warnings.catch_warnings():  # heartbeats are 'experimental' in Optuna, stable for years
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            options: dict = {}
+            if heartbeat:
+                options = {
+                    "heartbeat_interval": HEARTBEAT_INTERVAL,
+                    "grace_period": GRACE_PERIOD,
+                    "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(
+                        max_retry=1, inherit_intermediate_values=True
+                    ),
+                }
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **options)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError, OSError) as error:
         detail = str(error).splitlines()[0] if str(error) else type(error).__name__

@@ -78,7 +78,7 @@ class PyannoteSegmentation(Objective):
     components = ("Confusion", "FalseAlarm", "Miss", "loss/train", "loss/val")
     default_options: Mapping[str, Any] = {
         # task: None = from the pretrained model's specifications, else the values below
-        "duration": None,  # chunk duration in seconds (5.0 from scratch)
+        "duration": None,  # chunk duration in seconds (3.0 from scratch)
         "max_speakers_per_chunk": None,  # 3 from scratch
         "max_speakers_per_frame": None,  # 2 from scratch (powerset)
         "num_workers": 0,
@@ -87,7 +87,7 @@ class PyannoteSegmentation(Objective):
         "lstm": {"hidden_size": 64, "num_layers": 2, "bidirectional": True, "monolithic": True},
         "linear": {"hidden_size": 64, "num_layers": 2},
     }
-    _SCRATCH_TASK = {"duration": 5.0, "max_speakers_per_chunk": 3, "max_speakers_per_frame": 2}
+    _SCRATCH_TASK = {"duration": 3.0, "max_speakers_per_chunk": 3, "max_speakers_per_frame": 2}
 
     def setup(self) -> None:
         if getattr(self, "_corpus", None) is not None:

@@ -43,6 +43,7 @@ class TrialReporter(pl.Callback):
         self.best_epoch: int | None = None
         self.pruned_at: int | None = None
         self._epoch_start = 0.0
+        self._epoch_lr: float | None = None
 
     @property
     def best(self) -> dict[str, float] | None:
@@ -51,6 +52,8 @@ class TrialReporter(pl.Callback):
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_start = time.perf_counter()
+        # Lightning steps epoch schedulers before on_train_epoch_end: read this epoch's rate now
+        self._epoch_lr = float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else None
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -64,8 +67,8 @@ class TrialReporter(pl.Callback):
                 f"{type(self.objective).__name__} logged no '{metric}' in epoch {epoch} "
                 f"(logged: {sorted(trainer.callback_metrics)}); is there a validation set?"
             )
-        if trainer.optimizers:
-            record["lr"] = float(trainer.optimizers[0].param_groups[0]["lr"])
+        if self._epoch_lr is not None:
+            record["lr"] = self._epoch_lr
         record["seconds"] = round(time.perf_counter() - self._epoch_start, 3)
         self.history[epoch] = record
         value = record[metric]

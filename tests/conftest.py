@@ -1,0 +1,76 @@
+"""Shared fixtures: a tiny demo corpus, a tiny model config, study specs, and every storage backend."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: A PyanNet small enough that an epoch on the tiny corpus takes about a second on 2 CPU cores.
+TINY_OPTIONS: dict[str, Any] = {
+    "duration": 2.0,
+    "lstm": {"hidden_size": 16, "num_layers": 1, "bidirectional": True, "monolithic": True},
+    "linear": {"hidden_size": 16, "num_layers": 1},
+}
+TINY_SIZES: dict[str, Any] = {"n_train": 3, "n_dev": 2, "n_test": 1, "file_duration": 20.0}
+
+
+@pytest.fixture(scope="session")
+def demo_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small demo diarization corpus (seed 001's layout + database.yml), shared by the session."""
+    from tuner.data.demo import ensure_diarization_corpus
+
+    return ensure_diarization_corpus(tmp_path_factory.mktemp("corpus") / "diarization", seed=0, **TINY_SIZES)
+
+
+@pytest.fixture
+def corpus_copy(demo_corpus: Path, tmp_path: Path) -> Path:
+    """A private copy of the demo corpus that a test may break."""
+    target = tmp_path / "corpus"
+    shutil.copytree(demo_corpus, target)
+    return target
+
+
+def _sqlite(tmp_path: Path) -> Iterator[str]:
+    yield f"sqlite:///{tmp_path / 'tuner.db'}"
+
+
+#: Storage backends every store test runs against (PostgreSQL joins when a server is available).
+STORAGE_BACKENDS: dict[str, Callable[[Path], Iterator[str]]] = {"sqlite": _sqlite}
+
+
+@pytest.fixture(params=sorted(STORAGE_BACKENDS))
+def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty store URL, once per backend (as Optuna's StorageSupplier does)."""
+    yield from STORAGE_BACKENDS[request.param](tmp_path)
+
+
+@pytest.fixture
+def make_spec(demo_corpus: Path, tmp_path: Path) -> Callable[..., Any]:
+    """``make_spec(**overrides)``: a StudySpec training a tiny PyanNet on the tiny corpus."""
+    from tuner import StudySpec
+
+    def make(**overrides: Any) -> StudySpec:
+        values: dict[str, Any] = {
+            "name": "tiny",
+            "objective": "pyannote_segmentation",
+            "search_space": str(REPO / "search_spaces" / "pyannote.yaml"),
+            "data": str(demo_corpus),
+            "n_trials": 2,
+            "max_epochs": 2,
+            "fixed": {"batch_size": 8},
+            "options": TINY_OPTIONS,
+            "trainer": {"limit_train_batches": 4},
+        }
+        values.update(overrides)
+        return StudySpec(**values)
+
+    return make
