@@ -203,10 +203,10 @@ def test_speaker_material() -> None:
 
 # ------------------------------------------------------------------------------------ parsers
 
-GOOD_RTTM = "# a comment\n\nSPKR-INFO f 1 <NA> <NA> <NA> unknown spk <NA> <NA>\nSPEAKER f 1 6.690 0.430 <NA> <NA> s1 <NA> <NA>\n"
+GOOD_RTTM = "\nSPKR-INFO f 1 <NA> <NA> <NA> unknown spk <NA> <NA>\nSPEAKER f 1 6.690 0.430 <NA> <NA> s1 <NA> <NA>\n"
 
 
-def test_read_rttm_accepts_comments_blank_lines_and_other_types(tmp_path: Path) -> None:
+def test_read_rttm_accepts_blank_lines_and_other_types(tmp_path: Path) -> None:
     path = tmp_path / "ok.rttm"
     path.write_text(GOOD_RTTM)
     assert read_rttm(path) == [Turn("f", 6.69, 0.43, "s1")]
@@ -223,6 +223,8 @@ def test_read_rttm_accepts_comments_blank_lines_and_other_types(tmp_path: Path) 
         ("SPEAKER f 1 -1.0 0.430 <NA> <NA> s1 <NA> <NA>", "negative"),
         ("SPEAKER f 1 nan 0.430 <NA> <NA> s1 <NA> <NA>", "finite"),
         ("SPEAKR f 1 6.690 0.430 <NA> <NA> s1 <NA> <NA>", "record type"),
+        ("# a comment", "comment lines"),
+        ("SPEAKER f 1 6.690 0.430 <NA> <NA> s1 <NA> <NA> extra", "at most 10 fields"),
     ],
 )
 def test_read_rttm_rejects_malformed_lines(tmp_path: Path, line: str, reason: str) -> None:
@@ -231,7 +233,7 @@ def test_read_rttm_rejects_malformed_lines(tmp_path: Path, line: str, reason: st
     with pytest.raises(DataError) as info:
         read_rttm(path)
     message = str(info.value)
-    assert message.startswith(f"{path}:5: malformed RTTM line {line!r}")
+    assert message.startswith(f"{path}:4: malformed RTTM line {line!r}")
     assert reason in message and "fix or delete this line" in message
 
 
@@ -251,11 +253,12 @@ def test_read_missing_files(tmp_path: Path) -> None:
         ("f 1 -1.0 10.0", "negative"),
         ("f 1 10.0 10.0", "not after start"),
         ("f 1 0.0 inf", "finite"),
+        ("# reviewed", "comment lines"),
     ],
 )
 def test_read_uem_rejects_malformed_lines(tmp_path: Path, line: str, reason: str) -> None:
     path = tmp_path / "bad.uem"
-    path.write_text("# header\nf 1 0.000 40.000\n" + line + "\n")
+    path.write_text("\nf 1 0.000 40.000\n" + line + "\n")
     with pytest.raises(DataError) as info:
         read_uem(path)
     message = str(info.value)

@@ -147,11 +147,6 @@ def test_unknown_optimizer_is_rejected_and_the_allowed_ones_listed(tmp_path: Pat
     assert "Adam, AdamW, RAdam, NAdam" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _did_you_mean (search_space.py:311) matches case-sensitively, so 'adamw' suggests 'Adam' "
-    "instead of 'AdamW' (and 'ADAMW' suggests nothing)",
-)
 @pytest.mark.parametrize("text", ["optimizer: {choices: [adamw]}\n", "optimizer: ADAMW\n"])
 def test_wrong_case_optimizer_suggests_the_right_spelling(tmp_path: Path, text: str) -> None:
     message = _load_error(tmp_path, text)

@@ -22,10 +22,13 @@ storage_option = click.option("--storage", envvar="TUNER_STORAGE", metavar="URL"
 
 
 def _setup_logging(verbose: int) -> None:
+    from rich.console import Console
     from rich.logging import RichHandler
 
     level = logging.DEBUG if verbose > 1 else logging.INFO
-    handler = RichHandler(show_path=False, rich_tracebacks=False, markup=False, log_time_format="[%X]")
+    handler = RichHandler(
+        console=Console(stderr=True), show_path=False, rich_tracebacks=False, markup=False, log_time_format="[%X]"
+    )
     logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
     for noisy in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)

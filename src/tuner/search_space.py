@@ -309,5 +309,7 @@ def _parse_dimension(name: str, spec: Mapping[str, Any], param: Param, where: st
 
 
 def _did_you_mean(word: str, candidates: Any) -> str:
-    close = difflib.get_close_matches(word, [str(c) for c in candidates], n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    """`` (did you mean 'X'?)`` for the closest candidate, ignoring case (``adamw`` -> ``AdamW``)."""
+    by_lower = {str(c).lower(): str(c) for c in candidates}
+    close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
+    return f" (did you mean '{by_lower[close[0]]}'?)" if close else ""

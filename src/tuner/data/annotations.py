@@ -69,7 +69,14 @@ def _number(text: str, name: str) -> float:
     return value
 
 
+_NO_COMMENTS = "comment lines are not part of the format and pyannote.database cannot read them"
+
+
 def _parse_rttm_fields(fields: list[str]) -> Turn | None:
+    if fields[0].startswith("#"):
+        raise _LineError(_NO_COMMENTS)
+    if len(fields) > 10:
+        raise _LineError(f"expected at most 10 fields, got {len(fields)}")
     if fields[0] != "SPEAKER":
         if fields[0] in _OTHER_RTTM_TYPES:
             return None
@@ -86,11 +93,12 @@ def _parse_rttm_fields(fields: list[str]) -> Turn | None:
 
 
 def read_rttm(path: str | Path) -> list[Turn]:
-    """Read the SPEAKER turns of an RTTM file, in file order (blank lines and ``#`` comments allowed)."""
+    """Read the SPEAKER turns of an RTTM file, in file order (blank lines allowed, other record types
+    such as SPKR-INFO skipped). Lines pyannote.database could not read are errors naming ``file:line``."""
     turns: list[Turn] = []
     for lineno, line in enumerate(_read_lines(path, "RTTM"), start=1):
         fields = line.split()
-        if not fields or fields[0].startswith("#"):
+        if not fields:
             continue
         try:
             turn = _parse_rttm_fields(fields)
@@ -105,6 +113,8 @@ def read_rttm(path: str | Path) -> list[Turn]:
 
 
 def _parse_uem_fields(fields: list[str]) -> tuple[str, float, float]:
+    if fields[0].startswith("#"):
+        raise _LineError(_NO_COMMENTS)
     if len(fields) != 4:
         raise _LineError(f"expected 4 fields, got {len(fields)}")
     start = _number(fields[2], "start")
@@ -117,11 +127,11 @@ def _parse_uem_fields(fields: list[str]) -> tuple[str, float, float]:
 
 
 def read_uem(path: str | Path) -> list[tuple[str, float, float]]:
-    """Read a UEM file as ``(uri, start, end)`` regions, in file order (blank lines and ``#`` comments allowed)."""
+    """Read a UEM file as ``(uri, start, end)`` regions, in file order (blank lines allowed)."""
     regions: list[tuple[str, float, float]] = []
     for lineno, line in enumerate(_read_lines(path, "UEM"), start=1):
         fields = line.split()
-        if not fields or fields[0].startswith("#"):
+        if not fields:
             continue
         try:
             regions.append(_parse_uem_fields(fields))

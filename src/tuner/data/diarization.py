@@ -49,6 +49,7 @@ class DiarizationCorpus:
         from pyannote.database import FileFinder
         from pyannote.database.registry import Registry
 
+        self._subset_config()  # a clear error for an unknown protocol name
         registry = Registry()
         registry.load_database(self.database_yml)
         preprocessors = {"audio": FileFinder(registry=registry), "annotated": _annotated_or_whole_file}
@@ -56,26 +57,57 @@ class DiarizationCorpus:
 
     # -- validation --------------------------------------------------------------------------
     def validate(self) -> dict[str, Any]:
-        """Check every file of the train and development subsets; return a summary per subset."""
+        """Check every file of the train and development subsets; return a summary per subset.
+
+        RTTM and UEM files are read by tuner's strict readers first (errors name ``file:line``), then
+        the protocol is listed through pyannote.database and every audio file is checked.
+        """
         subsets = self._subset_config()
+        for subset in ("train", "development"):
+            self._validate_annotations(subset, subsets.get(subset) or {})
         protocol = self.protocol()
         summary: dict[str, Any] = {}
         for subset in ("train", "development"):
             files = _list_files(protocol, subset, self)
-            if not files:
-                raise DataError(
-                    f"{self}: the {subset} subset is empty. Add uris to its list "
-                    f"({subsets.get(subset, {}).get('uri', '?')}): tuning needs training files and "
-                    "development files to compute the validation DER."
-                )
-            seconds = 0.0
-            for file in files:
-                seconds += self._validate_file(file, subsets.get(subset, {}), subset)
+            seconds = sum(self._audio_duration(file, subset) for file in files)
             summary[subset] = {"files": len(files), "hours": round(seconds / 3600.0, 4)}
             logger.info("%s: %d %s files, %.1f min of audio", self, len(files), subset, seconds / 60)
         return summary
 
-    def _validate_file(self, file: Any, config: dict[str, Any], subset: str) -> float:
+    def _validate_annotations(self, subset: str, config: dict[str, Any]) -> None:
+        uri_list = config.get("uri")
+        uris = self._read_uris(uri_list, subset) if isinstance(uri_list, str) else []
+        if not uris:
+            raise DataError(
+                f"{self}: the {subset} subset is empty. Add uris to its list ({uri_list or 'no uri list declared'}): "
+                "tuning needs training files and development files to compute the validation DER."
+            )
+        for key, reader in (("annotation", read_rttm), ("annotated", read_uem)):
+            template = config.get(key)
+            if not isinstance(template, str):
+                continue
+            checked: set[Path] = set()
+            for uri in uris:
+                path = self._resolve(template.format(uri=uri, database=self.protocol_name.split(".")[0]))
+                if path in checked:
+                    continue
+                if not path.is_file():
+                    raise DataError(
+                        f"{path}: file not found ({key} of uri '{uri}', {subset} subset, declared in "
+                        f"{self.database_yml}). Add it or remove '{uri}' from {uri_list}."
+                    )
+                records = reader(path)
+                if key == "annotation" and "{uri}" in template and not any(t.uri == uri for t in records):
+                    logger.warning("%s has no turn for uri '%s': the whole file counts as non-speech", path, uri)
+                checked.add(path)
+
+    def _read_uris(self, uri_list: str, subset: str) -> list[str]:
+        path = self._resolve(uri_list)
+        if not path.is_file():
+            raise DataError(f"{path}: uri list of the {subset} subset not found (declared in {self.database_yml}).")
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def _audio_duration(self, file: Any, subset: str) -> float:
         uri = file["uri"]
         try:
             path = Path(file["audio"])
@@ -85,32 +117,37 @@ class DiarizationCorpus:
                 f"Put {uri}.wav (or .flac) where 'Databases' in {self.database_yml} points, or remove "
                 f"'{uri}' from the {subset} list."
             ) from None
-        info = audio_info(path)
-        for key, reader in (("annotation", read_rttm), ("annotated", read_uem)):
-            template = config.get(key)
-            if isinstance(template, str):
-                annotation_path = self._resolve(template.format(uri=uri, database=file["database"]))
-                if not annotation_path.is_file():
-                    raise DataError(
-                        f"{annotation_path}: file not found ({key} of uri '{uri}', {subset} subset, "
-                        f"declared in {self.database_yml}). Add it or remove '{uri}' from the list."
-                    )
-                records = reader(annotation_path)
-                if key == "annotation" and not any(turn.uri == uri for turn in records):
-                    logger.warning("%s has no turn for uri '%s': the file is all non-speech", annotation_path, uri)
-        return info.duration
+        return audio_info(path).duration
 
     def _subset_config(self) -> dict[str, dict[str, Any]]:
-        config = yaml.safe_load(self.database_yml.read_text(encoding="utf-8")) or {}
-        database, task, name = self.protocol_name.split(".")
         try:
-            return dict(config["Protocols"][database][task][name])
-        except (KeyError, TypeError):
-            return {}
+            config = yaml.safe_load(self.database_yml.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise DataError(f"{self.database_yml}: cannot read it: {error}") from None
+        declared = _protocols(config)
+        if self.protocol_name not in declared:
+            raise DataError(
+                f"{self.database_yml}: no SpeakerDiarization protocol '{self.protocol_name}' (expected the form "
+                f"Database.SpeakerDiarization.Protocol). Declared: {', '.join(declared) or 'none'}."
+            )
+        return declared[self.protocol_name]
 
     def _resolve(self, path: str) -> Path:
+        """As pyannote.database resolves protocol paths: as given (absolute or from the working
+        directory) if that file exists, else relative to the database.yml's folder."""
         candidate = Path(path).expanduser()
-        return candidate if candidate.is_absolute() else self.database_yml.parent / candidate
+        if candidate.is_absolute() or candidate.is_file():
+            return candidate
+        return self.database_yml.parent / candidate
+
+
+def _protocols(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{"Db.SpeakerDiarization.Name": {subset: entry}}`` declared in a database.yml's content."""
+    out: dict[str, dict[str, Any]] = {}
+    for database, tasks in (config.get("Protocols") or {}).items():
+        for name, subsets in ((tasks or {}).get("SpeakerDiarization") or {}).items():
+            out[f"{database}.SpeakerDiarization.{name}"] = dict(subsets or {})
+    return out
 
 
 def _annotated_or_whole_file(file: Any) -> Any:
@@ -176,11 +213,7 @@ def _single_protocol(database_yml: Path) -> str:
         config = yaml.safe_load(database_yml.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
         raise DataError(f"{database_yml}: invalid YAML: {error}") from None
-    names = [
-        f"{database}.SpeakerDiarization.{name}"
-        for database, tasks in (config.get("Protocols") or {}).items()
-        for name in ((tasks or {}).get("SpeakerDiarization") or {})
-    ]
+    names = list(_protocols(config))
     if len(names) != 1:
         found = ", ".join(names) or "none"
         raise DataError(

@@ -1,0 +1,71 @@
+"""Benchmark: the `make demo` study end to end (wall time, trials, pruning, best DER vs untrained).
+
+Runs `studies/pyannote_optim.py` on the demo corpus into a fresh SQLite store and writes
+benchmarks/results/demo_study.json. Target: the study finishes within 15 minutes on 2 CPU cores and its
+best DER is below half the untrained model's.
+
+    .venv/bin/python benchmarks/demo_study.py [--study studies/pyannote_optim.py]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+
+from tuner import load_study_file, run_study
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> str:
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--study", default="studies/pyannote_optim.py")
+    parser.add_argument("--target-minutes", type=float, default=15.0)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    spec = load_study_file(args.study)
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/bench.db"
+        started = time.perf_counter()
+        study = run_study(spec, url, workdir="storage", show_progress=False)
+        minutes = (time.perf_counter() - started) / 60
+        states = [t.state for t in study.trials]
+        baseline = study.user_attrs["baseline"][study.user_attrs["metric"]]
+        best = study.best_value
+    result = {
+        "name": "demo_study",
+        "figure": round(minutes, 2),
+        "unit": "minutes",
+        "target": args.target_minutes,
+        "meets_target": minutes <= args.target_minutes and best < baseline / 2,
+        "trials": len(states),
+        "complete": states.count(optuna.trial.TrialState.COMPLETE),
+        "pruned": states.count(optuna.trial.TrialState.PRUNED),
+        "best_DER": round(best, 4),
+        "untrained_DER": round(baseline, 4),
+        "command": f".venv/bin/python benchmarks/demo_study.py --study {args.study}",
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "demo_study.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
