@@ -67,14 +67,15 @@ def test_median_pruner_prunes_a_bad_trial(make_spec, storage_url, tmp_path):
 
 
 def test_resume_adds_trials_to_the_same_study(make_spec, storage_url, tmp_path):
-    spec = make_spec(max_epochs=1)
-    run_study(spec, storage_url, n_trials=2, workdir=tmp_path, show_progress=False)
-    run_study(spec, storage_url, n_trials=2, workdir=tmp_path, show_progress=False)
+    run_study(make_spec(max_epochs=1, sampler=optuna.samplers.RandomSampler(seed=0)), storage_url, n_trials=2, workdir=tmp_path, show_progress=False)
+    run_study(make_spec(max_epochs=1, sampler=optuna.samplers.RandomSampler(seed=0)), storage_url, n_trials=2, workdir=tmp_path, show_progress=False)
     summaries = optuna.get_all_study_summaries(storage_url)
     assert [s.study_name for s in summaries] == ["tiny"]
     trials = optuna.load_study(study_name="tiny", storage=storage_url).trials
     assert [t.number for t in trials] == [0, 1, 2, 3]
     assert all(t.state in FINISHED for t in trials)
+    # the resumed run does not replay the first run's configurations from the same sampler seed
+    assert trials[2].params != trials[0].params and trials[3].params != trials[1].params
     # without --n-trials a run only tops the study up to its budget (here already met)
     run_study(make_spec(max_epochs=1, n_trials=3), storage_url, workdir=tmp_path, show_progress=False)
     assert len(optuna.load_study(study_name="tiny", storage=storage_url).trials) == 4

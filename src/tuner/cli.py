@@ -22,12 +22,13 @@ storage_option = click.option("--storage", envvar="TUNER_STORAGE", metavar="URL"
 
 
 def _setup_logging(verbose: int) -> None:
-    from rich.console import Console
     from rich.logging import RichHandler
+
+    from tuner._console import stderr_console
 
     level = logging.DEBUG if verbose > 1 else logging.INFO
     handler = RichHandler(
-        console=Console(stderr=True), show_path=False, rich_tracebacks=False, markup=False, log_time_format="[%X]"
+        console=stderr_console(), show_path=False, rich_tracebacks=False, markup=False, log_time_format="[%X]"
     )
     logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
     for noisy in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):

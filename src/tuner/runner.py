@@ -201,6 +201,10 @@ def run_study(
         load_if_exists=True,
     )
     _check_or_record_study(study, spec, objective, space, url)
+    if study.get_trials(deepcopy=False):
+        # a resumed study or another worker: a sampler seeded as in the first run would propose the
+        # same configurations again
+        study.sampler.reseed_rng()
     if "baseline" not in study.user_attrs:
         logger.info("evaluating the untrained model (the study's baseline)")
         baseline = evaluate_untrained(objective, space.config_from({}), spec.seed, spec.trainer)

@@ -20,7 +20,9 @@ class StudyProgress:
     """Trials done out of the budget, plus the running trial's epoch and batch."""
 
     def __init__(self, total_trials: int | None, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True)
+        from tuner._console import stderr_console
+
+        self.console = console or stderr_console()
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),

@@ -1,0 +1,16 @@
+"""The one stderr console shared by logging and progress display (so logs print above the bars)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+@lru_cache(maxsize=1)
+def stderr_console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True)
