@@ -73,17 +73,23 @@ def run(study_file: Path, storage: str | None, n_trials: int | None, timeout: fl
     Re-running the same command resumes the study: trials already in the store count towards the
     budget. Start the same command on several machines against one PostgreSQL store to share a study.
     """
-    from rich.console import Console
-
     from tuner.runner import run_study
     from tuner.study import load_study_file
     from tuner.tables import rich_table, trial_rows
 
     spec = load_study_file(study_file).override(data=data, pretrained=pretrained, max_epochs=max_epochs, name=study_name)
     study = run_study(spec, storage, n_trials=n_trials, timeout=timeout, workdir=workdir)
-    console = Console()
+    console = _stdout_console()
     console.print(rich_table(trial_rows(study), title=f"study {study.study_name}: trials by {study.user_attrs.get('metric')}"))
     _print_outcome(console, study)
+
+
+def _stdout_console() -> Any:
+    """stdout console; logs and files get wide tables instead of the 80 columns rich assumes."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=220)
 
 
 def _print_outcome(console: Any, study: Any) -> None:
@@ -105,14 +111,12 @@ def _print_outcome(console: Any, study: Any) -> None:
 @storage_option
 def studies(storage: str | None) -> None:
     """List the studies in the store with their trial counts and best value."""
-    from rich.console import Console
-
     from tuner.storage import open_storage, resolve_storage_url
     from tuner.tables import rich_table, study_rows
 
     url = resolve_storage_url(storage)
     rows = study_rows(open_storage(url, heartbeat=False))
-    Console().print(rich_table(rows, title=None) if rows else f"no studies in {url}")
+    _stdout_console().print(rich_table(rows, title=None) if rows else f"no studies in {url}")
 
 
 @cli.command()
