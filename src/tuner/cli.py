@@ -133,21 +133,29 @@ def export(study_name: str, storage: str | None, out: Path) -> None:
     click.echo(f"wrote {out}: trial {exported['trial']}, {metric['name']} = {metric['value']:.4f} at epoch {metric['epoch']}")
 
 
+_DEMO_KINDS = ("diarization", "verification")
+
+
 @cli.command("demo-data")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="storage/demo/diarization", show_default=True, help="Folder to write the corpus to.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="storage/demo", show_default=True, help="Folder to write the corpora to (one sub-folder per kind).")
+@click.option("--kind", type=click.Choice([*_DEMO_KINDS, "all"]), default="all", show_default=True, help="Which corpus to generate.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same files).")
 @click.option("--force", is_flag=True, help="Regenerate even if a complete corpus is there.")
-def demo_data(out: Path, seed: int, force: bool) -> None:
-    """Generate the demo diarization corpus from the real speech shipped with pyannote.audio.
+def demo_data(out: Path, kind: str, seed: int, force: bool) -> None:
+    """Generate the demo corpora from the real speech shipped with pyannote.audio.
 
-    Speaker turns are cut from pyannote.audio's sample by its RTTM, speed-perturbed copies become extra
-    speakers, and conversations with overlaps and silences are written in seed 001's layout
+    Speaker turns are cut from pyannote.audio's 30 s sample by its RTTM and speed-perturbed copies become
+    extra speakers. diarization/: conversations with overlaps and silences in seed 001's layout
     (train.txt dev.txt test.txt, <split>/wav rttm uem) with a database.yml for pyannote.database.
+    verification/: utterances in the Kathbath layout (<split>/<speaker>/<utt>.wav) with balanced dev and
+    test trial lists (trials/dev.txt, trials/test.txt; dev and test speakers unseen in train).
     """
-    from tuner.data.demo import ensure_diarization_corpus, generate_diarization_corpus
+    from tuner.data import demo
 
-    root = generate_diarization_corpus(out, seed=seed) if force else ensure_diarization_corpus(out, seed=seed)
-    click.echo(f"demo corpus ready: {root} (protocol: {root / 'database.yml'}:Demo.SpeakerDiarization.Default)")
+    for name in _DEMO_KINDS if kind == "all" else (kind,):
+        make = getattr(demo, f"generate_{name}_corpus" if force else f"ensure_{name}_corpus")
+        root = make(out / name, seed=seed)
+        click.echo(f"{name} demo corpus ready: {root}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -49,14 +49,21 @@ _QUIET = (
     r".*target_rate is required by Identity.*",
     r".*does not have many workers which may be a bottleneck.*",
     r".*The number of training batches \(\d+\) is smaller than the logging interval.*",
+    r".*`torch.nn.utils.weight_norm` is deprecated.*",  # s3prl's WavLM
+    r".*Support for mismatched key_padding_mask and attn_mask is deprecated.*",  # s3prl's WavLM
 )
+
+
+def _silence_library_loggers() -> None:
+    """Lightning's "GPU available: False" and tips, s3prl's configs: noise in a study log (shown with -vv)."""
+    if not logger.isEnabledFor(logging.DEBUG):
+        for name in ("lightning.pytorch", "s3prl"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 @contextlib.contextmanager
 def _quiet_libraries() -> Iterator[None]:
-    lightning_logger = logging.getLogger("lightning.pytorch")
-    if not logger.isEnabledFor(logging.DEBUG):  # "GPU available: False", tips: noise in a study log
-        lightning_logger.setLevel(logging.WARNING)
+    _silence_library_loggers()
     with warnings.catch_warnings():
         for pattern in _QUIET:
             warnings.filterwarnings("ignore", message=pattern)
@@ -70,6 +77,7 @@ def prepare_objective(spec: StudySpec, workdir: str | Path = "storage") -> tuple
     space = space.with_fixed(spec.fixed, source=f"study '{spec.name}'")
     objective = objective_class(spec.data, spec.pretrained, spec.options, workdir=workdir)
     objective.setup()
+    space.check_unfrozen_layers(objective.num_blocks(), model=f"the {objective.name} model")
     return objective, space
 
 
@@ -190,6 +198,8 @@ def run_study(
 
     from tuner.training.progress import BatchProgress, StudyProgress
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # tuner logs each epoch and trial itself
+    _silence_library_loggers()
     objective, space = prepare_objective(spec, workdir)
     url = resolve_storage_url(storage)
     study = optuna.create_study(
@@ -241,12 +251,16 @@ def run_study(
             result = fit(objective, config, seed, spec.max_epochs, trial=trial, trainer_options=spec.trainer, callbacks=progress)
             _record_result(trial, result, objective, time.perf_counter() - started)
             if result.pruned_at is not None:
-                raise optuna.TrialPruned(f"pruned after epoch {result.pruned_at}")
+                raise optuna.TrialPruned(f"pruned after epoch {result.pruned_at + 1}")
             return result.best(objective.metric)
 
         def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
             value = "" if trial.value is None else f" {objective.metric}={trial.value:.4f}"
             display.trial_finished(f"last: #{trial.number} {trial.state.name.lower()}{value}")
+            if trial.state == optuna.trial.TrialState.COMPLETE:
+                logger.info("trial %d complete:%s (best so far: %.4f, trial %d)", trial.number, value, study.best_value, study.best_trial.number)
+            elif trial.state == optuna.trial.TrialState.FAIL:
+                logger.warning("trial %d failed: %s", trial.number, trial.system_attrs.get("fail_reason", "see the log above"))
 
         study.optimize(
             trial_objective,

@@ -8,6 +8,7 @@ that tells Optuna how to search it::
     batch_size: {choices: [16, 32]}
     unfrozen_layers: {low: 0, high: 3}                  # int
     schedule: cosine                                    # fixed
+    scale: {low: 16, high: 48, when: {loss: [aam]}}     # searched only when loss is aam
 
 Every key, type, bound and choice is checked up front; an error names the file and the key and says
 what would be accepted. Objectives may declare extra parameters (a loss margin, a clip value) that
@@ -19,7 +20,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,6 +128,10 @@ class _Dimension:
     log: bool = False
     step: float | None = None
     is_int: bool = False
+    when: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # searched only if these params take these values
+
+    def applies(self, params: Mapping[str, Any]) -> bool:
+        return all(params.get(name) in values for name, values in self.when)
 
     def suggest(self, trial: optuna.Trial) -> Any:
         if self.choices is not None:
@@ -138,13 +143,17 @@ class _Dimension:
         return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
 
     def as_yaml(self) -> Any:
+        out: dict[str, Any]
         if self.choices is not None:
-            return {"choices": list(self.choices)}
-        out: dict[str, Any] = {"low": self.low, "high": self.high}
-        if self.log:
-            out["log"] = True
-        if self.step is not None:
-            out["step"] = self.step
+            out = {"choices": list(self.choices)}
+        else:
+            out = {"low": self.low, "high": self.high}
+            if self.log:
+                out["log"] = True
+            if self.step is not None:
+                out["step"] = self.step
+        if self.when:
+            out["when"] = {name: list(values) for name, values in self.when}
         return out
 
 
@@ -211,7 +220,9 @@ class SearchSpace:
                 )
             param = vocabulary[name]
             if isinstance(spec, Mapping):
-                dimensions[name] = _parse_dimension(name, spec, param, where)
+                spec = dict(spec)
+                when = _parse_when(spec.pop("when", None), vocabulary, dimensions, fixed, where)
+                dimensions[name] = replace(_parse_dimension(name, spec, param, where), when=when)
             elif isinstance(spec, list):
                 raise ConfigError(
                     f"{where}: a list is ambiguous; write {{choices: {spec}}} to search these values."
@@ -244,13 +255,29 @@ class SearchSpace:
     def suggest(self, trial: optuna.Trial) -> TrialConfig:
         """Ask ``trial`` for every searched parameter; fill in fixed values and defaults."""
         params = self.defaults()
-        for name, dimension in self.dimensions.items():
-            params[name] = dimension.suggest(trial)
+        for name, dimension in self.dimensions.items():  # file order: conditions come first
+            if dimension.applies(params):
+                params[name] = dimension.suggest(trial)
         return TrialConfig.from_params(params)
 
     def config_from(self, params: Mapping[str, Any]) -> TrialConfig:
         """The TrialConfig a trial with these stored ``params`` ran with."""
         return TrialConfig.from_params({**self.defaults(), **params})
+
+    def check_unfrozen_layers(self, num_blocks: int | None, model: str = "the model") -> None:
+        """Refuse an ``unfrozen_layers`` value or range above the model's ``num_blocks``."""
+        if num_blocks is None or "unfrozen_layers" not in self.vocabulary:
+            return
+        dimension = self.dimensions.get("unfrozen_layers")
+        if dimension is not None:
+            highest = max(dimension.choices) if dimension.choices is not None else dimension.high
+        else:
+            highest = self.fixed.get("unfrozen_layers")
+        if highest is not None and highest > num_blocks:
+            raise ConfigError(
+                f"{self.source}: key 'unfrozen_layers' goes up to {highest:g} but {model} has {num_blocks} "
+                f"freezable blocks; use a value or range within 0..{num_blocks}."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """The space as YAML-ready data (round-trips through :meth:`from_dict`)."""
@@ -260,6 +287,34 @@ class SearchSpace:
 
     def __repr__(self) -> str:
         return f"SearchSpace(searched={list(self.dimensions)}, fixed={self.fixed})"
+
+
+def _parse_when(
+    when: Any,
+    vocabulary: Mapping[str, Param],
+    dimensions: Mapping[str, _Dimension],
+    fixed: Mapping[str, Any],
+    where: str,
+) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    """``when: {loss: [aam, triplet]}``: search this parameter only for those values of ``loss``."""
+    if when is None:
+        return ()
+    if not isinstance(when, Mapping) or not when:
+        raise ConfigError(f"{where}: 'when' must map a parameter to the values it applies to, e.g. {{loss: [aam]}}.")
+    conditions = []
+    for other, values in when.items():
+        if other not in vocabulary:
+            raise ConfigError(
+                f"{where}: 'when' names unknown parameter '{other}'{_did_you_mean(str(other), vocabulary)}."
+            )
+        if other not in dimensions and other not in fixed:
+            raise ConfigError(
+                f"{where}: 'when' depends on '{other}', which must be declared earlier in the file."
+            )
+        values = values if isinstance(values, list) else [values]
+        checked = tuple(vocabulary[other].check(v, f"{where}, 'when' value of '{other}'") for v in values)
+        conditions.append((str(other), checked))
+    return tuple(conditions)
 
 
 def _parse_dimension(name: str, spec: Mapping[str, Any], param: Param, where: str) -> _Dimension:

@@ -31,6 +31,8 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     metric = attrs.get("metric", "value")
     components = attrs.get("components", [])
     maximize = attrs.get("direction") == "maximize"
+    # the common knobs, then the objective's own searched ones (a loss, a margin, a clip value)
+    param_columns = [*PARAM_COLUMNS, *(k for k in attrs.get("search_space", {}) if k not in PARAM_COLUMNS and k != "warmup_epochs")]
     rows = []
     for trial in study.get_trials(deepcopy=False):
         config = trial.user_attrs.get("config", trial.params)
@@ -38,7 +40,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
         best_epoch = _best_epoch(epochs, metric, maximize)
         best = next((e for e in epochs if e["epoch"] == best_epoch), {})
         row: dict[str, Any] = {"trial": trial.number, "state": trial.state.name}
-        row.update({name: config.get(name) for name in PARAM_COLUMNS})
+        row.update({name: config.get(name) for name in param_columns})
         row["epochs"] = len(epochs)
         row["best_epoch"] = best_epoch
         row[metric] = best.get(metric)

@@ -97,6 +97,13 @@ class Objective(abc.ABC):
     def layers(self, module: pl.LightningModule) -> LayerStack:
         """The head and the freezable blocks of ``module`` (valid once the module is set up)."""
 
+    def num_blocks(self) -> int | None:
+        """How many freezable blocks the model has (after :meth:`setup`); None if unknown until built.
+
+        The runner checks the search space's ``unfrozen_layers`` against it before any trial runs.
+        """
+        return None
+
     @abc.abstractmethod
     def epoch_metrics(self, logged: Mapping[str, float]) -> dict[str, float]:
         """``{metric: value, component: value, ...}`` from Lightning's ``callback_metrics``."""
@@ -114,6 +121,7 @@ class Objective(abc.ABC):
 #: Objective name -> "module:Class", imported only when a study uses it.
 OBJECTIVES: dict[str, str] = {
     "pyannote_segmentation": "tuner.objectives.pyannote:PyannoteSegmentation",
+    "wavlm_sv": "tuner.objectives.wavlm_sv:WavLMSpeakerVerification",
 }
 
 

@@ -97,8 +97,11 @@ class PyannoteSegmentation(Objective):
         self._protocol = self._corpus.protocol()
         self._waveforms = WaveformCache(pad_samples=256)
         self._task_options = dict(self._SCRATCH_TASK)
+        self._num_blocks = len(_BLOCKS)
         if self.pretrained is not None:
-            specifications = load_pretrained_segmentation(self.pretrained).specifications
+            pretrained = load_pretrained_segmentation(self.pretrained)
+            self._num_blocks = sum(isinstance(getattr(pretrained, n, None), torch.nn.Module) for n in _BLOCKS)
+            specifications = pretrained.specifications
             self._task_options = {
                 "duration": float(specifications.duration),
                 "max_speakers_per_chunk": len(specifications.classes),
@@ -137,6 +140,9 @@ class PyannoteSegmentation(Objective):
         )
         trainable = sum(p.numel() for p in model.parameters())
         return FitInputs(module=model, info={"parameters_before_setup": trainable})
+
+    def num_blocks(self) -> int | None:
+        return self._num_blocks
 
     def layers(self, module: pl.LightningModule) -> LayerStack:
         names = [name for name in _BLOCKS if isinstance(getattr(module, name, None), torch.nn.Module)]

@@ -18,11 +18,7 @@ absent, a complete corpus, or untouched. Same parameters give byte-identical fil
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -33,8 +29,8 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from tuner.data.annotations import Turn, write_rttm, write_uem
+from tuner.data.demo._corpus import is_complete, write_corpus_atomically
 from tuner.data.demo._speakers import build_speaker_pool, load_sample
-from tuner.errors import DataError
 
 __all__ = [
     "PROTOCOL",
@@ -54,7 +50,6 @@ EVAL_FACTORS: tuple[float, ...] = (0.88, 1.04, 1.12)
 """Speed factors of dev/test speakers (originals excluded): none is heard in train."""
 
 _VERSION = 1  # bump when the generated content changes, so ensure_diarization_corpus regenerates
-_MARKER = "corpus.json"
 _KIND = "tuner-demo-diarization"
 _SPLITS = ("train", "dev", "test")  # directory, list file and uri infix; pyannote subsets train/development/test
 
@@ -294,7 +289,8 @@ protocol = registry.get_protocol("{PROTOCOL}", preprocessors={{"audio": FileFind
 """
 
 
-def _write_corpus(root: Path, params: _Params, final_dir: Path) -> None:
+def _write_corpus(root: Path, params: _Params, final_dir: Path) -> dict[str, Any]:
+    """Fill ``root``; return the marker's extra entries (the marker itself is written by the caller)."""
     pools = _pools(params.sample_rate)
     duration_ms = _ms(params.file_duration)
     stats: dict[str, dict[str, int]] = {}
@@ -321,47 +317,17 @@ def _write_corpus(root: Path, params: _Params, final_dir: Path) -> None:
         )
     (root / "database.yml").write_text(_DATABASE_YML, encoding="utf-8")
     (root / "README.md").write_text(_readme(params, stats), encoding="utf-8")
-    marker = {"params": params.to_json(), "protocol": PROTOCOL, "stats": stats}
-    (root / _MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return {"protocol": PROTOCOL, "stats": stats}
 
 
-def _read_marker(out_dir: Path) -> dict[str, Any] | None:
-    try:
-        marker = json.loads((out_dir / _MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return marker if isinstance(marker, dict) else None
-
-
-def _is_complete(out_dir: Path, params: _Params) -> bool:
-    marker = _read_marker(out_dir)
-    if marker is None or marker.get("params") != params.to_json():
-        return False
-    if not (out_dir / "database.yml").is_file():
-        return False
+def _required_files(params: _Params) -> list[str]:
+    files = ["database.yml"]
     for split in _SPLITS:
         for index in range(params.count(split)):
             uri = _uri(split, index)
-            for sub, ext in (("wav", "wav"), ("rttm", "rttm"), ("uem", "uem")):
-                if not (out_dir / split / sub / f"{uri}.{ext}").is_file():
-                    return False
-        if not (out_dir / f"{split}.txt").is_file():
-            return False
-    return True
-
-
-def _check_replaceable(out_dir: Path) -> None:
-    """Refuse to replace anything but nothing, an empty directory, or a previous demo corpus."""
-    if not out_dir.exists() and not out_dir.is_symlink():
-        return
-    if out_dir.is_symlink() or not out_dir.is_dir():
-        raise DataError(f"{out_dir}: exists and is not a directory; choose another output directory or remove it.")
-    marker = _read_marker(out_dir)
-    if any(out_dir.iterdir()) and (marker is None or marker.get("params", {}).get("kind") != _KIND):
-        raise DataError(
-            f"{out_dir}: directory is not empty and holds no demo corpus ({_MARKER} is missing); "
-            "refusing to overwrite it. Choose another output directory or empty it."
-        )
+            files += [f"{split}/{sub}/{uri}.{sub}" for sub in ("wav", "rttm", "uem")]
+        files.append(f"{split}.txt")
+    return files
 
 
 def generate_diarization_corpus(
@@ -381,31 +347,7 @@ def generate_diarization_corpus(
     """
     params = _params(seed, n_train, n_dev, n_test, file_duration, sample_rate)
     out_dir = Path(out_dir)
-    _check_replaceable(out_dir)
-    parent = out_dir.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"  # name only: content stays deterministic
-    tmp = parent / f".{out_dir.name}.partial-{tag}"
-    tmp.mkdir()
-    try:
-        _write_corpus(tmp, params, out_dir)
-        if out_dir.exists():
-            old = parent / f".{out_dir.name}.old-{tag}"
-            os.rename(out_dir, old)
-            os.rename(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, out_dir)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise DataError(
-            f"{out_dir}: could not write the demo corpus ({exc.strerror or exc}); "
-            "check free space and permissions, and that no other process writes there at the same time."
-        ) from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    return write_corpus_atomically(out_dir, params.to_json(), lambda root: _write_corpus(root, params, out_dir))
 
 
 def ensure_diarization_corpus(
@@ -421,7 +363,7 @@ def ensure_diarization_corpus(
     """Return ``out_dir`` if it holds a complete corpus made with these parameters, else generate it."""
     params = _params(seed, n_train, n_dev, n_test, file_duration, sample_rate)
     out_dir = Path(out_dir)
-    if _is_complete(out_dir, params):
+    if is_complete(out_dir, params.to_json(), _required_files(params)):
         logger.info("demo diarization corpus: reusing %s (seed %d)", out_dir, params.seed)
         return out_dir
     return generate_diarization_corpus(

@@ -1,0 +1,165 @@
+"""The WavLM speaker-verification objective end to end: s3prl's WavLM, ECAPA-TDNN head, EER on trials."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+import yaml
+
+from conftest import REPO
+from tuner import StudySpec, export_best, run_study
+from tuner.errors import ConfigError, DataError
+from tuner.runner import fit, prepare_objective
+
+TINY_WAVLM = {
+    "relative_position_embedding": True, "num_buckets": 32, "max_distance": 128, "gru_rel_pos": True,
+    "encoder_layerdrop": 0.0, "encoder_layers": 3, "encoder_embed_dim": 32, "encoder_ffn_embed_dim": 64,
+    "encoder_attention_heads": 2, "conv_feature_layers": "[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2",
+    "conv_pos": 16, "conv_pos_groups": 2,
+}
+TINY_SV_OPTIONS = {"wavlm": TINY_WAVLM, "head": {"channels": 32, "emb_dim": 64}, "crop_seconds": 1.0, "max_eval_seconds": 2.0}
+
+
+@pytest.fixture(scope="session")
+def sv_corpus(tmp_path_factory) -> Path:
+    from tuner.data.demo import ensure_verification_corpus
+
+    return ensure_verification_corpus(tmp_path_factory.mktemp("sv") / "verification", seed=0, utterances_per_speaker=4, n_dev_trials=40)
+
+
+@pytest.fixture
+def sv_spec(sv_corpus):
+    def make(**overrides) -> StudySpec:
+        values = {
+            "name": "sv_tiny", "objective": "wavlm_sv", "data": str(sv_corpus),
+            "search_space": str(REPO / "search_spaces" / "wavlm_sv.yaml"), "n_trials": 2, "max_epochs": 2,
+            "fixed": {"batch_size": 8}, "options": TINY_SV_OPTIONS, "trainer": {"limit_train_batches": 2},
+        }
+        values.update(overrides)
+        return StudySpec(**values)
+
+    return make
+
+
+def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in module.named_parameters()}
+
+
+def _fit(objective, config, max_epochs=1, trainer=None):
+    import lightning.pytorch as pl
+
+    seen: dict = {}
+
+    class Snapshot(pl.Callback):
+        def on_train_start(self, trainer, pl_module):
+            seen["before"], seen["module"] = _snapshot(pl_module), pl_module
+
+    result = fit(objective, config, seed=0, max_epochs=max_epochs, trainer_options=trainer or {"limit_train_batches": 2}, callbacks=[Snapshot()])
+    return result, seen["module"], seen["before"]
+
+
+def _changed(before, module, prefix) -> list[bool]:
+    return [not torch.equal(before[n], p.detach()) for n, p in module.named_parameters() if n.startswith(prefix)]
+
+
+@pytest.mark.parametrize("loss", ["aam", "pair_bce", "triplet"])
+def test_tiny_trial_records_eer_and_min_dcf(sv_spec, loss):
+    objective, space = prepare_objective(sv_spec())
+    result, _, _ = _fit(objective, space.config_from({"loss": loss, "lr": 3e-3}), max_epochs=2)
+    assert sorted(result.history) == [0, 1]
+    for record in result.history.values():
+        assert 0.0 <= record["EER"] <= 100.0
+        assert 0.0 <= record["minDCF"] <= 1.0 + 1e-9
+        assert math.isfinite(record["threshold"]) and math.isfinite(record["loss/train"])
+
+
+def test_zero_unfrozen_layers_keeps_wavlm_frozen(sv_spec):
+    objective, space = prepare_objective(sv_spec())
+    _, module, before = _fit(objective, space.config_from({"unfrozen_layers": 0, "lr": 1e-2}))
+    assert not any(_changed(before, module, "upstream.")), "WavLM is frozen but changed"
+    assert all(_changed(before, module, "featurizer.")), "the layer weights always train"
+    assert any(_changed(before, module, "head.")), "the ECAPA head always trains"
+
+
+def test_top_k_layers_train_and_the_rest_stay(sv_spec):
+    objective, space = prepare_objective(sv_spec())
+    _, module, before = _fit(objective, space.config_from({"unfrozen_layers": 1, "lr": 1e-2}))
+    assert any(_changed(before, module, "upstream.model.encoder.layers.2.")), "the top layer must train"
+    for frozen in ("layers.0.", "layers.1."):
+        assert not any(_changed(before, module, f"upstream.model.encoder.{frozen}")), frozen
+    assert not any(_changed(before, module, "upstream.model.feature_extractor.")), "the CNN is frozen"
+    trainable = {n for n, p in module.named_parameters() if p.requires_grad and n.startswith("upstream.")}
+    assert trainable and all(n.startswith("upstream.model.encoder.layers.2.") for n in trainable)
+
+
+def test_pretrained_round_trip_in_s3prl_format(sv_spec, tmp_path):
+    from tuner.models.wavlm import WavLMUpstream, save_wavlm_checkpoint
+
+    torch.manual_seed(7)
+    source = WavLMUpstream({**TINY_WAVLM, "encoder_layers": 2})
+    path = tmp_path / "wavlm_tiny.pt"
+    save_wavlm_checkpoint(source, path)
+    assert set(torch.load(path, weights_only=True)) == {"cfg", "model"}
+    # the shipped space searches up to 3 unfrozen layers: more than this 2-layer model has
+    with pytest.raises(ConfigError, match="'unfrozen_layers' goes up to 3 but the wavlm_sv model has 2"):
+        prepare_objective(sv_spec(pretrained=str(path)))
+    objective, space = prepare_objective(sv_spec(pretrained=str(path), fixed={"batch_size": 8, "unfrozen_layers": 2}))
+    module = objective.build(space.config_from({}), seed=123).module
+    loaded = module.upstream.model.state_dict()
+    for name, tensor in source.model.state_dict().items():
+        assert torch.equal(tensor, loaded[name]), name
+    assert module.upstream.num_layers == 2  # the architecture comes from the checkpoint's cfg
+
+
+def test_pretrained_pickle_needs_trust(sv_spec, tmp_path):
+    from tuner.models.wavlm import WavLMUpstream
+
+    path = tmp_path / "legacy.pt"
+    upstream = WavLMUpstream(TINY_WAVLM)
+    torch.save({"cfg": argparse.Namespace(**TINY_WAVLM), "model": upstream.model.state_dict()}, path)  # a pickled object
+    with pytest.raises(ConfigError, match="trust_checkpoint"):
+        prepare_objective(sv_spec(pretrained=str(path)))
+    objective, space = prepare_objective(sv_spec(pretrained=str(path), options={**TINY_SV_OPTIONS, "trust_checkpoint": True}))
+    assert objective.build(space.config_from({}), seed=0).module.upstream.num_layers == 3
+
+
+def test_pretrained_errors_name_the_file(sv_spec, tmp_path):
+    with pytest.raises(ConfigError, match="not found: .*missing.pt"):
+        prepare_objective(sv_spec(pretrained=str(tmp_path / "missing.pt")))
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": {}}, other)
+    with pytest.raises(ConfigError, match="expected a dict with 'cfg' and 'model'"):
+        prepare_objective(sv_spec(pretrained=str(other)))
+
+
+def test_trial_list_naming_a_missing_file(sv_spec, sv_corpus, tmp_path):
+    corpus = tmp_path / "corpus"
+    shutil.copytree(sv_corpus, corpus)
+    trials = corpus / "trials" / "dev.txt"
+    lines = trials.read_text().splitlines()
+    lines.insert(2, "1 dev/nobody/u000.wav dev/nobody/u001.wav")
+    trials.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError) as error:
+        prepare_objective(sv_spec(data=str(corpus)))
+    assert f"{trials}:3" in str(error.value) and "nobody" in str(error.value)
+
+
+def test_study_records_and_exports_like_the_others(sv_spec, storage_url, tmp_path):
+    study = run_study(sv_spec(max_epochs=1), storage_url, n_trials=1, workdir=tmp_path, show_progress=False)
+    stored = optuna.load_study(study_name="sv_tiny", storage=storage_url)
+    (trial,) = stored.trials
+    record = trial.user_attrs["epoch/000"]
+    assert {"EER", "minDCF", "threshold", "loss/train", "lr"} <= set(record)
+    assert trial.value == pytest.approx(record["EER"])
+    assert stored.user_attrs["metric"] == "EER" and 0 <= stored.user_attrs["baseline"]["EER"] <= 100
+    out = tmp_path / "best.yaml"
+    export_best("sv_tiny", out, storage_url)
+    exported = yaml.safe_load(out.read_text())
+    assert exported["params"] == trial.params and exported["objective"] == "wavlm_sv"
+    assert study.user_attrs["search_space"]["scale"]["when"] == {"loss": ["aam"]}
