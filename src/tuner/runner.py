@@ -110,7 +110,7 @@ def fit(
             enable_model_summary=False,
             num_sanity_val_steps=0,
             callbacks=[reporter, *(callbacks or [])],
-            **dict(trainer_options or {}),
+            **{**inputs.trainer_options, **dict(trainer_options or {})},
         )
         trainer.fit(
             inputs.module,

@@ -35,6 +35,7 @@ class FitInputs:
     train_dataloaders: DataLoader | None = None
     val_dataloaders: DataLoader | None = None
     info: dict[str, Any] = field(default_factory=dict)  # recorded in the trial (e.g. parameter counts)
+    trainer_options: dict[str, Any] = field(default_factory=dict)  # per-trial Trainer arguments (clipping)
 
 
 class Objective(abc.ABC):
@@ -122,6 +123,7 @@ class Objective(abc.ABC):
 OBJECTIVES: dict[str, str] = {
     "pyannote_segmentation": "tuner.objectives.pyannote:PyannoteSegmentation",
     "wavlm_sv": "tuner.objectives.wavlm_sv:WavLMSpeakerVerification",
+    "sepformer_separation": "tuner.objectives.sepformer:SepFormerSeparation",
 }
 
 

@@ -10,6 +10,7 @@ from tuner.data.demo.diarization import (
     ensure_diarization_corpus,
     generate_diarization_corpus,
 )
+from tuner.data.demo.separation import ensure_separation_corpus, generate_separation_corpus
 from tuner.data.demo.verification import ensure_verification_corpus, generate_verification_corpus
 
 __all__ = [
@@ -18,8 +19,10 @@ __all__ = [
     "TRAIN_FACTORS",
     "build_speaker_pool",
     "ensure_diarization_corpus",
+    "ensure_separation_corpus",
     "ensure_verification_corpus",
     "generate_diarization_corpus",
+    "generate_separation_corpus",
     "generate_verification_corpus",
     "load_sample",
     "perturb",
