@@ -15,6 +15,6 @@ study = StudySpec(
     sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=4),
     pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2),
     n_trials=8,
-    max_epochs=6,
+    max_epochs=12,
     seed=0,
 )

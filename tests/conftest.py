@@ -74,3 +74,27 @@ def make_spec(demo_corpus: Path, tmp_path: Path) -> Callable[..., Any]:
         return StudySpec(**values)
 
     return make
+
+
+def fit_capturing(objective: Any, config: Any, max_epochs: int = 1, trainer: dict[str, Any] | None = None) -> tuple[Any, Any, dict[str, Any], Any]:
+    """Fit, returning ``(result, module, parameters as they were when training started, trainer)``."""
+    import lightning.pytorch as pl
+
+    from tuner.runner import fit
+
+    seen: dict[str, Any] = {}
+
+    class Snapshot(pl.Callback):
+        def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            seen["before"] = {name: p.detach().clone() for name, p in pl_module.named_parameters()}
+            seen["module"], seen["trainer"] = pl_module, trainer
+
+    result = fit(objective, config, seed=0, max_epochs=max_epochs, trainer_options=trainer or {"limit_train_batches": 2}, callbacks=[Snapshot()])
+    return result, seen["module"], seen["before"], seen["trainer"]
+
+
+def changed(before: dict[str, Any], module: Any, prefix: str) -> list[bool]:
+    """For each parameter of ``module`` under ``prefix``: did it change since ``before``?"""
+    import torch
+
+    return [not torch.equal(before[n], p.detach()) for n, p in module.named_parameters() if n.startswith(prefix)]

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, TINY_OPTIONS
 
 BIN = Path(sys.executable).parent

@@ -7,35 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import changed, fit_capturing
 
 from tuner.runner import fit, prepare_objective
-
-
-def _params(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {name: p.detach().clone() for name, p in module.named_parameters()}
-
-
-def _changed(before: dict[str, torch.Tensor], module: torch.nn.Module, prefix: str) -> list[bool]:
-    return [
-        not torch.equal(before[name], p.detach())
-        for name, p in module.named_parameters()
-        if name.startswith(prefix)
-    ]
-
-
-def _fit_capturing(objective, config, max_epochs=1, trainer=None):
-    """Fit, keeping the trained module and its parameters as built (after setup, before training)."""
-    import lightning.pytorch as pl
-
-    captured: dict = {}
-
-    class Snapshot(pl.Callback):
-        def on_train_start(self, trainer, pl_module):
-            captured["before"] = _params(pl_module)
-            captured["module"] = pl_module
-
-    result = fit(objective, config, seed=0, max_epochs=max_epochs, trainer_options=trainer or {"limit_train_batches": 3}, callbacks=[Snapshot()])
-    return result, captured["module"], captured["before"]
 
 
 def test_tiny_trial_end_to_end_records_der_and_components(make_spec):
@@ -77,21 +51,21 @@ def test_trial_trains_with_the_requested_optimizer(make_spec, optimizer):
 def test_frozen_layers_do_not_change(make_spec):
     objective, space = prepare_objective(make_spec())
     # unfrozen_layers=1: the classifier (head) and the last block (linear) train; lstm and sincnet are frozen
-    result, module, before = _fit_capturing(objective, space.config_from({"unfrozen_layers": 1, "lr": 1e-2}))
-    assert not any(_changed(before, module, "sincnet")), "sincnet is frozen but changed"
-    assert not any(_changed(before, module, "lstm")), "lstm is frozen but changed"
-    assert all(_changed(before, module, "linear")), "linear is unfrozen but did not change"
-    assert all(_changed(before, module, "classifier")), "the classifier head must always train"
+    result, module, before = fit_capturing(objective, space.config_from({"unfrozen_layers": 1, "lr": 1e-2}), trainer={"limit_train_batches": 3})[:3]
+    assert not any(changed(before, module, "sincnet")), "sincnet is frozen but changed"
+    assert not any(changed(before, module, "lstm")), "lstm is frozen but changed"
+    assert all(changed(before, module, "linear")), "linear is unfrozen but did not change"
+    assert all(changed(before, module, "classifier")), "the classifier head must always train"
     trainable = {n for n, p in module.named_parameters() if p.requires_grad}
     assert trainable == {n for n in before if n.startswith(("linear", "classifier"))}
 
 
 def test_zero_unfrozen_layers_trains_only_the_head(make_spec):
     objective, space = prepare_objective(make_spec())
-    result, module, before = _fit_capturing(objective, space.config_from({"unfrozen_layers": 0, "lr": 1e-2}))
+    result, module, before = fit_capturing(objective, space.config_from({"unfrozen_layers": 0, "lr": 1e-2}), trainer={"limit_train_batches": 3})[:3]
     for prefix in ("sincnet", "lstm", "linear"):
-        assert not any(_changed(before, module, prefix)), f"{prefix} is frozen but changed"
-    assert all(_changed(before, module, "classifier"))
+        assert not any(changed(before, module, prefix)), f"{prefix} is frozen but changed"
+    assert all(changed(before, module, "classifier"))
     assert result.info["trainable_parameters"] == sum(p.numel() for n, p in module.named_parameters() if n.startswith("classifier"))
 
 
@@ -107,7 +81,7 @@ def test_too_many_unfrozen_layers_is_a_clear_error(make_spec):
 def test_pretrained_round_trip(make_spec, tmp_path: Path, layout: str):
     """Save a trained checkpoint; load it through the objective's --pretrained: same weights."""
     objective, space = prepare_objective(make_spec())
-    _, trained, _ = _fit_capturing(objective, space.config_from({"lr": 1e-2}))
+    _, trained, _, _ = fit_capturing(objective, space.config_from({"lr": 1e-2}), trainer={"limit_train_batches": 3})
     trainer = trained.trainer
     path = {"ckpt": tmp_path / "model.ckpt", "pytorch_model.bin": tmp_path / "pytorch_model.bin", "directory": tmp_path / "pytorch_model.bin"}[layout]
     trainer.save_checkpoint(path)

@@ -9,7 +9,13 @@ import optuna
 import pytest
 
 from tuner.errors import ConfigError, TunerError
-from tuner.search_space import COMMON_PARAMS, OPTIMIZERS, Param, SearchSpace, TrialConfig
+from tuner.search_space import (
+    COMMON_PARAMS,
+    OPTIMIZERS,
+    Param,
+    SearchSpace,
+    TrialConfig,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "search_spaces" / "pyannote.yaml"

@@ -15,7 +15,13 @@ import soundfile as sf
 
 from tuner.data.demo import ensure_separation_corpus, generate_separation_corpus
 from tuner.data.demo.separation import speaker_of
-from tuner.data.separation import Mixture, check_mixtures, load_mixture, random_segment, read_mixture_csv
+from tuner.data.separation import (
+    Mixture,
+    check_mixtures,
+    load_mixture,
+    random_segment,
+    read_mixture_csv,
+)
 from tuner.errors import DataError
 
 SMALL = dict(n_train=4, n_dev=2, n_test=2, mixture_seconds=(1.0, 1.5))

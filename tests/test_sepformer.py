@@ -10,12 +10,12 @@ import optuna
 import pytest
 import torch
 import yaml
+from conftest import REPO, changed, fit_capturing
 
-from conftest import REPO
 from tuner import StudySpec, export_best, run_study
 from tuner.errors import ConfigError, DataError
 from tuner.metrics.separation import pit_si_snr, separation_metrics
-from tuner.runner import fit, prepare_objective
+from tuner.runner import prepare_objective
 
 TINY_SEPFORMER = {"encoder_channels": 16, "kernel_size": 16, "stride": 8, "d_model": 16, "nhead": 2, "d_ffn": 32,
                   "intra_layers": 1, "inter_layers": 1, "num_blocks": 2, "chunk_size": 50}
@@ -92,42 +92,23 @@ def sep_spec(sep_corpus):
     return make
 
 
-def _fit(objective, config, max_epochs=1):
-    import lightning.pytorch as pl
-
-    seen: dict = {}
-
-    class Snapshot(pl.Callback):
-        def on_train_start(self, trainer, pl_module):
-            seen["before"] = {n: p.detach().clone() for n, p in pl_module.named_parameters()}
-            seen["module"] = pl_module
-            seen["clip"] = trainer.gradient_clip_val
-
-    result = fit(objective, config, seed=0, max_epochs=max_epochs, trainer_options={"limit_train_batches": 2}, callbacks=[Snapshot()])
-    return result, seen
-
-
-def _changed(seen, prefix) -> list[bool]:
-    return [not torch.equal(seen["before"][n], p.detach()) for n, p in seen["module"].named_parameters() if n.startswith(prefix)]
-
-
 def test_tiny_trial_records_si_snri_and_sdri(sep_spec):
     objective, space = prepare_objective(sep_spec())
-    result, seen = _fit(objective, space.config_from({"clip": 2.5, "lr": 1e-3}), max_epochs=2)
+    result, _, _, trainer = fit_capturing(objective, space.config_from({"clip": 2.5, "lr": 1e-3}), max_epochs=2)
     assert sorted(result.history) == [0, 1]
     for record in result.history.values():
         for key in ("SI-SNRi", "SDRi", "SI-SNR", "SDR", "loss/train", "loss/val"):
             assert math.isfinite(record[key]), key
-    assert seen["clip"] == 2.5  # the trial's clip value reaches the Trainer
+    assert trainer.gradient_clip_val == 2.5  # the trial's clip value reaches the Trainer
 
 
 def test_frozen_blocks_do_not_change(sep_spec):
     objective, space = prepare_objective(sep_spec())
-    _, seen = _fit(objective, space.config_from({"unfrozen_layers": 1, "lr": 3e-3}))
-    assert not any(_changed(seen, "model.masknet.dual_mdl.0.")), "the first dual-path block is frozen"
-    assert not any(_changed(seen, "model.encoder.")), "the encoder is frozen"
-    assert any(_changed(seen, "model.masknet.dual_mdl.1.")), "the last block is unfrozen"
-    assert any(_changed(seen, "model.decoder.")), "the decoder always trains"
+    _, module, before, _ = fit_capturing(objective, space.config_from({"unfrozen_layers": 1, "lr": 3e-3}))
+    assert not any(changed(before, module, "model.masknet.dual_mdl.0.")), "the first dual-path block is frozen"
+    assert not any(changed(before, module, "model.encoder.")), "the encoder is frozen"
+    assert any(changed(before, module, "model.masknet.dual_mdl.1.")), "the last block is unfrozen"
+    assert any(changed(before, module, "model.decoder.")), "the decoder always trains"
 
 
 def test_pretrained_round_trip_through_a_speechbrain_folder(sep_spec, tmp_path):

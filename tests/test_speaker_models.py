@@ -9,7 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tuner.models import ECAPATDNN, LOSSES, AAMSoftmax, BatchHardTriplet, PairBCE, build_speaker_loss
+from tuner.models import (
+    ECAPATDNN,
+    LOSSES,
+    AAMSoftmax,
+    BatchHardTriplet,
+    PairBCE,
+    build_speaker_loss,
+)
 
 
 @pytest.fixture(autouse=True)

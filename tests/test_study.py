@@ -16,7 +16,7 @@ FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
 def test_study_records_every_epoch_and_the_baseline(make_spec, storage_url, tmp_path):
-    study = run_study(make_spec(), storage_url, n_trials=1, workdir=tmp_path, show_progress=False)
+    run_study(make_spec(), storage_url, n_trials=1, workdir=tmp_path, show_progress=False)
     # everything below is read back from the store, not from the returned object
     stored = optuna.load_study(study_name="tiny", storage=storage_url)
     (trial,) = stored.trials

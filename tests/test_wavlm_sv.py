@@ -11,11 +11,11 @@ import optuna
 import pytest
 import torch
 import yaml
+from conftest import REPO, changed, fit_capturing
 
-from conftest import REPO
 from tuner import StudySpec, export_best, run_study
 from tuner.errors import ConfigError, DataError
-from tuner.runner import fit, prepare_objective
+from tuner.runner import prepare_objective
 
 TINY_WAVLM = {
     "relative_position_embedding": True, "num_buckets": 32, "max_distance": 128, "gru_rel_pos": True,
@@ -47,31 +47,10 @@ def sv_spec(sv_corpus):
     return make
 
 
-def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {name: p.detach().clone() for name, p in module.named_parameters()}
-
-
-def _fit(objective, config, max_epochs=1, trainer=None):
-    import lightning.pytorch as pl
-
-    seen: dict = {}
-
-    class Snapshot(pl.Callback):
-        def on_train_start(self, trainer, pl_module):
-            seen["before"], seen["module"] = _snapshot(pl_module), pl_module
-
-    result = fit(objective, config, seed=0, max_epochs=max_epochs, trainer_options=trainer or {"limit_train_batches": 2}, callbacks=[Snapshot()])
-    return result, seen["module"], seen["before"]
-
-
-def _changed(before, module, prefix) -> list[bool]:
-    return [not torch.equal(before[n], p.detach()) for n, p in module.named_parameters() if n.startswith(prefix)]
-
-
 @pytest.mark.parametrize("loss", ["aam", "pair_bce", "triplet"])
 def test_tiny_trial_records_eer_and_min_dcf(sv_spec, loss):
     objective, space = prepare_objective(sv_spec())
-    result, _, _ = _fit(objective, space.config_from({"loss": loss, "lr": 3e-3}), max_epochs=2)
+    result, *_ = fit_capturing(objective, space.config_from({"loss": loss, "lr": 3e-3}), max_epochs=2)
     assert sorted(result.history) == [0, 1]
     for record in result.history.values():
         assert 0.0 <= record["EER"] <= 100.0
@@ -81,19 +60,19 @@ def test_tiny_trial_records_eer_and_min_dcf(sv_spec, loss):
 
 def test_zero_unfrozen_layers_keeps_wavlm_frozen(sv_spec):
     objective, space = prepare_objective(sv_spec())
-    _, module, before = _fit(objective, space.config_from({"unfrozen_layers": 0, "lr": 1e-2}))
-    assert not any(_changed(before, module, "upstream.")), "WavLM is frozen but changed"
-    assert all(_changed(before, module, "featurizer.")), "the layer weights always train"
-    assert any(_changed(before, module, "head.")), "the ECAPA head always trains"
+    _, module, before, _ = fit_capturing(objective, space.config_from({"unfrozen_layers": 0, "lr": 1e-2}))
+    assert not any(changed(before, module, "upstream.")), "WavLM is frozen but changed"
+    assert all(changed(before, module, "featurizer.")), "the layer weights always train"
+    assert any(changed(before, module, "head.")), "the ECAPA head always trains"
 
 
 def test_top_k_layers_train_and_the_rest_stay(sv_spec):
     objective, space = prepare_objective(sv_spec())
-    _, module, before = _fit(objective, space.config_from({"unfrozen_layers": 1, "lr": 1e-2}))
-    assert any(_changed(before, module, "upstream.model.encoder.layers.2.")), "the top layer must train"
+    _, module, before, _ = fit_capturing(objective, space.config_from({"unfrozen_layers": 1, "lr": 1e-2}))
+    assert any(changed(before, module, "upstream.model.encoder.layers.2.")), "the top layer must train"
     for frozen in ("layers.0.", "layers.1."):
-        assert not any(_changed(before, module, f"upstream.model.encoder.{frozen}")), frozen
-    assert not any(_changed(before, module, "upstream.model.feature_extractor.")), "the CNN is frozen"
+        assert not any(changed(before, module, f"upstream.model.encoder.{frozen}")), frozen
+    assert not any(changed(before, module, "upstream.model.feature_extractor.")), "the CNN is frozen"
     trainable = {n for n, p in module.named_parameters() if p.requires_grad and n.startswith("upstream.")}
     assert trainable and all(n.startswith("upstream.model.encoder.layers.2.") for n in trainable)
 

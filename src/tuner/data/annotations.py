@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tuner.data._text import read_text_lines
 from tuner.errors import DataError
 
 __all__ = ["Turn", "read_rttm", "read_uem", "write_rttm", "write_uem"]
@@ -43,20 +44,6 @@ class Turn:
 
 class _LineError(Exception):
     """Internal: why one line is malformed (turned into a DataError with file/line context)."""
-
-
-def _read_lines(path: str | Path, kind: str) -> list[str]:
-    path = Path(path)
-    try:
-        return path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DataError(f"{path}: {kind} file not found; check the path or generate the corpus.") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: expected a {kind} file but found a directory; fix the path.") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: {kind} file is not valid UTF-8 text ({exc.reason}); re-export it as text.") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read {kind} file ({exc.strerror}); check its permissions.") from None
 
 
 def _number(text: str, name: str) -> float:
@@ -96,7 +83,7 @@ def read_rttm(path: str | Path) -> list[Turn]:
     """Read the SPEAKER turns of an RTTM file, in file order (blank lines allowed, other record types
     such as SPKR-INFO skipped). Lines pyannote.database could not read are errors naming ``file:line``."""
     turns: list[Turn] = []
-    for lineno, line in enumerate(_read_lines(path, "RTTM"), start=1):
+    for lineno, line in enumerate(read_text_lines(path, "RTTM file"), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -129,7 +116,7 @@ def _parse_uem_fields(fields: list[str]) -> tuple[str, float, float]:
 def read_uem(path: str | Path) -> list[tuple[str, float, float]]:
     """Read a UEM file as ``(uri, start, end)`` regions, in file order (blank lines allowed)."""
     regions: list[tuple[str, float, float]] = []
-    for lineno, line in enumerate(_read_lines(path, "UEM"), start=1):
+    for lineno, line in enumerate(read_text_lines(path, "UEM file"), start=1):
         fields = line.split()
         if not fields:
             continue

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from tuner.data._text import reading
 from tuner.data.audio import audio_info, read_audio
 from tuner.errors import DataError
 
@@ -136,19 +137,11 @@ def _layout(header: list[str], path: Path) -> _Layout:
 def _read_rows(path: Path) -> list[tuple[int, list[str]]]:
     """``(line, fields)`` of every non-blank CSV record, the header first."""
     try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
+        with reading(path, "separation CSV"), path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
             return [(reader.line_num, row) for row in reader if any(f.strip() for f in row)]
-    except FileNotFoundError:
-        raise DataError(f"{path}: separation CSV not found; check the path or generate the corpus.") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: expected a separation CSV file but found a directory; fix the path.") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not valid UTF-8 text ({exc.reason}); re-export the CSV as UTF-8.") from None
     except csv.Error as exc:
         raise DataError(f"{path}: malformed CSV ({exc}); fix the quoting of the file.") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read the CSV ({exc.strerror}); check its permissions.") from None
 
 
 def read_mixture_csv(path: str | Path, root: str | Path | None = None) -> list[Mixture]:

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch.utils.data
 
+from tuner.data._text import read_text_lines
 from tuner.data.audio import audio_info
 from tuner.errors import DataError
 
@@ -161,19 +162,6 @@ def scan_speakers(root: str | Path, split: str) -> list[Utterance]:
 
 # ------------------------------------------------------------------------------------------ trials
 
-def _read_text_lines(path: Path) -> list[str]:
-    try:
-        return path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DataError(f"{path}: trial list not found; check the path or generate the corpus.") from None
-    except IsADirectoryError:
-        raise DataError(f"{path}: expected a trial list file but found a directory; fix the path.") from None
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: trial list is not valid UTF-8 text ({exc.reason}); re-export it as text.") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read trial list ({exc.strerror}); check its permissions.") from None
-
-
 def read_trials(path: str | Path, root: str | Path) -> list[Trial]:
     """Read a trial list (``label path1 path2`` per line, paths relative to ``root`` or absolute).
 
@@ -184,7 +172,7 @@ def read_trials(path: str | Path, root: str | Path) -> list[Trial]:
     path, root = Path(path), Path(root)
     trials: list[Trial] = []
     existing: set[Path] = set()
-    for lineno, line in enumerate(_read_text_lines(path), start=1):
+    for lineno, line in enumerate(read_text_lines(path, "trial list"), start=1):
         fields = line.split()
         if not fields:
             continue

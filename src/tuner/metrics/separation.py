@@ -32,7 +32,10 @@ def si_snr_loss(estimates: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
 
 def pit_sdr(estimates: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
     """Permutation-invariant BSS-eval SDR (dB) per mixture; tensors shaped (batch, time, n_sources)."""
-    from torchmetrics.functional.audio import permutation_invariant_training, signal_distortion_ratio
+    from torchmetrics.functional.audio import (
+        permutation_invariant_training,
+        signal_distortion_ratio,
+    )
 
     best, _ = permutation_invariant_training(
         estimates.transpose(1, 2).double(),

@@ -71,7 +71,12 @@ class SepFormer(nn.Module):
 
 def build_sepformer(config: dict[str, Any], num_spks: int) -> SepFormer:
     """A randomly initialised SepFormer of SpeechBrain's classes (keys as in :data:`SMALL_SEPFORMER`)."""
-    from speechbrain.lobes.models.dual_path import Decoder, Dual_Path_Model, Encoder, SBTransformerBlock
+    from speechbrain.lobes.models.dual_path import (
+        Decoder,
+        Dual_Path_Model,
+        Encoder,
+        SBTransformerBlock,
+    )
 
     unknown = set(config) - set(RECIPE_SEPFORMER)
     if unknown:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import abc
 import importlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from tuner.errors import ConfigError
+from tuner.errors import ConfigError, DataError
 from tuner.search_space import Param, TrialConfig
 
 if TYPE_CHECKING:
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from tuner.training.freeze import LayerStack
 
-__all__ = ["Objective", "FitInputs", "get_objective_class", "OBJECTIVES"]
+__all__ = ["Objective", "FitInputs", "get_objective_class", "OBJECTIVES", "under"]
 
 
 @dataclass
@@ -105,18 +105,40 @@ class Objective(abc.ABC):
         """
         return None
 
-    @abc.abstractmethod
     def epoch_metrics(self, logged: Mapping[str, float]) -> dict[str, float]:
-        """``{metric: value, component: value, ...}`` from Lightning's ``callback_metrics``."""
+        """``{metric: value, component: value, ...}`` from Lightning's ``callback_metrics`` (by default
+        the logged keys named like the metric and components)."""
+        return {key: float(logged[key]) for key in (self.metric, *self.components) if key in logged}
+
+    #: what ``data`` resolved to in :meth:`setup` (a folder, a database.yml:protocol); recorded in studies
+    resolved_data: str | None = None
+
+    def data_folder(self, demo: Callable[[Path], Path], hint: str) -> Path:
+        """The corpus folder ``data`` names; for ``demo`` (or nothing) ``demo(workdir / "demo")`` makes it."""
+        if self.data is None or str(self.data) == "demo":
+            root = demo(self.workdir / "demo")
+        else:
+            root = Path(self.data).expanduser().resolve()
+            if not root.is_dir():
+                raise DataError(f"{self.name} data not found: {root}. {hint}")
+        self.resolved_data = str(root)
+        return root
 
     def describe(self) -> dict[str, Any]:
         """What this objective trains on, recorded in the study and in exports."""
+        data = self.resolved_data or (str(self.data) if self.data is not None else None)
         return {
             "objective": self.name,
-            "data": str(self.data) if self.data is not None else None,
+            "data": data,
             "pretrained": str(self.pretrained) if self.pretrained is not None else None,
             "options": dict(self.options),
         }
+
+
+def under(root: Path, path: str | Path) -> Path:
+    """``path`` if absolute, else relative to ``root`` (study options name files inside a corpus)."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else root / path
 
 
 #: Objective name -> "module:Class", imported only when a study uses it.

@@ -93,6 +93,7 @@ class PyannoteSegmentation(Objective):
         if getattr(self, "_corpus", None) is not None:
             return
         self._corpus: DiarizationCorpus = resolve_diarization_corpus(self.data, self.workdir)
+        self.resolved_data = str(self._corpus)
         self.data_summary = self._corpus.validate()
         self._protocol = self._corpus.protocol()
         self._waveforms = WaveformCache(pad_samples=256)
@@ -112,12 +113,6 @@ class PyannoteSegmentation(Objective):
                 self._task_options[key] = self.options[key]
         cache_dir = Path(tempfile.mkdtemp(prefix="tuner-pyannote-"))
         self._task_cache = cache_dir / "prepared.npz"  # pyannote's prepared (meta)data, shared by trials
-
-    def describe(self) -> dict[str, Any]:
-        out = super().describe()
-        if getattr(self, "_corpus", None) is not None:
-            out["data"] = str(self._corpus)
-        return out
 
     def build(self, config: TrialConfig, seed: int) -> FitInputs:
         self.setup()

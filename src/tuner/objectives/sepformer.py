@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -20,13 +19,18 @@ from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
 from tuner.errors import DataError
-from tuner.objectives.base import FitInputs, Objective
+from tuner.objectives.base import FitInputs, Objective, under
 from tuner.search_space import Param, TrialConfig
 from tuner.training.freeze import LayerStack
 
 __all__ = ["SepFormerSeparation", "SeparationModule", "MixtureData"]
 
 logger = logging.getLogger(__name__)
+
+_DATA_HINT = (
+    "Give the folder the CSVs are relative to (e.g. Libri2Mix/wav8k/min with metadata/mixture_*_mix_both.csv; "
+    "see README, 'Bring your corpus')."
+)
 
 
 class _Segments(Dataset):
@@ -149,12 +153,13 @@ class SepFormerSeparation(Objective):
     def setup(self) -> None:
         if getattr(self, "_root", None) is not None:
             return
+        from tuner.data.demo import ensure_separation_corpus
         from tuner.data.separation import check_mixtures, read_mixture_csv
 
-        self._root = self._resolve_root()
+        self._root = self.data_folder(lambda demo: ensure_separation_corpus(demo / "separation"), _DATA_HINT)
         summaries = {}
         for split in ("train", "dev"):
-            csv = self._resolve(self.options[f"{split}_csv"])
+            csv = under(self._root, self.options[f"{split}_csv"])
             if not csv.is_file():
                 raise DataError(
                     f"{csv}: {split} CSV not found. Point the study's options['{split}_csv'] at a LibriMix metadata "
@@ -179,29 +184,6 @@ class SepFormerSeparation(Objective):
             from tuner.models.sepformer import load_speechbrain_sepformer
 
             self._num_blocks = len(load_speechbrain_sepformer(self.pretrained, self._num_spks).blocks)
-
-    def _resolve_root(self) -> Path:
-        if self.data is None or str(self.data) == "demo":
-            from tuner.data.demo import ensure_separation_corpus
-
-            return ensure_separation_corpus(self.workdir / "demo" / "separation")
-        root = Path(self.data).expanduser().resolve()
-        if not root.is_dir():
-            raise DataError(
-                f"separation data not found: {root}. Give the folder the CSVs are relative to (e.g. "
-                "Libri2Mix/wav8k/min with metadata/mixture_*_mix_both.csv; see README, 'Bring your corpus')."
-            )
-        return root
-
-    def _resolve(self, relative: str) -> Path:
-        path = Path(relative).expanduser()
-        return path if path.is_absolute() else self._root / path
-
-    def describe(self) -> dict[str, Any]:
-        out = super().describe()
-        if getattr(self, "_root", None) is not None:
-            out["data"] = str(self._root)
-        return out
 
     def num_blocks(self) -> int | None:
         if self._model_config is not None:
@@ -236,7 +218,3 @@ class SepFormerSeparation(Objective):
     def layers(self, module: pl.LightningModule) -> LayerStack:
         model = module.model
         return LayerStack(head=model.head, blocks=model.blocks, block_names=[f"dual_path.{i}" for i in range(len(model.blocks))])
-
-    def epoch_metrics(self, logged: Mapping[str, float]) -> dict[str, float]:
-        keys = (self.metric, *self.components)
-        return {key: float(logged[key]) for key in keys if key in logged}

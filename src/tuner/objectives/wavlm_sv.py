@@ -23,14 +23,19 @@ from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
 from tuner.data.audio import WaveformCache
-from tuner.errors import ConfigError, DataError
-from tuner.objectives.base import FitInputs, Objective
+from tuner.errors import ConfigError
+from tuner.objectives.base import FitInputs, Objective, under
 from tuner.search_space import Param, TrialConfig
 from tuner.training.freeze import LayerStack
 
 __all__ = ["WavLMSpeakerVerification", "SpeakerEmbedder", "VerificationData"]
 
 logger = logging.getLogger(__name__)
+
+_DATA_HINT = (
+    "Give the corpus root holding <root>/<train_split>/<speaker>/<utterance>.wav and the dev trial list "
+    "(see README, 'Bring your corpus')."
+)
 
 SAMPLE_RATE = 16000
 
@@ -193,15 +198,16 @@ class WavLMSpeakerVerification(Objective):
     def setup(self) -> None:
         if getattr(self, "_root", None) is not None:
             return
+        from tuner.data.demo import ensure_verification_corpus
         from tuner.data.verification import read_trials, scan_speakers, validate_audio
 
-        self._root = self._resolve_root()
+        self._root = self.data_folder(lambda demo: ensure_verification_corpus(demo / "verification"), _DATA_HINT)
         utterances = scan_speakers(self._root, self.options["train_split"])
         speakers = sorted({u.speaker for u in utterances})
         self._speakers = speakers
         self._train_paths = [u.path for u in utterances]
         self._train_labels = [speakers.index(u.speaker) for u in utterances]
-        trials_path = self._resolve(self.options["dev_trials"])
+        trials_path = under(self._root, self.options["dev_trials"])
         trials = read_trials(trials_path, self._root)
         self._eval_paths = sorted({t.enroll for t in trials} | {t.test for t in trials})
         position = {p: i for i, p in enumerate(self._eval_paths)}
@@ -223,30 +229,6 @@ class WavLMSpeakerVerification(Objective):
             from tuner.models.wavlm import SMALL_WAVLM
 
             self._wavlm_config = dict(self.options["wavlm"] or SMALL_WAVLM)
-
-    def _resolve_root(self) -> Path:
-        if self.data is None or str(self.data) == "demo":
-            from tuner.data.demo import ensure_verification_corpus
-
-            return ensure_verification_corpus(self.workdir / "demo" / "verification")
-        root = Path(self.data).expanduser().resolve()
-        if not root.is_dir():
-            raise DataError(
-                f"speaker-verification data not found: {root}. Give the corpus root holding "
-                f"<root>/{self.options['train_split']}/<speaker>/<utterance>.wav and the trial list "
-                f"{self.options['dev_trials']} (see README, 'Bring your corpus')."
-            )
-        return root
-
-    def _resolve(self, relative: str) -> Path:
-        path = Path(relative).expanduser()
-        return path if path.is_absolute() else self._root / path
-
-    def describe(self) -> dict[str, Any]:
-        out = super().describe()
-        if getattr(self, "_root", None) is not None:
-            out["data"] = str(self._root)
-        return out
 
     def build(self, config: TrialConfig, seed: int) -> FitInputs:
         self.setup()
@@ -292,7 +274,3 @@ class WavLMSpeakerVerification(Objective):
             blocks=blocks,
             block_names=[f"wavlm.layer{i}" for i in range(len(blocks))],
         )
-
-    def epoch_metrics(self, logged: Mapping[str, float]) -> dict[str, float]:
-        keys = (self.metric, *self.components)
-        return {key: float(logged[key]) for key in keys if key in logged}

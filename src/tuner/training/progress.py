@@ -10,7 +10,13 @@ from typing import Any
 
 import lightning.pytorch as pl
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from typing_extensions import override
 
 __all__ = ["StudyProgress", "BatchProgress"]

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from tuner.data.demo._speakers import build_speaker_pool, load_sample, perturb, speaker_segments
+from tuner.data.demo._speakers import (
+    build_speaker_pool,
+    load_sample,
+    perturb,
+    speaker_segments,
+)
 from tuner.data.demo.diarization import (
     EVAL_FACTORS,
     PROTOCOL,
@@ -10,8 +15,14 @@ from tuner.data.demo.diarization import (
     ensure_diarization_corpus,
     generate_diarization_corpus,
 )
-from tuner.data.demo.separation import ensure_separation_corpus, generate_separation_corpus
-from tuner.data.demo.verification import ensure_verification_corpus, generate_verification_corpus
+from tuner.data.demo.separation import (
+    ensure_separation_corpus,
+    generate_separation_corpus,
+)
+from tuner.data.demo.verification import (
+    ensure_verification_corpus,
+    generate_verification_corpus,
+)
 
 __all__ = [
     "EVAL_FACTORS",

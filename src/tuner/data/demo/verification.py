@@ -32,7 +32,12 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from tuner.data.demo._corpus import is_complete, write_corpus_atomically
-from tuner.data.demo._speakers import _factor_suffix, build_speaker_pool, load_sample, speaker_segments
+from tuner.data.demo._speakers import (
+    _factor_suffix,
+    build_speaker_pool,
+    load_sample,
+    speaker_segments,
+)
 
 __all__ = [
     "TRAIN_FACTORS",
