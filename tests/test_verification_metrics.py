@@ -235,3 +235,15 @@ def test_cosine_similarity_row_wise() -> None:
     np.testing.assert_allclose(cosine_similarity(x, y), expected)
     with pytest.raises(ValueError, match="one shape"):
         cosine_similarity(x, y[:4])
+
+
+def test_det_points_follow_the_operating_points() -> None:
+    from tuner.metrics.verification import det_points
+
+    scores = np.array([0.1, 0.4, 0.35, 0.8, 0.9, 0.2])
+    labels = np.array([0, 0, 1, 1, 1, 0])
+    det = det_points(scores, labels)
+    assert det["fpr"][0] == 1.0 and det["fnr"][0] == 0.0  # accept everything
+    assert det["fpr"][-1] == 0.0 and det["fnr"][-1] == 1.0  # reject everything
+    assert det["fnr"] == sorted(det["fnr"]) and det["fpr"] == sorted(det["fpr"], reverse=True)
+    assert len(det_points(np.random.default_rng(0).normal(size=500), np.arange(500) % 2, max_points=20)["fpr"]) <= 20

@@ -142,3 +142,5 @@ def test_study_records_and_exports_like_the_others(sv_spec, storage_url, tmp_pat
     exported = yaml.safe_load(out.read_text())
     assert exported["params"] == trial.params and exported["objective"] == "wavlm_sv"
     assert study.user_attrs["search_space"]["scale"]["when"] == {"loss": ["aam"]}
+    det = trial.user_attrs["details/best"]["det"]  # the best epoch's DET curve, for the report
+    assert len(det["fpr"]) == len(det["fnr"]) <= 50 and det["fpr"][0] == 1.0 and det["fnr"][-1] == 1.0

@@ -56,6 +56,7 @@ def best_config(study_name: str, storage: str | None = None) -> dict[str, Any]:
             "data": attrs.get("data"),
             "pretrained": attrs.get("pretrained"),
             "options": attrs.get("options", {}),
+            "trainer": attrs.get("trainer", {}),
             "max_epochs": best.user_attrs.get("max_epochs", attrs.get("max_epochs")),
             "seed": best.user_attrs.get("seed"),
             "search_space_file": attrs.get("search_space_file"),

@@ -306,6 +306,7 @@ def _check_or_record_study(study: optuna.Study, spec: StudySpec, objective: Obje
         "components": list(objective.components),
         "max_epochs": spec.max_epochs,
         "n_trials": spec.n_trials,
+        "trainer": dict(spec.trainer),
         "seed": spec.seed,
         "search_space": space.to_dict(),
         "search_space_file": str(spec.search_space),

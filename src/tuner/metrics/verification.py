@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MIN_DCF_P_TARGET", "compute_eer", "compute_min_dcf", "verification_metrics", "cosine_similarity"]
+__all__ = ["MIN_DCF_P_TARGET", "compute_eer", "compute_min_dcf", "verification_metrics", "cosine_similarity", "det_points"]
 
 #: Prior probability of a target trial used for minDCF (VoxSRC / NIST SRE setting, with c_miss = c_fa = 1).
 MIN_DCF_P_TARGET = 0.01
@@ -127,3 +127,15 @@ def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     dot = np.einsum("nd,nd->n", first, second)
     norms = np.linalg.norm(first, axis=1) * np.linalg.norm(second, axis=1)
     return np.divide(dot, norms, out=np.zeros_like(dot), where=norms > 0.0)
+
+
+def det_points(scores: Any, labels: Any, max_points: int = 50) -> dict[str, list[float]]:
+    """The DET curve (FPR, FNR and threshold at each operating point, low threshold first), thinned to
+    at most ``max_points`` points: small enough to keep beside a trial for the report's DET figure."""
+    thresholds, fnr, fpr = _operating_points(scores, labels)
+    keep = np.unique(np.linspace(0, len(thresholds) - 1, min(max_points, len(thresholds))).round().astype(int))
+    return {
+        "fpr": [round(float(v), 6) for v in fpr[keep]],
+        "fnr": [round(float(v), 6) for v in fnr[keep]],
+        "threshold": [round(float(v), 6) for v in thresholds[keep]],
+    }

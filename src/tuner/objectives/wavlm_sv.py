@@ -134,6 +134,7 @@ class SpeakerEmbedder(pl.LightningModule):
         emb_dim = int(dict(head).get("emb_dim", 256))
         self.loss = build_speaker_loss(loss, emb_dim, n_speakers, margin=margin, scale=scale)
         self._embeddings: dict[int, torch.Tensor] = {}
+        self.epoch_details: dict[str, Any] | None = None  # the last validation's DET curve (for reports)
 
     def forward(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         hidden, frames = self.upstream(wav, lengths)
@@ -160,7 +161,7 @@ class SpeakerEmbedder(pl.LightningModule):
 
     @override
     def on_validation_epoch_end(self) -> None:
-        from tuner.metrics.verification import cosine_similarity, verification_metrics
+        from tuner.metrics.verification import cosine_similarity, det_points, verification_metrics
 
         trials = self.trainer.datamodule.trials
         if len(self._embeddings) == 0:
@@ -169,6 +170,7 @@ class SpeakerEmbedder(pl.LightningModule):
         scores = cosine_similarity(table[trials[:, 1]], table[trials[:, 2]])
         metrics = verification_metrics(scores, trials[:, 0])
         self.log_dict({k: float(v) for k, v in metrics.items()}, on_epoch=True)
+        self.epoch_details = {"det": det_points(scores, trials[:, 0])}
 
 
 class WavLMSpeakerVerification(Objective):

@@ -31,7 +31,8 @@ class TrialReporter(pl.Callback):
 
     Each epoch's ``{metric, components, lr, seconds}`` is written to the trial as user attribute
     ``epoch/NNN`` so that tables can be rebuilt from the store alone; the metric is reported to Optuna
-    at step = epoch. When the pruner says so, training stops at the end of this epoch and
+    at step = epoch. A module may also expose ``epoch_details`` (small JSON-able data of its last
+    validation, e.g. a DET curve): the best epoch's is kept as ``details/best``. When the pruner says so, training stops at the end of this epoch and
     :attr:`pruned_at` is set (the runner then raises ``optuna.TrialPruned``).
     """
 
@@ -72,12 +73,16 @@ class TrialReporter(pl.Callback):
         record["seconds"] = round(time.perf_counter() - self._epoch_start, 3)
         self.history[epoch] = record
         value = record[metric]
-        if self._improves(value):
+        improved = self._improves(value)
+        if improved:
             self.best_epoch = epoch
         logger.info("%s epoch %d/%d: %s", self.label, epoch + 1, trainer.max_epochs, _format(record, metric))
         if self.trial is None:
             return
         self.trial.set_user_attr(epoch_key(epoch), record)
+        details = getattr(pl_module, "epoch_details", None)
+        if improved and details:  # what a figure of the best epoch needs (a DET curve, ...)
+            self.trial.set_user_attr("details/best", {"epoch": epoch, **details})
         self.trial.report(value, step=epoch)
         if self.trial.should_prune():
             self.pruned_at = epoch
