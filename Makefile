@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PYANNOTE_METRICS_ENABLED ?= false
 
-.PHONY: install demo test lint clean-store
+.PHONY: install browser demo test lint clean-store
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,10 +18,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# headless Chromium for the browser tests (report pages, optuna-dashboard): Debian's package
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 demo: install
 	$(BIN)/tuner run studies/pyannote_optim.py
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest
 
 clean-store:
