@@ -76,6 +76,67 @@ def make_spec(demo_corpus: Path, tmp_path: Path) -> Callable[..., Any]:
     return make
 
 
+# ------------------------------------------------ tiny WavLM SV and SepFormer studies (shared by several modules)
+TINY_WAVLM = {
+    "relative_position_embedding": True, "num_buckets": 32, "max_distance": 128, "gru_rel_pos": True,
+    "encoder_layerdrop": 0.0, "encoder_layers": 3, "encoder_embed_dim": 32, "encoder_ffn_embed_dim": 64,
+    "encoder_attention_heads": 2, "conv_feature_layers": "[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2",
+    "conv_pos": 16, "conv_pos_groups": 2,
+}
+TINY_SV_OPTIONS = {"wavlm": TINY_WAVLM, "head": {"channels": 32, "emb_dim": 64}, "crop_seconds": 1.0, "max_eval_seconds": 2.0}
+
+
+@pytest.fixture(scope="session")
+def sv_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tuner.data.demo import ensure_verification_corpus
+
+    return ensure_verification_corpus(tmp_path_factory.mktemp("sv") / "verification", seed=0, utterances_per_speaker=4, n_dev_trials=40)
+
+
+@pytest.fixture
+def sv_spec(sv_corpus: Path) -> Callable[..., Any]:
+    def make(**overrides: Any) -> Any:
+        from tuner import StudySpec
+
+        values = {
+            "name": "sv_tiny", "objective": "wavlm_sv", "data": str(sv_corpus),
+            "search_space": str(REPO / "search_spaces" / "wavlm_sv.yaml"), "n_trials": 2, "max_epochs": 2,
+            "fixed": {"batch_size": 8}, "options": TINY_SV_OPTIONS, "trainer": {"limit_train_batches": 2},
+        }
+        values.update(overrides)
+        return StudySpec(**values)
+
+    return make
+
+
+TINY_SEPFORMER = {"encoder_channels": 16, "kernel_size": 16, "stride": 8, "d_model": 16, "nhead": 2, "d_ffn": 32,
+                  "intra_layers": 1, "inter_layers": 1, "num_blocks": 2, "chunk_size": 50}
+TINY_SEP_OPTIONS = {"model": TINY_SEPFORMER, "crop_seconds": 0.5, "max_eval_seconds": 1.0}
+
+
+@pytest.fixture(scope="session")
+def sep_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tuner.data.demo import ensure_separation_corpus
+
+    return ensure_separation_corpus(tmp_path_factory.mktemp("sep") / "separation", seed=0, n_train=8, n_dev=3, n_test=2)
+
+
+@pytest.fixture
+def sep_spec(sep_corpus: Path) -> Callable[..., Any]:
+    def make(**overrides: Any) -> Any:
+        from tuner import StudySpec
+
+        values = {
+            "name": "sep_tiny", "objective": "sepformer_separation", "data": str(sep_corpus),
+            "search_space": str(REPO / "search_spaces" / "sepformer.yaml"), "n_trials": 2, "max_epochs": 2,
+            "fixed": {"batch_size": 2}, "options": TINY_SEP_OPTIONS, "trainer": {"limit_train_batches": 2},
+        }
+        values.update(overrides)
+        return StudySpec(**values)
+
+    return make
+
+
 def fit_capturing(objective: Any, config: Any, max_epochs: int = 1, trainer: dict[str, Any] | None = None) -> tuple[Any, Any, dict[str, Any], Any]:
     """Fit, returning ``(result, module, parameters as they were when training started, trainer)``."""
     import lightning.pytorch as pl

@@ -5,46 +5,16 @@ from __future__ import annotations
 import argparse
 import math
 import shutil
-from pathlib import Path
 
 import optuna
 import pytest
 import torch
 import yaml
-from conftest import REPO, changed, fit_capturing
+from conftest import TINY_SV_OPTIONS, TINY_WAVLM, changed, fit_capturing
 
-from tuner import StudySpec, export_best, run_study
+from tuner import export_best, run_study
 from tuner.errors import ConfigError, DataError
 from tuner.runner import prepare_objective
-
-TINY_WAVLM = {
-    "relative_position_embedding": True, "num_buckets": 32, "max_distance": 128, "gru_rel_pos": True,
-    "encoder_layerdrop": 0.0, "encoder_layers": 3, "encoder_embed_dim": 32, "encoder_ffn_embed_dim": 64,
-    "encoder_attention_heads": 2, "conv_feature_layers": "[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2",
-    "conv_pos": 16, "conv_pos_groups": 2,
-}
-TINY_SV_OPTIONS = {"wavlm": TINY_WAVLM, "head": {"channels": 32, "emb_dim": 64}, "crop_seconds": 1.0, "max_eval_seconds": 2.0}
-
-
-@pytest.fixture(scope="session")
-def sv_corpus(tmp_path_factory) -> Path:
-    from tuner.data.demo import ensure_verification_corpus
-
-    return ensure_verification_corpus(tmp_path_factory.mktemp("sv") / "verification", seed=0, utterances_per_speaker=4, n_dev_trials=40)
-
-
-@pytest.fixture
-def sv_spec(sv_corpus):
-    def make(**overrides) -> StudySpec:
-        values = {
-            "name": "sv_tiny", "objective": "wavlm_sv", "data": str(sv_corpus),
-            "search_space": str(REPO / "search_spaces" / "wavlm_sv.yaml"), "n_trials": 2, "max_epochs": 2,
-            "fixed": {"batch_size": 8}, "options": TINY_SV_OPTIONS, "trainer": {"limit_train_batches": 2},
-        }
-        values.update(overrides)
-        return StudySpec(**values)
-
-    return make
 
 
 @pytest.mark.parametrize("loss", ["aam", "pair_bce", "triplet"])

@@ -133,6 +133,80 @@ def export(study_name: str, storage: str | None, out: Path) -> None:
     click.echo(f"wrote {out}: trial {exported['trial']}, {metric['name']} = {metric['value']:.4f} at epoch {metric['epoch']}")
 
 
+@cli.command()
+@click.argument("study_names", metavar="STUDY...", nargs=-1, required=True)
+@storage_option
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="storage/reports", show_default=True, help="Folder to write the reports to.")
+@click.option("--compare", is_flag=True, help="Compare the studies (they must share a metric) in one table: DIR/compare.md and DIR/compare.csv, also printed.")
+def report(study_names: tuple[str, ...], storage: str | None, out: Path, compare: bool) -> None:
+    """Write the report of each STUDY from the store alone: DIR/STUDY.md (header, trials by metric, each
+    trial's epochs), DIR/STUDY.csv (the trial table) and DIR/STUDY.html (figures and tables; one file
+    that opens offline).
+
+    \b
+      tuner report pyannote_optim                      storage/reports/pyannote_optim.{md,csv,html}
+      tuner report --compare study_a study_b --out DIR DIR/compare.{md,csv}
+    """
+    from tuner.report import compare_table_rows, write_comparison, write_report
+    from tuner.tables import rich_table
+
+    if compare:
+        rows, paths = write_comparison(study_names, storage, out)
+        _stdout_console().print(rich_table(compare_table_rows(rows), title=f"studies by {rows[0]['metric']} ({rows[0]['direction']})"))
+        click.echo(f"wrote {paths['md']} and {paths['csv']}")
+        return
+    for name in study_names:
+        paths = write_report(name, storage, out)
+        click.echo(f"wrote {paths['md']}, {paths['csv']} and {paths['html']}")
+
+
+@cli.command()
+@storage_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port to listen on.")
+def dashboard(storage: str | None, host: str, port: int) -> None:
+    """Serve optuna-dashboard on the store until Ctrl+C, and print its address.
+
+    The dashboard shows every study, its trials and their intermediate values (the per-epoch metric),
+    a note per finished trial (configuration, seed, per-epoch metrics), the study's note (objective,
+    baseline, best trial) and the report figures, which `tuner run` attaches to each study.
+
+    \b
+    The stock command reads the same store and shows the same notes and figures:
+      optuna-dashboard sqlite:///storage/tuner.db
+    """
+    from tuner.dashboard import serve
+
+    serve(storage, host, port, echo=click.echo)
+
+
+@cli.command()
+@click.argument("export_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--max-epochs", type=click.IntRange(min=1), help="Epochs to train (default: the export's max_epochs, as long as its trial).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Folder for final.ckpt and metrics.json (default: <workdir>/train/<study>-trial<k>).")
+@click.option("--data", metavar="PATH", help="Corpus instead of the export's (same forms as `tuner run --data`).")
+@click.option("--pretrained", metavar="PATH", help="Start from this checkpoint instead of the export's pretrained source.")
+@click.option("--tolerance", type=click.FloatRange(min=0), default=1e-4, show_default=True, help="Largest |metric difference| at the exported epoch that counts as reproducing the trial (metric units).")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default="storage", show_default=True, help="Where demo corpora, caches and the default output folder go.")
+def train(export_file: Path, max_epochs: int | None, out_dir: Path | None, data: str | None, pretrained: str | None,
+          tolerance: float, workdir: Path) -> None:
+    """Train the configuration in EXPORT_FILE (written by `tuner export`) to the end.
+
+    Rebuilds the trial's objective (data, pretrained model, options, trainer options, seed) with its
+    parameters, trains for --max-epochs, saves the final Lightning checkpoint (final.ckpt) and the
+    per-epoch metrics (metrics.json), prints the epochs, and says whether the run reproduces the
+    trial's metric at the exported epoch (same seed and epochs on CPU: identical).
+    """
+    from tuner.train import train_exported
+
+    result = train_exported(export_file, max_epochs, out_dir, data=data, pretrained=pretrained, workdir=workdir,
+                            tolerance=tolerance, show_progress=True)
+    console = _stdout_console()
+    console.print(result.table())
+    for line in result.summary():
+        console.print(line, markup=False, highlight=False)
+
+
 _DEMO_KINDS = ("diarization", "verification")
 
 

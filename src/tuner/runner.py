@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tuner.errors import ConfigError, TunerError
+from tuner.errors import ConfigError
 from tuner.objectives.base import Objective, get_objective_class
 from tuner.search_space import SearchSpace, TrialConfig
 from tuner.storage import mask_url, open_storage, resolve_storage_url
-from tuner.study import StudySpec
+from tuner.study import StudySpec, WarmStartEntry, load_warm_start
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -73,8 +73,8 @@ def _quiet_libraries() -> Iterator[None]:
 def prepare_objective(spec: StudySpec, workdir: str | Path = "storage") -> tuple[Objective, SearchSpace]:
     """The study's objective (data validated) and search space (validated), before the store is touched."""
     objective_class = get_objective_class(spec.objective)
-    space = SearchSpace.from_yaml(spec.search_space, extra=objective_class.params)
-    space = space.with_fixed(spec.fixed, source=f"study '{spec.name}'")
+    space = spec.load_search_space(objective_class.params)  # the file (or inline dict) + the study's `fixed`
+    load_warm_start(spec, space)  # warm-start entries are checked against the space before any work
     objective = objective_class(spec.data, spec.pretrained, spec.options, workdir=workdir)
     objective.setup()
     space.check_unfrozen_layers(objective.num_blocks(), model=f"the {objective.name} model")
@@ -196,6 +196,7 @@ def run_study(
     """
     import optuna
 
+    from tuner.dashboard import publish_study, publish_trial_note
     from tuner.training.progress import BatchProgress, StudyProgress
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # tuner logs each epoch and trial itself
@@ -215,6 +216,7 @@ def run_study(
         # a resumed study or another worker: a sampler seeded as in the first run would propose the
         # same configurations again
         study.sampler.reseed_rng()
+    _enqueue_warm_start(study, load_warm_start(spec, space), spec)
     if "baseline" not in study.user_attrs:
         logger.info("evaluating the untrained model (the study's baseline)")
         baseline = evaluate_untrained(objective, space.config_from({}), spec.seed, spec.trainer)
@@ -231,6 +233,7 @@ def run_study(
                 "study '%s' already has %d finished trials (budget %d): nothing to run. "
                 "Pass --n-trials N to add trials.", spec.name, finished, spec.n_trials,
             )
+            publish_study(study)  # optuna-dashboard: report figures and study note
             return study
         callbacks.append(optuna.study.MaxTrialsCallback(spec.n_trials, states=finished_states))
     logger.info(
@@ -261,6 +264,7 @@ def run_study(
                 logger.info("trial %d complete:%s (best so far: %.4f, trial %d)", trial.number, value, study.best_value, study.best_trial.number)
             elif trial.state == optuna.trial.TrialState.FAIL:
                 logger.warning("trial %d failed: %s", trial.number, trial.system_attrs.get("fail_reason", "see the log above"))
+            publish_trial_note(study, trial)  # optuna-dashboard note; never raises
 
         study.optimize(
             trial_objective,
@@ -270,6 +274,7 @@ def run_study(
             catch=(RuntimeError,),
             gc_after_trial=True,
         )
+    publish_study(study)  # optuna-dashboard: report figures and study note; never raises
     return study
 
 
@@ -309,7 +314,7 @@ def _check_or_record_study(study: optuna.Study, spec: StudySpec, objective: Obje
         "trainer": dict(spec.trainer),
         "seed": spec.seed,
         "search_space": space.to_dict(),
-        "search_space_file": str(spec.search_space),
+        "search_space_file": "inline" if isinstance(spec.search_space, Mapping) else str(spec.search_space),
         "tuner_version": tuner.__version__,
         "description": spec.description,
     }
@@ -317,8 +322,35 @@ def _check_or_record_study(study: optuna.Study, spec: StudySpec, objective: Obje
         study.set_user_attr(key, value)
 
 
-def describe_error(error: BaseException) -> str:
-    """A one-line account of a failed trial for the store."""
-    if isinstance(error, TunerError):
-        return str(error)
-    return f"{type(error).__name__}: {error}"
+#: study system attribute: which worker enqueues the warm start (cleared never; a stale claim is retaken)
+_WARM_START_CLAIM = "tuner:warm_start_claim"
+_WARM_START_SETTLE_S = 0.5  # how long a claim waits for a worker that started at the same moment
+_WARM_START_STALE_S = 120.0  # a claim this old without the done record: its worker died, take over
+
+
+def _enqueue_warm_start(study: optuna.Study, entries: list[WarmStartEntry], spec: StudySpec) -> None:
+    """Enqueue the study's warm-start configurations once per study, before the sampler takes over.
+
+    The study's user attribute ``warm_start`` records that it was done (a resumed run or another
+    worker skips it). Workers starting together each write a claim, wait :data:`_WARM_START_SETTLE_S`
+    and read it back: only the last writer enqueues. ``skip_if_exists`` keeps a repeat harmless.
+    """
+    import uuid
+
+    if not entries or "warm_start" in study.user_attrs:
+        return
+    storage, study_id = study._storage, study._study_id  # study system attrs: no public setter in Optuna 4+
+    token = uuid.uuid4().hex
+    claim = storage.get_study_system_attrs(study_id).get(_WARM_START_CLAIM)
+    if claim is None or time.time() - float(claim.get("at", 0)) > _WARM_START_STALE_S:
+        storage.set_study_system_attr(study_id, _WARM_START_CLAIM, {"token": token, "at": time.time()})
+        time.sleep(_WARM_START_SETTLE_S)
+        claim = storage.get_study_system_attrs(study_id).get(_WARM_START_CLAIM)
+    if not claim or claim.get("token") != token:
+        logger.info("study '%s': another worker enqueues the %d warm-start configurations", spec.name, len(entries))
+        return
+    for entry in entries:
+        study.enqueue_trial(dict(entry.params), user_attrs={"warm_start": entry.name}, skip_if_exists=True)
+    source = str(spec.warm_start) if isinstance(spec.warm_start, (str, Path)) else "inline"
+    study.set_user_attr("warm_start", {"source": source, "entries": [e.name for e in entries]})
+    logger.info("study '%s': enqueued %d warm-start configurations from %s", spec.name, len(entries), source)

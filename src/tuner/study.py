@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tuner.errors import ConfigError
 
-__all__ = ["StudySpec", "load_study_file"]
+if TYPE_CHECKING:
+    from tuner.search_space import Param, SearchSpace
+
+__all__ = ["StudySpec", "WarmStartEntry", "load_study_file", "load_warm_start"]
 
 
 @dataclass(frozen=True)
@@ -24,7 +27,7 @@ class StudySpec:
 
     name: str
     objective: str
-    search_space: str | Path
+    search_space: str | Path | Mapping[str, Any]  # a YAML file, or the same content inline
     data: str | None = "demo"
     pretrained: str | None = None
     n_trials: int = 10  # budget of finished (complete or pruned) trials
@@ -36,6 +39,8 @@ class StudySpec:
     options: Mapping[str, Any] = field(default_factory=dict)  # objective options (model size, ...)
     trainer: Mapping[str, Any] = field(default_factory=dict)  # extra lightning.Trainer arguments
     description: str = ""
+    #: configurations to run first (a YAML file, or an inline list of mappings): see load_warm_start
+    warm_start: str | Path | Sequence[Mapping[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         where = f"study '{self.name}'"
@@ -51,6 +56,27 @@ class StudySpec:
         forbidden = {"max_epochs", "callbacks", "logger", "enable_progress_bar"} & set(self.trainer)
         if forbidden:
             raise ConfigError(f"{where}: 'trainer' cannot set {sorted(forbidden)}; tuner manages them.")
+        if not isinstance(self.search_space, (str, Path, Mapping)):
+            raise ConfigError(
+                f"{where}: 'search_space' must be the path of a YAML file (or a dict of the same content), "
+                f"got {type(self.search_space).__name__}."
+            )
+        warm_start = self.warm_start
+        if warm_start is not None and not isinstance(warm_start, (str, Path, Sequence)):
+            raise ConfigError(
+                f"{where}: 'warm_start' must be the path of a YAML file or a list of dicts "
+                f"(parameter -> value, optionally 'name'), got {type(warm_start).__name__}."
+            )
+
+    def load_search_space(self, extra: Mapping[str, Param] | None = None) -> SearchSpace:
+        """The study's search space (file or inline), validated, with ``fixed`` applied on top."""
+        from tuner.search_space import SearchSpace
+
+        if isinstance(self.search_space, Mapping):
+            space = SearchSpace.from_dict(self.search_space, extra=extra, source=f"study '{self.name}' search_space")
+        else:
+            space = SearchSpace.from_yaml(self.search_space, extra=extra)
+        return space.with_fixed(self.fixed, source=f"study '{self.name}'")
 
     def override(self, **changes: Any) -> StudySpec:
         """A copy with the non-None ``changes`` applied (command-line overrides)."""
@@ -100,3 +126,186 @@ def _line_in(error: BaseException, path: Path) -> str:
             line = f":{traceback.tb_lineno}"
         traceback = traceback.tb_next
     return line
+
+
+# -- warm start ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WarmStartEntry:
+    """One configuration a study runs before its sampler takes over (see :func:`load_warm_start`)."""
+
+    index: int  # 1-based position in the file or list
+    name: str  # the entry's ``name``, else its parameters as ``k=v`` pairs
+    params: dict[str, Any]  # searched parameters the entry pins (the others are sampled)
+
+
+def load_warm_start(spec: StudySpec, space: SearchSpace) -> list[WarmStartEntry]:
+    """The study's ``warm_start`` configurations, each validated against the study's ``space``.
+
+    ``spec.warm_start`` is a YAML file holding a list, or the same list inline; each item maps
+    parameter names to values and may carry a ``name`` label::
+
+        - {name: "NAdam+cosine batch 128", optimizer: NAdam, schedule: cosine, batch_size: 128, lr: 1.0e-3}
+
+    A parameter the entry does not give is sampled as usual; a parameter the space fixes (or does not
+    search) may be given only with that same value. An unknown parameter, a value outside the searched
+    range or choices, a value contradicting a fixed one, or an entry repeating another is a
+    ConfigError naming the file (with line), the entry (index and name) and the key.
+    """
+    warm_start = spec.warm_start
+    if warm_start is None:
+        return []
+    lines: dict[int, dict[str, int]] = {}
+    if isinstance(warm_start, (str, Path)):
+        path = Path(warm_start)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(
+                f"study '{spec.name}': warm_start file not found: {path} (looked relative to {Path.cwd()}). "
+                "Give a YAML file holding a list of configurations, e.g. search_spaces/seed001_grid.yaml."
+            )
+        import yaml
+
+        text = path.read_text(encoding="utf-8")
+        try:
+            content = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            raise ConfigError(f"{where}: invalid YAML: {getattr(error, 'problem', error)}.") from None
+        lines = _entry_lines(text)
+        if not isinstance(content, list):
+            raise ConfigError(
+                f"{path}: a warm-start file is a list of configurations (`- {{optimizer: NAdam, lr: 1.0e-3}}`), "
+                f"got {type(content).__name__}."
+            )
+    else:
+        source = f"study '{spec.name}' warm_start"
+        content = list(warm_start)
+    entries: list[WarmStartEntry] = []
+    seen: dict[tuple[tuple[str, Any], ...], WarmStartEntry] = {}
+    for index, raw in enumerate(content, start=1):
+        entry = _check_entry(raw, index, len(content), source, lines.get(index, {}), space)
+        key = tuple(sorted(entry.params.items()))
+        if key in seen:
+            first = seen[key]
+            raise ConfigError(
+                f"{_entry_where(source, index, len(content), entry.name, lines.get(index, {}))}: repeats entry "
+                f"{first.index} ('{first.name}') on every parameter it gives; remove one of them."
+            )
+        seen[key] = entry
+        entries.append(entry)
+    return entries
+
+
+def _entry_where(source: str, index: int, total: int, name: str | None, lines: Mapping[str, int], key: str | None = None) -> str:
+    line = lines.get(key) if key is not None else None
+    line = line if line is not None else lines.get("")
+    where = f"{source}:{line}" if line is not None else source
+    where += f": entry {index} of {total}"
+    if name:
+        where += f" ('{name}')"
+    if key is not None:
+        where += f", key '{key}'"
+    return where
+
+
+def _check_entry(
+    raw: Any, index: int, total: int, source: str, lines: Mapping[str, int], space: SearchSpace
+) -> WarmStartEntry:
+    from tuner.search_space import _did_you_mean
+
+    if not isinstance(raw, Mapping):
+        raise ConfigError(
+            f"{_entry_where(source, index, total, None, lines)}: expected a mapping of parameter -> value, "
+            f"got {raw!r}."
+        )
+    raw = dict(raw)
+    name = raw.pop("name", None)
+    if name is not None and not isinstance(name, str):
+        raise ConfigError(f"{_entry_where(source, index, total, None, lines, 'name')}: must be a string, got {name!r}.")
+    label = name
+    if not raw:
+        raise ConfigError(f"{_entry_where(source, index, total, label, lines)}: gives no parameter.")
+    defaults = space.defaults()
+    params: dict[str, Any] = {}
+    for key, value in raw.items():
+        key = str(key)
+        where = _entry_where(source, index, total, label, lines, key)
+        if key not in space.vocabulary:
+            known = [k for k in space.vocabulary if k in space.dimensions or k in space.fixed]
+            raise ConfigError(
+                f"{where}: unknown parameter{_did_you_mean(key, space.vocabulary)}. "
+                f"The search space {space.source} has: {', '.join(known)}."
+            )
+        value = space.vocabulary[key].check(value, where)
+        dimension = space.dimensions.get(key)
+        if dimension is None:
+            if value != defaults.get(key):
+                what = "fixes" if key in space.fixed else "does not search"
+                raise ConfigError(
+                    f"{where}: {value!r} contradicts the study, which {what} '{key}' "
+                    f"(value {defaults.get(key)!r}; see {space.source} and the study's `fixed`). "
+                    "Drop the key from the entry or search it in the space."
+                )
+            continue  # the same value as the fixed one: nothing to enqueue
+        if dimension.choices is not None:
+            if value not in dimension.choices:
+                raise ConfigError(
+                    f"{where}: {value!r} is not one of the searched choices {list(dimension.choices)} of "
+                    f"{space.source}."
+                )
+        else:
+            if not dimension.low <= value <= dimension.high:
+                raise ConfigError(
+                    f"{where}: {value!r} is outside the searched range [{dimension.low:g}, {dimension.high:g}] "
+                    f"of {space.source}."
+                )
+            if dimension.step is not None:
+                steps = (value - dimension.low) / dimension.step
+                if abs(steps - round(steps)) > 1e-9:
+                    raise ConfigError(
+                        f"{where}: {value!r} is not on the searched grid ({dimension.low:g} + k * {dimension.step:g}) "
+                        f"of {space.source}."
+                    )
+        params[key] = value
+    # conditional parameters ('when'): refuse a value the entry's own choices make unused
+    for key in params:
+        for other, values in space.dimensions[key].when:
+            if other not in params and other not in space.fixed:
+                continue  # sampled: the value is ignored if the sampled one does not apply
+            given = params[other] if other in params else space.fixed[other]
+            if given not in values:
+                raise ConfigError(
+                    f"{_entry_where(source, index, total, label, lines, key)}: '{key}' is searched only when "
+                    f"{other} is one of {list(values)}, and this entry has {other}={given!r}."
+                )
+    if not params:
+        raise ConfigError(
+            f"{_entry_where(source, index, total, label, lines)}: pins no searched parameter (every key it gives "
+            f"is fixed by the study), so it would be an ordinary sampled trial; remove it."
+        )
+    if label is None:
+        label = ", ".join(f"{k}={v}" for k, v in params.items())
+    return WarmStartEntry(index=index, name=label, params=params)
+
+
+def _entry_lines(text: str) -> dict[int, dict[str, int]]:
+    """1-based line numbers of each list item ('' key) and of its keys, for error messages."""
+    import yaml
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return {}
+    if not isinstance(root, yaml.SequenceNode):
+        return {}
+    out: dict[int, dict[str, int]] = {}
+    for index, node in enumerate(root.value, start=1):
+        lines = {"": node.start_mark.line + 1}
+        if isinstance(node, yaml.MappingNode):
+            for key_node, _ in node.value:
+                lines[str(key_node.value)] = key_node.start_mark.line + 1
+        out[index] = lines
+    return out

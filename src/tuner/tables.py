@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     import optuna
     from rich.table import Table
 
-__all__ = ["trial_rows", "study_rows", "epoch_rows", "rich_table", "PARAM_COLUMNS"]
+__all__ = ["PARAM_COLUMNS", "epoch_rows", "rich_table", "study_rows", "trial_columns", "trial_rows"]
 
 #: configuration columns shown for every objective (seed 001's knobs)
 PARAM_COLUMNS = ("optimizer", "schedule", "batch_size", "lr", "weight_decay", "unfrozen_layers")
@@ -31,8 +31,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     metric = attrs.get("metric", "value")
     components = attrs.get("components", [])
     maximize = attrs.get("direction") == "maximize"
-    # the common knobs, then the objective's own searched ones (a loss, a margin, a clip value)
-    param_columns = [*PARAM_COLUMNS, *(k for k in attrs.get("search_space", {}) if k not in PARAM_COLUMNS and k != "warmup_epochs")]
+    param_columns = _param_columns(attrs)
     rows = []
     for trial in study.get_trials(deepcopy=False):
         config = trial.user_attrs.get("config", trial.params)
@@ -54,6 +53,18 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
         return (0, -value if maximize else value)
 
     return sorted(rows, key=key)
+
+
+def _param_columns(attrs: dict[str, Any]) -> list[str]:
+    # the common knobs, then the objective's own searched ones (a loss, a margin, a clip value)
+    return [*PARAM_COLUMNS, *(k for k in attrs.get("search_space", {}) if k not in PARAM_COLUMNS and k != "warmup_epochs")]
+
+
+def trial_columns(study: optuna.Study) -> list[str]:
+    """The columns of :func:`trial_rows` (also for a study without trials): trial, state, configuration,
+    epochs, best_epoch, metric, components."""
+    attrs = study.user_attrs
+    return ["trial", "state", *_param_columns(attrs), "epochs", "best_epoch", attrs.get("metric", "value"), *attrs.get("components", [])]
 
 
 def _best_epoch(epochs: Sequence[dict[str, Any]], metric: str, maximize: bool) -> int | None:
@@ -110,7 +121,7 @@ def rich_table(rows: Sequence[dict[str, Any]], title: str = "") -> Table:
         table.add_column("(empty)")
         return table
     for column in rows[0]:
-        table.add_column(str(column), justify="right" if column not in ("state", "optimizer", "schedule", "study", "objective") else "left")
+        table.add_column(str(column), justify="right" if column not in ("state", "optimizer", "schedule", "study", "objective", "params") else "left")
     for row in rows:
         table.add_row(*(format_value(v) for v in row.values()))
     return table

@@ -13,6 +13,8 @@ All values are in dB, per mixture; :func:`separation_metrics` averages them over
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 __all__ = ["pit_si_snr", "pit_sdr", "separation_metrics", "si_snr_loss"]
@@ -31,20 +33,22 @@ def si_snr_loss(estimates: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
 
 
 def pit_sdr(estimates: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
-    """Permutation-invariant BSS-eval SDR (dB) per mixture; tensors shaped (batch, time, n_sources)."""
-    from torchmetrics.functional.audio import (
-        permutation_invariant_training,
-        signal_distortion_ratio,
-    )
+    """Permutation-invariant BSS-eval SDR (dB) per mixture; tensors shaped (batch, time, n_sources).
 
-    best, _ = permutation_invariant_training(
-        estimates.transpose(1, 2).double(),
-        sources.transpose(1, 2).double(),
-        signal_distortion_ratio,
-        mode="speaker-wise",
-        eval_func="max",
-    )
-    return best.float()
+    Each (estimate, source) pair is solved on its own: torch 2.11's MKL fails *batched* float64
+    ``linalg.solve`` on these machines ("Parameter 6 was incorrect on entry to DLASWP", then "Pivots
+    given to lu_solve must all be greater or equal to 1"), which torchmetrics uses for a batch.
+    """
+    from torchmetrics.functional.audio import signal_distortion_ratio
+
+    n = sources.shape[-1]
+    best = []
+    for estimate, source in zip(estimates.double(), sources.double()):
+        pairwise = torch.stack(
+            [torch.stack([signal_distortion_ratio(estimate[:, i], source[:, j]) for j in range(n)]) for i in range(n)]
+        )  # pairwise[i, j]: estimate i scored against source j
+        best.append(max(pairwise[list(p), list(range(n))].mean() for p in itertools.permutations(range(n))))
+    return torch.stack(best).float()
 
 
 def separation_metrics(estimates: torch.Tensor, sources: torch.Tensor, mixture: torch.Tensor) -> dict[str, float]:

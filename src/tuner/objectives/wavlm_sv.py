@@ -161,7 +161,11 @@ class SpeakerEmbedder(pl.LightningModule):
 
     @override
     def on_validation_epoch_end(self) -> None:
-        from tuner.metrics.verification import cosine_similarity, det_points, verification_metrics
+        from tuner.metrics.verification import (
+            cosine_similarity,
+            det_points,
+            verification_metrics,
+        )
 
         trials = self.trainer.datamodule.trials
         if len(self._embeddings) == 0:

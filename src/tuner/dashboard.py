@@ -1,0 +1,354 @@
+"""optuna-dashboard on tuner's store: serving it, trial and study notes, the report figures of a study.
+
+What tuner writes for the dashboard lives where optuna-dashboard looks for it (the study's system
+attributes), so the stock ``optuna-dashboard <url>`` shows it as well as ``tuner dashboard``:
+
+- a markdown note per finished trial (:func:`trial_note`): configuration, seed, state, best epoch and a
+  per-epoch table built from the ``epoch/NNN`` records;
+- a study note (:func:`study_note`): objective, metric, baseline, trial counts, best trial;
+- the report figures (``tuner.report.study_figures``) as plotly graph objects, under stable ids so that
+  a later run replaces them.
+
+Writing these is best effort: :func:`publish_trial_note` and :func:`publish_study` log a warning and
+return when anything goes wrong, so a dashboard problem never stops a study.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from tuner.storage import _sqlite_path, mask_url, open_storage, resolve_storage_url
+
+if TYPE_CHECKING:
+    import optuna
+    import plotly.graph_objects as go
+
+__all__ = [
+    "serve",
+    "dashboard_url",
+    "trial_note",
+    "study_note",
+    "save_trial_note",
+    "save_study_note",
+    "attach_figures",
+    "publish_trial_note",
+    "publish_study",
+    "FIGURE_ID_PREFIX",
+]
+
+logger = logging.getLogger(__name__)
+
+#: graph-object ids of the figures tuner attaches start with this (the rest is the figure's key)
+FIGURE_ID_PREFIX = "tuner-"
+#: study system attribute listing the figure ids tuner attached last time
+_FIGURE_IDS_ATTR = "tuner:figure_ids"
+#: optuna-dashboard's system-attribute prefix for plotly graph objects (``dashboard:plot_data:<id>:<chunk>``)
+_PLOT_DATA_PREFIX = "dashboard:plot_data:"
+#: the last line of what tuner writes in a note (plain markdown: the dashboard shows raw HTML as text);
+#: text a person adds below it is kept when tuner rewrites the note
+_MARK = "*written by tuner"
+
+
+# --------------------------------------------------------------------------------------------- serve
+
+
+def dashboard_url(host: str, port: int) -> str:
+    """The address to open in a browser for a server bound to ``host:port``."""
+    shown = "127.0.0.1" if host in ("", "0.0.0.0") else ("localhost" if host == "::" else host)
+    if ":" in shown:  # IPv6 literal
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}/dashboard/"
+
+
+def serve(storage: str | None = None, host: str = "127.0.0.1", port: int = 8080, *, echo: Any = print) -> None:
+    """Serve optuna-dashboard on the store (``storage``, else ``$TUNER_STORAGE``, else the default
+    SQLite file) until interrupted. ``echo`` receives the one line saying where to look.
+
+    The app is optuna-dashboard's :func:`optuna_dashboard.wsgi`, served by a threaded wsgiref server as
+    the stock ``optuna-dashboard`` command does. (``optuna_dashboard.run_server`` serves one request at a
+    time: a browser holding an idle connection open, such as a second tab or a preconnect, stalls it.)
+    """
+    import optuna_dashboard
+
+    from tuner.errors import StorageError, TunerError
+
+    url = resolve_storage_url(storage)
+    sqlite_file = _sqlite_path(url)
+    if sqlite_file is not None and not sqlite_file.is_file():
+        # optuna-dashboard would create an empty store there and show nothing
+        raise StorageError(
+            f"no trial store at {sqlite_file} ({mask_url(url)}). Run a study first (tuner run STUDY_FILE) "
+            "or pass the store with --storage URL / TUNER_STORAGE."
+        )
+    app = optuna_dashboard.wsgi(open_storage(url, heartbeat=False))
+    try:
+        server = _make_server(host, port, app)
+    except OSError as error:  # port in use, address not local, ...
+        raise TunerError(f"cannot serve the dashboard on {host}:{port}: {error.strerror or error} (try another --port)") from None
+    echo(f"optuna-dashboard on {mask_url(url)}: {dashboard_url(host, server.server_port)} (Ctrl+C to stop)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+def _make_server(host: str, port: int, app: Any) -> Any:
+    import socket
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIServer, make_server
+
+    class ThreadedWSGIServer(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    return make_server(host, port, app, server_class=ThreadedWSGIServer)
+
+
+# --------------------------------------------------------------------------------------------- notes
+
+
+def _fmt(value: Any) -> str:
+    from tuner.tables import format_value
+
+    text = format_value(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _metric_info(study: optuna.Study) -> tuple[str, list[str], bool]:
+    attrs = study.user_attrs
+    metric = attrs.get("metric", "value")
+    maximize = attrs.get("direction", study.direction.name.lower()) == "maximize"
+    return metric, list(attrs.get("components", [])), maximize
+
+
+def _best_of(epochs: list[dict[str, Any]], metric: str, maximize: bool) -> dict[str, Any] | None:
+    scored = [e for e in epochs if isinstance(e.get(metric), (int, float)) and not math.isnan(e[metric])]
+    if not scored:
+        return None
+    return (max if maximize else min)(scored, key=lambda e: e[metric])
+
+
+def trial_note(trial: optuna.trial.FrozenTrial, study: optuna.Study) -> str:
+    """The markdown note of ``trial``: state, best epoch and value, seed, configuration (searched and
+    fixed parameters) and one row per epoch (metric, components, learning rate)."""
+    from tuner.tables import epoch_rows
+
+    metric, components, maximize = _metric_info(study)
+    attrs = trial.user_attrs
+    epochs = epoch_rows(trial)
+    stored_best = attrs.get("best_epoch")
+    best = next((e for e in epochs if e["epoch"] == stored_best), None) if stored_best is not None else None
+    best = best or _best_of(epochs, metric, maximize)
+
+    lines = [f"### Trial {trial.number}: {trial.state.name.lower()}", ""]
+    if best is not None:  # its components are in the epoch table below
+        summary = f"best {metric} **{_fmt(best.get(metric))}** at epoch {best['epoch']}"
+    else:
+        summary = f"no {metric} recorded"
+    max_epochs = attrs.get("max_epochs")
+    summary += f"; {len(epochs)}" + (f" of {max_epochs}" if max_epochs else "") + " epochs run"
+    if "seed" in attrs:
+        summary += f"; seed {attrs['seed']}"
+    if isinstance(attrs.get("seconds"), (int, float)):
+        summary += f"; {attrs['seconds']:.1f} s"
+    lines.append(summary + ".")
+    reason = trial.system_attrs.get("fail_reason")
+    if trial.state.name == "FAIL" and reason:
+        lines += ["", f"Failed: `{str(reason).splitlines()[0][:300]}`"]
+
+    config: Mapping[str, Any] = attrs.get("config") or trial.params
+    if config:
+        lines += ["", "| parameter | value | |", "|---|---|---|"]
+        for name, value in config.items():
+            lines.append(f"| {name} | {_fmt(value)} | {'searched' if name in trial.params else 'fixed'} |")
+
+    if epochs:
+        columns = [metric, *components, "lr"]
+        columns = [c for c in columns if any(c in e for e in epochs)]
+        lines += ["", "| epoch | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
+        for row in epochs:
+            mark = " (best)" if best is not None and row["epoch"] == best["epoch"] else ""
+            lines.append(f"| {row['epoch']}{mark} | " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def study_note(study: optuna.Study) -> str:
+    """The markdown note of ``study``: what it tunes, the untrained baseline, trial counts, best trial."""
+    from optuna.trial import TrialState
+
+    metric, components, maximize = _metric_info(study)
+    attrs = study.user_attrs
+    trials = study.get_trials(deepcopy=False)
+    counts = {state: sum(t.state == state for t in trials) for state in TrialState}
+    lines = [f"### Study {study.study_name}", ""]
+    if attrs.get("description"):
+        lines += [str(attrs["description"]), ""]
+    what = f"Objective `{attrs.get('objective', '?')}`, {metric} ({'maximize' if maximize else 'minimize'})"
+    if components:
+        what += " with " + ", ".join(components)
+    lines.append(what + ".")
+    details = [f"data `{attrs['data']}`" if attrs.get("data") else None,
+               f"pretrained `{attrs['pretrained']}`" if attrs.get("pretrained") else "trained from random weights",
+               f"up to {attrs['max_epochs']} epoch{'s' if attrs['max_epochs'] != 1 else ''} per trial" if attrs.get("max_epochs") else None,
+               f"budget {attrs['n_trials']} finished trials" if attrs.get("n_trials") else None]
+    lines += ["", "; ".join(d for d in details if d) + "."]
+    summary = ", ".join(f"{n} {state.name.lower()}" for state, n in counts.items() if n)
+    lines += ["", f"Trials: {len(trials)}" + (f" ({summary})" if summary else "") + "."]
+
+    baseline = attrs.get("baseline") or {}
+    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and not math.isnan(t.value)]
+    best = (max if maximize else min)(complete, key=lambda t: t.value) if complete else None
+    columns = [metric, *components]
+    if baseline or best is not None:
+        lines += ["", "| | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
+        if baseline:
+            lines.append("| untrained model | " + " | ".join(_fmt(baseline.get(c)) for c in columns) + " |")
+        if best is not None:
+            from tuner.tables import epoch_rows
+
+            epoch = next((e for e in epoch_rows(best) if e["epoch"] == best.user_attrs.get("best_epoch")), {})
+            values = [best.value, *(epoch.get(c) for c in components)]
+            lines.append(f"| best: trial {best.number}, epoch {_fmt(best.user_attrs.get('best_epoch'))} | "
+                         + " | ".join(_fmt(v) for v in values) + " |")
+    if best is not None:
+        config = best.user_attrs.get("config") or best.params
+        lines += ["", "Best configuration: " + ", ".join(f"{k}={_fmt(v)}" for k, v in config.items()) + "."]
+        lines += ["", f"Export it with `tuner export {study.study_name} --out best.yaml`."]
+    else:
+        lines += ["", "No completed trial yet."]
+    return "\n".join(lines) + "\n"
+
+
+def _merge(generated: str, existing: str) -> str:
+    """``generated`` followed by whatever a person wrote below tuner's part of ``existing``."""
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    body = f"{generated.rstrip()}\n\n{_MARK} {stamp}; notes added below this line are kept*\n"
+    if not existing.strip():
+        return body
+    if _MARK in existing:
+        kept = existing.split(_MARK, 1)[1].split("\n", 1)
+        kept_text = kept[1] if len(kept) == 2 else ""
+    else:
+        kept_text = existing  # a note written before tuner's: keep all of it
+    return body + ("\n" + kept_text.lstrip("\n") if kept_text.strip() else "")
+
+
+@dataclass
+class _TrialRef:
+    """What optuna-dashboard's ``save_note`` / ``get_note`` read from an ``optuna.Trial``.
+
+    A finished trial is a ``FrozenTrial``; building an ``optuna.Trial`` for it would run the sampler's
+    ``before_trial`` hook, so this hands the note functions the three attributes they use instead.
+    """
+
+    study: optuna.Study
+    _trial_id: int
+
+    @property
+    def storage(self) -> Any:
+        return self.study._storage
+
+
+def save_trial_note(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
+    """Write :func:`trial_note` as the trial's dashboard note (keeping text a person added); returns it."""
+    import optuna_dashboard
+
+    ref: Any = _TrialRef(study, trial._trial_id)
+    body = _merge(trial_note(trial, study), optuna_dashboard.get_note(ref))
+    optuna_dashboard.save_note(ref, body)
+    return body
+
+
+def save_study_note(study: optuna.Study) -> str:
+    """Write :func:`study_note` as the study's dashboard note (keeping text a person added); returns it."""
+    import optuna_dashboard
+
+    body = _merge(study_note(study), optuna_dashboard.get_note(study))
+    optuna_dashboard.save_note(study, body)
+    return body
+
+
+# ------------------------------------------------------------------------------------------- figures
+
+
+def _figure_id(key: str) -> str:
+    return FIGURE_ID_PREFIX + (re.sub(r"[^A-Za-z0-9_.-]+", "-", key).strip("-") or "figure")
+
+
+def attach_figures(study: optuna.Study, figures: Mapping[str, go.Figure] | None = None) -> list[str]:
+    """Attach ``figures`` (default: ``tuner.report.study_figures(study)``) to the study as
+    optuna-dashboard plotly graph objects; returns their ids.
+
+    Each figure is saved under the id ``tuner-<key>``, so attaching again replaces it; figures tuner
+    attached earlier under keys that are no longer produced are removed from the store.
+    """
+    import optuna_dashboard
+
+    if figures is None:
+        from tuner.report import study_figures
+
+        figures = study_figures(study)
+    storage = study._storage
+    previous = storage.get_study_system_attrs(study._study_id).get(_FIGURE_IDS_ATTR, [])
+    ids = []
+    for key, figure in figures.items():
+        ids.append(optuna_dashboard.save_plotly_graph_object(study, figure, graph_object_id=_figure_id(key)))
+    stale = [i for i in previous if i not in ids]
+    if stale:
+        _remove_graph_objects(study, stale)
+    storage.set_study_system_attr(study._study_id, _FIGURE_IDS_ATTR, ids)
+    return ids
+
+
+def _remove_graph_objects(study: optuna.Study, ids: list[str]) -> None:
+    """Delete the stored chunks of graph objects ``ids``; Optuna's storage API cannot delete a system
+    attribute, so this goes to the RDB table, else blanks them (the dashboard then skips the figure)."""
+    import optuna
+
+    prefixes = tuple(f"{_PLOT_DATA_PREFIX}{i}:" for i in ids)
+    backend = getattr(study._storage, "_backend", study._storage)
+    if isinstance(backend, optuna.storages.RDBStorage):
+        import sqlalchemy as sa
+
+        table = sa.table("study_system_attributes", sa.column("study_id"), sa.column("key"))
+        with backend.engine.begin() as connection:
+            keys = [k for (k,) in connection.execute(sa.select(table.c.key).where(table.c.study_id == study._study_id))]
+            doomed = [k for k in keys if k.startswith(prefixes)]
+            if doomed:
+                connection.execute(sa.delete(table).where(table.c.study_id == study._study_id, table.c.key.in_(doomed)))
+        return
+    for key in study._storage.get_study_system_attrs(study._study_id):
+        if key.startswith(prefixes):
+            study._storage.set_study_system_attr(study._study_id, key, "")
+
+
+# -------------------------------------------------------------------------------- best-effort hooks
+
+
+def publish_trial_note(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """:func:`save_trial_note`, logging a warning instead of raising (called after every trial)."""
+    try:
+        save_trial_note(study, trial)
+    except Exception as error:  # noqa: BLE001 - the dashboard must never break a study
+        logger.warning("could not write the dashboard note of trial %d: %s: %s", trial.number, type(error).__name__, error)
+
+
+def publish_study(study: optuna.Study) -> None:
+    """Attach the report figures and write the study note, logging a warning for whatever fails."""
+    try:
+        attach_figures(study)
+    except Exception as error:  # noqa: BLE001
+        logger.warning("could not attach the report figures to study '%s' for optuna-dashboard: %s: %s",
+                       study.study_name, type(error).__name__, error)
+    try:
+        save_study_note(study)
+    except Exception as error:  # noqa: BLE001
+        logger.warning("could not write the dashboard note of study '%s': %s: %s", study.study_name, type(error).__name__, error)

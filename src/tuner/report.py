@@ -1,0 +1,742 @@
+"""Study reports rebuilt from the store alone: trial tables (markdown, CSV), one offline HTML page of figures,
+and a comparison of several studies of one metric.
+
+- :func:`write_report` writes ``DIR/STUDY.md`` (header, trial table, one per-epoch table per trial),
+  ``DIR/STUDY.csv`` (the trial table) and ``DIR/STUDY.html`` (the figures of :func:`study_figures` with
+  plotly.js embedded once, inline: the page opens offline, and the trial table);
+- :func:`study_figures` builds the figures (title -> plotly figure): optimization history, intermediate
+  values (pruned trials dashed), parallel coordinates, parameter importances, and one figure of the
+  objective's own (DER components, EER with the best trial's DET curve, SI-SNRi before/after);
+- :func:`write_comparison` puts several studies in one table (``DIR/compare.md``, ``DIR/compare.csv``).
+
+Everything is read from the study's stored attributes (see :mod:`tuner.runner`), never from a live run.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import html
+import io
+import json
+import logging
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from statistics import NormalDist
+from typing import TYPE_CHECKING, Any
+
+from tuner.errors import ConfigError
+from tuner.storage import mask_url, open_storage, resolve_storage_url
+from tuner.tables import epoch_rows, trial_columns, trial_rows
+
+if TYPE_CHECKING:
+    import optuna
+    import plotly.graph_objects as go
+
+__all__ = [
+    "COMPARE_COLUMNS",
+    "DEFAULT_REPORT_DIR",
+    "compare_rows",
+    "compare_table_rows",
+    "load_report_study",
+    "report_csv",
+    "report_html",
+    "report_markdown",
+    "study_figures",
+    "write_comparison",
+    "write_report",
+]
+
+logger = logging.getLogger(__name__)
+
+#: where `tuner report` writes (relative to the working directory)
+DEFAULT_REPORT_DIR = Path("storage/reports")
+
+#: states in the order they are counted in headers and tables
+_STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+
+# figure keys (stable: optuna-dashboard stores each figure under an id made from its key)
+HISTORY = "Optimization history"
+INTERMEDIATE = "Intermediate values"
+PARALLEL = "Parallel coordinates"
+IMPORTANCES = "Parameter importances"
+_OBJECTIVE_FIGURES = {
+    "pyannote_segmentation": "DER components at the best epoch",
+    "wavlm_sv": "EER per trial and DET curve of the best trial",
+    "sepformer_separation": "SI-SNRi before and after fine-tuning",
+}
+_FIGURE_HEIGHT = 460
+_TEMPLATE = "plotly_white"
+
+
+# ------------------------------------------------------------------------------------------- loading
+
+
+def load_report_study(study_name: str, storage: str | None = None) -> optuna.Study:
+    """``study_name`` from the store (``storage``, else ``$TUNER_STORAGE``, else the default SQLite file).
+
+    An unknown name is a :class:`~tuner.errors.ConfigError` naming the store (password masked) and
+    listing the studies there.
+    """
+    import optuna
+
+    url = resolve_storage_url(storage)
+    store = open_storage(url, heartbeat=False)
+    try:
+        return optuna.load_study(study_name=study_name, storage=store)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(store)]
+        raise ConfigError(
+            f"no study '{study_name}' in {mask_url(url)}. Studies there: {', '.join(names) or 'none'}."
+        ) from None
+
+
+# ------------------------------------------------------------------------------------ study summary
+
+
+def _info(study: optuna.Study) -> dict[str, Any]:
+    attrs = study.user_attrs
+    metric = attrs.get("metric", "value")
+    direction = attrs.get("direction") or study.direction.name.lower()
+    return {
+        "metric": metric,
+        "direction": direction,
+        "maximize": direction == "maximize",
+        "components": list(attrs.get("components", [])),
+        "objective": attrs.get("objective"),
+        "baseline": attrs.get("baseline") or {},
+    }
+
+
+def _state_counts(study: optuna.Study) -> dict[str, int]:
+    counts = {state: 0 for state in _STATES}
+    for trial in study.get_trials(deepcopy=False):
+        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
+    return counts
+
+
+def _counts_text(counts: Mapping[str, int]) -> str:
+    total = sum(counts.values())
+    named = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
+    parts = [f"{n} {named.get(state, state.lower())}" for state, n in counts.items() if n or state in ("COMPLETE", "PRUNED", "FAIL")]
+    return f"{total} ({', '.join(parts)})"
+
+
+def _best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:  # no completed trial (or a multi-objective study)
+        return None
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# ------------------------------------------------------------------------------------- formatting
+
+
+def _fmt(value: Any) -> str:
+    """A value for the markdown and HTML tables: 6 significant digits, '-' for missing."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _md_cell(value: Any) -> str:
+    return _fmt(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(_md_cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in rows]
+    return lines
+
+
+def _html_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], css: str = "") -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)  # full precision: float(text) == value
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def _command(study_names: Sequence[str], url: str, out_dir: Path, compare: bool = False) -> str:
+    parts = ["tuner", "report", *(["--compare"] if compare else []), *study_names, "--storage", mask_url(url), "--out", str(out_dir)]
+    return " ".join(_shell_quote(p) for p in parts)
+
+
+def _shell_quote(text: str) -> str:
+    return text if re.fullmatch(r"[A-Za-z0-9_./:@%+=,-]+", text) else "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+# ---------------------------------------------------------------------------------- per-trial parts
+
+
+def _epoch_columns(epochs: Sequence[Mapping[str, Any]], metric: str, components: Sequence[str]) -> list[str]:
+    """Seed 001's shape: epoch, loss/val, metric, components, loss/train, lr (then seconds, anything else)."""
+    present: set[str] = set().union(*(e.keys() for e in epochs)) if epochs else set()
+    losses = [c for c in components if c.startswith("loss/") and c not in ("loss/val", "loss/train")]
+    columns = ["epoch"]
+    columns += [c for c in ("loss/val",) if c in present]
+    columns += [metric]
+    columns += [c for c in components if not c.startswith("loss/") and c != metric]
+    columns += [c for c in (*losses, "loss/train", "lr", "seconds") if c in present]
+    columns += sorted(k for k in present if k not in columns)
+    return columns
+
+
+def _trial_heading(trial: optuna.trial.FrozenTrial) -> str:
+    config = trial.user_attrs.get("config", trial.params)
+    parts = []
+    if config.get("optimizer") is not None:
+        parts.append(str(config["optimizer"]))
+    if config.get("schedule") is not None:
+        parts.append(str(config["schedule"]))
+    if config.get("batch_size") is not None:
+        parts.append(f"batch {config['batch_size']}")
+    if _finite(config.get("lr")):
+        parts.append(f"lr {config['lr']:.3g}")
+    heading = f"Trial {trial.number} ({trial.state.name})"
+    return heading + (": " + ", ".join(parts) if parts else "")
+
+
+def _trial_summary(trial: optuna.trial.FrozenTrial, row: Mapping[str, Any], metric: str) -> str:
+    """One line under a trial's heading: the rest of its configuration, seed, epochs, best epoch."""
+    config = trial.user_attrs.get("config", trial.params)
+    shown = {"optimizer", "schedule", "batch_size", "lr"}
+    rest = [f"{k.replace('_', ' ')} {_fmt(v)}" for k, v in config.items() if k not in shown]
+    attrs = trial.user_attrs
+    facts = []
+    if rest:
+        facts.append(", ".join(rest))
+    if "seed" in attrs:
+        facts.append(f"seed {attrs['seed']}")
+    max_epochs = attrs.get("max_epochs")
+    facts.append(f"{row.get('epochs', 0)}" + (f" of {max_epochs}" if max_epochs else "") + " epochs run")
+    if row.get("best_epoch") is not None:
+        facts.append(f"best epoch {row['best_epoch']}: {metric} {_fmt(row.get(metric))}")
+    if trial.state.name == "FAIL":
+        reason = trial.system_attrs.get("fail_reason")
+        facts.append("failed" + (f": {str(reason).splitlines()[-1] if str(reason).strip() else reason}" if reason else ""))
+    return "; ".join(facts)
+
+
+# --------------------------------------------------------------------------------------- markdown
+
+
+def _header_lines(study: optuna.Study, url: str, command: str) -> list[tuple[str, str]]:
+    """(label, text) pairs of the report header, shared by the markdown and HTML pages."""
+    info = _info(study)
+    attrs = study.user_attrs
+    metric = info["metric"]
+    items = [
+        ("objective", str(info["objective"] or "?")),
+        ("metric", f"{metric} ({info['direction']})"),
+        ("data", str(attrs.get("data", "?"))),
+        ("pretrained", str(attrs.get("pretrained") or "none (randomly initialised model)")),
+        ("trials", _counts_text(_state_counts(study))),
+    ]
+    best = _best_trial(study)
+    if best is not None:
+        epoch = best.user_attrs.get("best_epoch")
+        items.append(("best", f"trial {best.number}, {metric} = {_fmt(best.value)}" + (f" at epoch {epoch}" if epoch is not None else "")))
+    else:
+        items.append(("best", "no completed trial yet"))
+    baseline = info["baseline"]
+    if metric in baseline:
+        others = ", ".join(f"{k} {_fmt(v)}" for k, v in baseline.items() if k != metric)
+        items.append(("baseline (untrained model)", f"{metric} = {_fmt(baseline[metric])}" + (f" ({others})" if others else "")))
+    else:
+        items.append(("baseline (untrained model)", "not recorded"))
+    items.append(("store", mask_url(url)))
+    items.append(("generated by", f"`{command}` at {_now()}"))
+    return items
+
+
+def report_markdown(study: optuna.Study, url: str = "", command: str = "") -> str:
+    """The markdown report: header, trial table (best first), then one per-epoch table per trial."""
+    info = _info(study)
+    metric, components = info["metric"], info["components"]
+    lines = [f"# Study report: {study.study_name}", ""]
+    lines += [f"- {label}: {text}" for label, text in _header_lines(study, url, command)]
+    lines.append("")
+    rows = trial_rows(study)
+    if not rows:
+        lines += ["**This study has no trials yet.** Run `tuner run STUDY_FILE` to add some.", ""]
+        return "\n".join(lines)
+    lines += [f"## Trials by {metric} (best first; metric and components at each trial's best epoch)", ""]
+    columns = trial_columns(study)
+    lines += _md_table(columns, ([row.get(c) for c in columns] for row in rows))
+    lines.append("")
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    for row in rows:
+        trial = trials[row["trial"]]
+        lines += [f"## {_trial_heading(trial)}", "", _trial_summary(trial, row, metric), ""]
+        epochs = epoch_rows(trial)
+        if not epochs:
+            lines += ["_No epoch finished._", ""]
+            continue
+        epoch_columns = _epoch_columns(epochs, metric, components)
+        lines += _md_table(
+            [*epoch_columns, "best"],
+            ([*(e.get(c) for c in epoch_columns), "*" if e["epoch"] == row["best_epoch"] else ""] for e in epochs),
+        )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def report_csv(study: optuna.Study) -> str:
+    """The trial table as CSV (one header row; floats in full precision, empty cells for missing)."""
+    columns = trial_columns(study)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in trial_rows(study):
+        writer.writerow([_csv_value(row.get(c)) for c in columns])
+    return buffer.getvalue()
+
+
+# ----------------------------------------------------------------------------------------- figures
+
+
+def study_figures(study: optuna.Study) -> dict[str, go.Figure]:
+    """The report's figures of ``study``, title -> plotly figure (the ones the HTML report shows).
+
+    Figures that cannot be drawn yet (no completed trial, importances with fewer than two completed
+    trials or without any spread) are left out; the HTML report says why in their place.
+    """
+    return {title: item for title, item in _figure_sections(study).items() if not isinstance(item, str)}
+
+
+def _figure_sections(study: optuna.Study) -> dict[str, Any]:
+    """title -> figure, or -> a note saying why that figure is not drawn (in the report's order)."""
+    import optuna
+
+    sections: dict[str, Any] = {}
+    notes: dict[str, str] = {}
+    info = _info(study)
+    metric = info["metric"]
+    trials = study.get_trials(deepcopy=False)
+    if not trials:
+        return {"Figures": "This study has no trials yet: nothing to plot."}
+    completed = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and _finite(t.value)]
+    builders = [
+        (HISTORY, lambda: _history(study, metric) if completed else None, "no completed trial yet"),
+        (INTERMEDIATE, lambda: _intermediate(study, metric) if any(t.intermediate_values for t in trials) else None,
+         "no trial has reported an epoch yet"),
+        (PARALLEL, lambda: _parallel(study, metric) if completed and any(t.params for t in completed) else None,
+         "no completed trial yet"),
+        (IMPORTANCES, lambda: _importances(study, metric, completed, notes), None),
+        (_OBJECTIVE_FIGURES.get(info["objective"], f"{metric} per trial at the best epoch"),
+         lambda: _objective_figure(study, info), f"no trial has a {metric} yet"),
+    ]
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # optuna's "no trials" warnings are notes here
+    try:
+        for title, build, why in builders:
+            try:
+                figure = build()
+            except Exception as error:  # noqa: BLE001 - one figure failing must not lose the report
+                logger.warning("report figure '%s' of study '%s' failed: %s: %s", title, study.study_name, type(error).__name__, error)
+                sections[title] = f"could not be drawn ({type(error).__name__}: {error})"
+                continue
+            if figure is None:
+                note = notes.get(title, why)
+                if note is not None:
+                    sections[title] = note
+                continue
+            figure.update_layout(title={"text": title}, template=_TEMPLATE, height=_FIGURE_HEIGHT)
+            sections[title] = figure
+    finally:
+        optuna.logging.set_verbosity(previous)
+    return sections
+
+
+def _history(study: optuna.Study, metric: str) -> go.Figure:
+    from optuna.visualization import plot_optimization_history
+
+    return plot_optimization_history(study, target_name=metric)
+
+
+def _intermediate(study: optuna.Study, metric: str) -> go.Figure:
+    """Optuna's intermediate values, with a legend: pruned trials dashed and named so."""
+    from optuna.visualization import plot_intermediate_values
+
+    figure = plot_intermediate_values(study)
+    states = {t.number: t.state.name for t in study.get_trials(deepcopy=False)}
+    for trace in figure.data:
+        match = re.fullmatch(r"Trial\s*(\d+)", str(trace.name or ""))
+        if not match:
+            continue
+        number = int(match.group(1))
+        state = states.get(number, "")
+        trace.name = f"trial {number} ({state.lower()})" if state else f"trial {number}"
+        if state == "PRUNED":
+            trace.line = {"dash": "dash"}
+            trace.marker.symbol = "x"
+    figure.update_layout(showlegend=True, xaxis_title="epoch", yaxis_title=f"{metric} (each epoch)")
+    return figure
+
+
+def _parallel(study: optuna.Study, metric: str) -> go.Figure:
+    from optuna.visualization import plot_parallel_coordinate
+
+    return plot_parallel_coordinate(study, target_name=metric)
+
+
+def _importances(study: optuna.Study, metric: str, completed: Sequence[optuna.trial.FrozenTrial], notes: dict[str, str]) -> go.Figure | None:
+    """fANOVA importances (seeded), or a note when there is too little to rank."""
+    from optuna.importance import FanovaImportanceEvaluator
+    from optuna.visualization import plot_param_importances
+
+    if len(completed) < 2:
+        notes[IMPORTANCES] = f"need at least 2 completed trials with differing parameters (this study has {len(completed)} completed)"
+        return None
+    names = set().union(*(t.params for t in completed))
+    varying = [n for n in names if len({repr(t.params.get(n)) for t in completed}) > 1]
+    if not varying:
+        notes[IMPORTANCES] = "the completed trials all have the same parameters: nothing to rank"
+        return None
+    if len({t.value for t in completed}) < 2:
+        notes[IMPORTANCES] = f"every completed trial has the same {metric}: no parameter explains any difference"
+        return None
+    try:
+        return plot_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0), target_name=metric)
+    except (RuntimeError, ValueError) as error:  # e.g. "zero total variance in all trees"
+        notes[IMPORTANCES] = f"cannot be computed from these trials yet ({error})"
+        return None
+
+
+def _scored_rows(study: optuna.Study, metric: str) -> list[dict[str, Any]]:
+    return [r for r in trial_rows(study) if _finite(r.get(metric))]
+
+
+def _label(row: Mapping[str, Any]) -> str:
+    state = str(row["state"]).lower()
+    return f"trial {row['trial']}" + ("" if state == "complete" else f" ({state})")
+
+
+def _objective_figure(study: optuna.Study, info: Mapping[str, Any]) -> go.Figure | None:
+    metric = info["metric"]
+    rows = _scored_rows(study, metric)
+    if not rows:
+        return None
+    objective = info["objective"]
+    if objective == "pyannote_segmentation":
+        return _der_components(rows, info)
+    if objective == "wavlm_sv":
+        return _eer_and_det(study, rows, info)
+    if objective == "sepformer_separation":
+        return _before_after(rows, info)
+    return _metric_bars(rows, info)
+
+
+def _der_components(rows: Sequence[Mapping[str, Any]], info: Mapping[str, Any]) -> go.Figure:
+    """Confusion, FalseAlarm and Miss stacked per trial at its best epoch (the untrained model first)."""
+    import plotly.graph_objects as go
+
+    metric = info["metric"]
+    baseline = info["baseline"]
+    parts = [c for c in ("Confusion", "FalseAlarm", "Miss") if c in info["components"]] or ["Confusion", "FalseAlarm", "Miss"]
+    bars = [(_label(r), r) for r in rows]
+    if all(p in baseline for p in parts):
+        bars.insert(0, ("untrained model", baseline))
+    labels = [label for label, _ in bars]
+    figure = go.Figure()
+    for part in parts:
+        figure.add_bar(name=part, x=labels, y=[values.get(part) for _, values in bars])
+    figure.add_scatter(
+        name=metric, x=labels, y=[values.get(metric) for _, values in bars], mode="markers+text",
+        marker={"symbol": "diamond", "size": 10, "color": "black"},
+        text=[_fmt(values.get(metric)) for _, values in bars], textposition="top center",
+    )
+    figure.update_layout(barmode="stack", xaxis_title="trial (best first), at its best epoch", yaxis_title=f"{metric} and its components")
+    return figure
+
+
+def _probit_axis(percentages: Sequence[float]) -> dict[str, Any]:
+    normal = NormalDist()
+    return {"tickvals": [normal.inv_cdf(p / 100) for p in percentages], "ticktext": [f"{p:g}" for p in percentages]}
+
+
+def _eer_and_det(study: optuna.Study, rows: Sequence[Mapping[str, Any]], info: Mapping[str, Any]) -> go.Figure:
+    """EER per trial at its best epoch (the untrained model's as a line) and the best trial's DET curve
+    (miss rate against false-alarm rate on probit axes, from ``details/best``)."""
+    from plotly.subplots import make_subplots
+
+    metric = info["metric"]
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    best = _best_trial(study)
+    candidates = ([best.number] if best is not None else []) + [r["trial"] for r in rows]
+    det_trial = next((trials[n] for n in candidates if isinstance(trials[n].user_attrs.get("details/best", {}).get("det"), Mapping)), None)
+    det_title = f"DET curve of trial {det_trial.number}" if det_trial is not None else "DET curve (none recorded)"
+    figure = make_subplots(rows=1, cols=2, subplot_titles=(f"{metric} per trial (best epoch)", det_title), horizontal_spacing=0.12)
+    figure.add_bar(name=metric, x=[_label(r) for r in rows], y=[r[metric] for r in rows],
+                   text=[_fmt(r[metric]) for r in rows], textposition="auto", row=1, col=1)
+    baseline = info["baseline"].get(metric)
+    if _finite(baseline):
+        figure.add_hline(y=baseline, line_dash="dash", line_color="gray", row=1, col=1,
+                         annotation_text=f"untrained {_fmt(baseline)}", annotation_position="top left")
+    figure.update_xaxes(title_text="trial (best first)", row=1, col=1)
+    figure.update_yaxes(title_text=f"{metric} (%)", row=1, col=1)
+    if det_trial is not None:
+        details = det_trial.user_attrs["details/best"]
+        det = details["det"]
+        normal = NormalDist()
+        eps = 1e-3
+
+        def probit(values: Sequence[float]) -> list[float]:
+            return [normal.inv_cdf(min(max(float(v), eps), 1 - eps)) for v in values]
+
+        fpr, fnr = list(det.get("fpr", [])), list(det.get("fnr", []))
+        epoch = details.get("epoch")
+        figure.add_scatter(name=f"trial {det_trial.number}" + (f", epoch {epoch}" if epoch is not None else ""),
+                           x=probit(fpr), y=probit(fnr), mode="lines+markers", marker={"size": 4},
+                           customdata=[[100 * a, 100 * b] for a, b in zip(fpr, fnr)],
+                           hovertemplate="false alarm %{customdata[0]:.1f}%<br>miss %{customdata[1]:.1f}%<extra></extra>",
+                           row=1, col=2)
+        diagonal = probit([eps, 1 - eps])
+        figure.add_scatter(name="EER line", x=diagonal, y=diagonal, mode="lines", line={"dash": "dot", "color": "gray"},
+                           hoverinfo="skip", row=1, col=2)
+        eer_row = next((r for r in rows if r["trial"] == det_trial.number), None)
+        if eer_row is not None and _finite(eer_row.get(metric)):
+            point = probit([eer_row[metric] / 100])[0]
+            figure.add_scatter(name=f"{metric} {_fmt(eer_row[metric])}%", x=[point], y=[point], mode="markers",
+                               marker={"size": 11, "symbol": "circle-open", "color": "red"}, row=1, col=2)
+        ticks = _probit_axis([0.5, 1, 2, 5, 10, 20, 40, 60, 80, 90, 95, 98, 99.5])
+        limits = probit([eps * 2, 1 - eps * 2])
+        figure.update_xaxes(title_text="false alarm rate (%)", range=limits, **ticks, row=1, col=2)
+        figure.update_yaxes(title_text="miss rate (%)", range=limits, **ticks, row=1, col=2)
+    return figure
+
+
+def _before_after(rows: Sequence[Mapping[str, Any]], info: Mapping[str, Any]) -> go.Figure:
+    """The metric of the untrained model (the study's baseline) beside each trial's best."""
+    import plotly.graph_objects as go
+
+    metric = info["metric"]
+    labels = [_label(r) for r in rows]
+    baseline = info["baseline"].get(metric)
+    figure = go.Figure()
+    if _finite(baseline):
+        figure.add_bar(name="before: untrained model", x=labels, y=[baseline] * len(rows), marker_color="lightgray",
+                       text=[_fmt(baseline)] * len(rows), textposition="auto")
+    figure.add_bar(name="after: best epoch", x=labels, y=[r[metric] for r in rows],
+                   text=[_fmt(r[metric]) for r in rows], textposition="auto")
+    figure.update_layout(barmode="group", xaxis_title="trial (best first)", yaxis_title=f"{metric} (dB)")
+    return figure
+
+
+def _metric_bars(rows: Sequence[Mapping[str, Any]], info: Mapping[str, Any]) -> go.Figure:
+    import plotly.graph_objects as go
+
+    metric = info["metric"]
+    figure = go.Figure()
+    figure.add_bar(name=metric, x=[_label(r) for r in rows], y=[r[metric] for r in rows])
+    baseline = info["baseline"].get(metric)
+    if _finite(baseline):
+        figure.add_hline(y=baseline, line_dash="dash", annotation_text=f"untrained {_fmt(baseline)}")
+    figure.update_layout(xaxis_title="trial (best first)", yaxis_title=metric)
+    return figure
+
+
+# -------------------------------------------------------------------------------------------- html
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em auto; max-width: 1400px; color: #222; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 1.6em; }
+ul.header { list-style: none; padding-left: 0; } ul.header li { margin: .15em 0; }
+ul.header b { display: inline-block; min-width: 13em; }
+table { border-collapse: collapse; font-size: .85em; margin: .5em 0 1em; }
+th, td { border: 1px solid #ccc; padding: .2em .5em; text-align: right; white-space: nowrap; }
+th { background: #f3f3f3; }
+p.note { color: #555; font-style: italic; }
+details { margin: .4em 0; } summary { cursor: pointer; font-weight: 600; }
+"""
+
+
+def report_html(study: optuna.Study, url: str = "", command: str = "", sections: Mapping[str, Any] | None = None) -> str:
+    """One self-contained HTML page: header, figures (plotly.js inline, once), trial table, epoch tables.
+
+    ``sections`` (title -> figure or note) defaults to the figures of :func:`study_figures` with a note
+    in place of each figure that cannot be drawn yet."""
+    import plotly.io as pio
+
+    if sections is None:
+        sections = _figure_sections(study)
+    info = _info(study)
+    metric, components = info["metric"], info["components"]
+    name = html.escape(study.study_name)
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>tuner report: {name}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>Study report: {name}</h1>",
+        '<ul class="header">',
+    ]
+    for label, text in _header_lines(study, url, command):
+        parts.append(f"<li><b>{html.escape(label)}</b> {html.escape(text.replace('`', ''))}</li>")
+    parts.append("</ul>")
+
+    parts.append("<h2>Figures</h2>")
+    first = True
+    for title, item in sections.items():
+        if isinstance(item, str):
+            parts.append(f'<p class="note"><b>{html.escape(title)}:</b> {html.escape(item)}</p>')
+            continue
+        div_id = "figure-" + (re.sub(r"[^A-Za-z0-9]+", "-", title).strip("-").lower() or "plot")
+        figure_html = pio.to_html(item, include_plotlyjs=first, full_html=False, div_id=div_id, config={"displaylogo": False})
+        parts.append(f'<div class="figure">{figure_html}</div>')
+        first = False
+
+    rows = trial_rows(study)
+    parts.append(f"<h2>Trials by {html.escape(metric)} (best first; at each trial's best epoch)</h2>")
+    if rows:
+        columns = trial_columns(study)
+        parts.append(_html_table(columns, ([r.get(c) for c in columns] for r in rows), css="trials"))
+        parts.append("<h2>Epochs per trial</h2>")
+        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+        for row in rows:
+            trial = trials[row["trial"]]
+            epochs = epoch_rows(trial)
+            parts.append(f"<details><summary>{html.escape(_trial_heading(trial))}</summary>")
+            parts.append(f"<p>{html.escape(_trial_summary(trial, row, metric))}</p>")
+            if epochs:
+                columns = _epoch_columns(epochs, metric, components)
+                parts.append(_html_table(columns, ([e.get(c) for c in columns] for e in epochs), css="epochs"))
+            parts.append("</details>")
+    else:
+        parts.append('<p class="note">This study has no trials yet.</p>')
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+# ------------------------------------------------------------------------------------------ writing
+
+
+def write_report(study_name: str, storage: str | None = None, out_dir: str | Path = DEFAULT_REPORT_DIR,
+                 command: str | None = None) -> dict[str, Path]:
+    """Write ``out_dir/STUDY.md``, ``.csv`` and ``.html`` from the store; returns ``{"md", "csv", "html"}``
+    -> path. ``command`` is the line recorded as having generated the report (default: the equivalent
+    ``tuner report`` command)."""
+    url = resolve_storage_url(storage)
+    study = load_report_study(study_name, url)
+    out_dir = Path(out_dir)
+    command = command or _command([study_name], url, out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = _safe_stem(study_name)
+    paths = {"md": out_dir / f"{stem}.md", "csv": out_dir / f"{stem}.csv", "html": out_dir / f"{stem}.html"}
+    paths["md"].write_text(report_markdown(study, url, command), encoding="utf-8")
+    paths["csv"].write_text(report_csv(study), encoding="utf-8", newline="")
+    paths["html"].write_text(report_html(study, url, command), encoding="utf-8")
+    return paths
+
+
+def _safe_stem(name: str) -> str:
+    """A file name for a study name (study names are free text in Optuna)."""
+    stem = re.sub(r"[^A-Za-z0-9_.=+-]+", "_", name).strip("._")
+    return stem or "study"
+
+
+# ---------------------------------------------------------------------------------------- comparing
+
+#: columns of the comparison table
+COMPARE_COLUMNS = ("study", "objective", "metric", "direction", "trials", "complete", "pruned", "failed", "running",
+                   "best", "best_trial", "best_epoch", "baseline", "params")
+
+
+def compare_rows(study_names: Sequence[str], storage: str | None = None) -> list[dict[str, Any]]:
+    """One row per study (in the order given): objective, metric, trials by state, best value, trial and
+    epoch, baseline, and the best trial's parameters (a dict). The studies must share a metric (and its
+    direction), else :class:`~tuner.errors.ConfigError`."""
+    url = resolve_storage_url(storage)
+    names = list(dict.fromkeys(study_names))
+    if not names:
+        raise ConfigError("name at least one study to compare: tuner report --compare STUDY_A STUDY_B")
+    studies = [load_report_study(name, url) for name in names]
+    metrics = {(_info(s)["metric"], _info(s)["direction"]) for s in studies}
+    if len(metrics) > 1:
+        listing = ", ".join(f"{s.study_name} ({_info(s)['metric']}, {_info(s)['direction']})" for s in studies)
+        raise ConfigError(f"studies with different metrics cannot be compared: {listing}. Compare studies of one metric.")
+    rows = []
+    for study in studies:
+        info = _info(study)
+        counts = _state_counts(study)
+        best = _best_trial(study)
+        rows.append({
+            "study": study.study_name,
+            "objective": info["objective"],
+            "metric": info["metric"],
+            "direction": info["direction"],
+            "trials": sum(counts.values()),
+            "complete": counts["COMPLETE"],
+            "pruned": counts["PRUNED"],
+            "failed": counts["FAIL"],
+            "running": counts["RUNNING"],
+            "best": best.value if best is not None else None,
+            "best_trial": best.number if best is not None else None,
+            "best_epoch": best.user_attrs.get("best_epoch") if best is not None else None,
+            "baseline": info["baseline"].get(info["metric"]),
+            "params": dict(best.params) if best is not None else {},
+        })
+    return rows
+
+
+def _params_text(params: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in params.items()) or "-"
+
+
+def write_comparison(study_names: Sequence[str], storage: str | None = None, out_dir: str | Path = DEFAULT_REPORT_DIR,
+                     command: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Path]]:
+    """Compare ``study_names`` (one metric) in ``out_dir/compare.md`` and ``compare.csv``; returns the rows
+    and ``{"md", "csv"}`` -> path."""
+    url = resolve_storage_url(storage)
+    rows = compare_rows(study_names, url)
+    out_dir = Path(out_dir)
+    command = command or _command(list(study_names), url, out_dir, compare=True)
+    metric, direction = rows[0]["metric"], rows[0]["direction"]
+    scored = [r for r in rows if _finite(r["best"])]
+    lines = [f"# Comparison of {len(rows)} studies on {metric} ({direction})", ""]
+    if scored:
+        top = (max if direction == "maximize" else min)(scored, key=lambda r: r["best"])
+        lines.append(f"- best: study {top['study']}, trial {top['best_trial']}, {metric} = {_fmt(top['best'])}")
+    lines += [f"- store: {mask_url(url)}", f"- generated by: `{command}` at {_now()}", ""]
+    lines += _md_table(COMPARE_COLUMNS, ([_params_text(r[c]) if c == "params" else r[c] for c in COMPARE_COLUMNS] for r in rows))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"md": out_dir / "compare.md", "csv": out_dir / "compare.csv"}
+    paths["md"].write_text("\n".join(lines) + "\n", encoding="utf-8")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COMPARE_COLUMNS)
+    for row in rows:
+        writer.writerow([_csv_value(row[c]) for c in COMPARE_COLUMNS])
+    paths["csv"].write_text(buffer.getvalue(), encoding="utf-8", newline="")
+    return rows, paths
+
+
+def compare_table_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` with the parameters as text (for printing with :func:`tuner.tables.rich_table`)."""
+    return [{c: (_params_text(r[c]) if c == "params" else r[c]) for c in COMPARE_COLUMNS} for r in rows]
+

@@ -1,0 +1,428 @@
+"""``tuner train best.yaml``: train an exported configuration to the end, and check that it reproduces.
+
+The export written by ``tuner export`` says everything a trial was: the objective, its data, pretrained
+source and options, the Lightning trainer options, the trial's seed, and the configuration (``params``
+searched + ``fixed``). :func:`train_exported` rebuilds that objective through the study machinery
+(:func:`tuner.runner.prepare_objective`), trains with :func:`tuner.runner.fit` (the very code that ran
+the trial, without a pruner), saves the final Lightning checkpoint and the per-epoch metrics, and
+compares the metric at the exported epoch with the exported value.
+
+Reproduction: with the same seed, data, options and device the run repeats the trial; on CPU it is
+bit-identical in our measurements, so the default tolerance :data:`DEFAULT_TOLERANCE` (absolute, in the
+metric's own unit: a DER fraction, an EER in %, SI-SNRi in dB) only absorbs float formatting. It is
+not a meaningful comparison (and is reported as such, not as a failure) when the data or pretrained
+model are overridden, or when a cosine / warm-up schedule spans a different number of epochs (the
+learning rate then differs from the second epoch on). GPU runs were not measured; cuDNN's recurrent and
+convolution kernels are not guaranteed deterministic, so expect small differences there (pass a larger
+``tolerance``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from tuner.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tuner.runner import FitResult
+
+__all__ = ["DEFAULT_TOLERANCE", "Reproduction", "TrainResult", "load_export", "train_exported"]
+
+logger = logging.getLogger(__name__)
+
+#: |metric(run) - metric(export)| at the exported epoch that still counts as reproduced (metric units)
+DEFAULT_TOLERANCE = 1e-4
+
+
+@dataclass
+class Reproduction:
+    """The trained run's metric at the exported epoch against the exported value."""
+
+    epoch: int | None
+    exported: float | None
+    reproduced: float | None
+    tolerance: float
+    comparable: bool
+    reason: str = ""  # why the values are not comparable (or why the check could not run)
+
+    @property
+    def difference(self) -> float | None:
+        if self.exported is None or self.reproduced is None:
+            return None
+        return abs(self.reproduced - self.exported)
+
+    @property
+    def matches(self) -> bool | None:
+        """True / False when comparable, None when the comparison means nothing."""
+        if not self.comparable or self.difference is None:
+            return None
+        return self.difference <= self.tolerance
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "exported": self.exported,
+            "reproduced": self.reproduced,
+            "difference": self.difference,
+            "tolerance": self.tolerance,
+            "comparable": self.comparable,
+            "matches": self.matches,
+            "reason": self.reason,
+        }
+
+    def summary(self, metric: str) -> str:
+        if self.epoch is None or self.exported is None:
+            return f"reproduction: not checked ({self.reason})"
+        if self.reproduced is None:
+            return f"reproduction: not checked ({self.reason})"
+        head = (
+            f"{metric} at epoch {self.epoch}: {self.reproduced:.6g} here, {self.exported:.6g} in the trial "
+            f"(|difference| {self.difference:.3g})"
+        )
+        if not self.comparable:
+            return f"{head}: not comparable, {self.reason}"
+        verdict = "reproduced" if self.matches else "NOT reproduced"
+        return f"{head}: {verdict} within tolerance {self.tolerance:g}"
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_exported` did: the fit, where it wrote, and the reproduction check."""
+
+    source: Path  # the export YAML
+    export: dict[str, Any]
+    out_dir: Path
+    checkpoint: Path  # out_dir / final.ckpt (Lightning checkpoint of the last epoch)
+    metrics_file: Path  # out_dir / metrics.json
+    metric: str
+    direction: str
+    max_epochs: int
+    config: dict[str, Any]
+    seed: int
+    fit: FitResult
+    reproduction: Reproduction
+    seconds: float
+    components: list[str] = field(default_factory=list)
+
+    @property
+    def best_epoch(self) -> int | None:
+        return self.fit.best_epoch
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per epoch: epoch, metric, components, lr, seconds."""
+        rows = []
+        for epoch, record in sorted(self.fit.history.items()):
+            row: dict[str, Any] = {"epoch": epoch, self.metric: record.get(self.metric)}
+            row.update({k: v for k, v in record.items() if k not in (self.metric, "lr", "seconds")})
+            row["lr"] = record.get("lr")
+            row["seconds"] = record.get("seconds")
+            rows.append(row)
+        return rows
+
+    def table(self) -> Any:
+        """A rich table of :meth:`rows`, the best epoch and the exported epoch marked."""
+        from rich.table import Table
+
+        rows = self.rows()
+        table = Table(title=f"{self.export.get('study')} trial {self.export.get('trial')} trained {len(rows)} epochs")
+        if not rows:
+            return table
+        for column in rows[0]:
+            table.add_column(column, justify="right")
+        table.add_column("")
+        for row in rows:
+            marks = []
+            if row["epoch"] == self.best_epoch:
+                marks.append("best")
+            if row["epoch"] == self.reproduction.epoch:
+                marks.append(f"exported {self.reproduction.exported:.4f}" if self.reproduction.exported is not None else "exported")
+            table.add_row(*(_cell(v) for v in row.values()), ", ".join(marks))
+        return table
+
+    def summary(self) -> list[str]:
+        best = self.fit.best(self.metric)
+        lines = [
+            f"best: epoch {self.best_epoch}, {self.metric} = {best:.4f}" if self.best_epoch is not None else "no finite metric",
+            self.reproduction.summary(self.metric),
+            f"wrote {self.checkpoint} and {self.metrics_file} ({self.seconds:.1f} s)",
+        ]
+        return lines
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e-3 and value != 0 else f"{value:.4f}"
+    return str(value)
+
+
+# -- reading an export ----------------------------------------------------------------------------
+
+_REQUIRED: dict[str, tuple[type, ...]] = {
+    "study": (str,),
+    "objective": (str,),
+    "trial": (int,),
+    "params": (Mapping,),
+    "fixed": (Mapping,),
+    "metric": (Mapping,),
+    "trained_on": (Mapping,),
+}
+_REQUIRED_METRIC: dict[str, tuple[type, ...]] = {"name": (str,)}
+_OPTIONAL_METRIC: dict[str, tuple[type, ...]] = {"value": (int, float), "epoch": (int,), "direction": (str,)}
+_REQUIRED_TRAINED_ON: dict[str, tuple[type, ...]] = {
+    "data": (str,),
+    "pretrained": (str,),
+    "options": (Mapping,),
+    "trainer": (Mapping,),
+    "max_epochs": (int,),
+    "seed": (int,),
+}
+_NULLABLE = {"trained_on.data", "trained_on.pretrained", "metric.value", "metric.epoch", "metric.direction"}
+
+
+def load_export(path: str | Path) -> dict[str, Any]:
+    """Read and check an export written by ``tuner export``; errors name the file and the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"export file not found: {path}. Write one with `tuner export STUDY --out {path}`.")
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: invalid YAML: {getattr(error, 'problem', error)}.") from None
+    if not isinstance(content, Mapping):
+        raise ConfigError(f"{path}: not an export of `tuner export` (expected a mapping, got {type(content).__name__}).")
+    _check_keys(path, content, _REQUIRED, "")
+    _check_keys(path, content["metric"], _REQUIRED_METRIC, "metric.")
+    _check_keys(path, content["metric"], _OPTIONAL_METRIC, "metric.", optional=True)
+    _check_keys(path, content["trained_on"], _REQUIRED_TRAINED_ON, "trained_on.")
+    from tuner.objectives.base import OBJECTIVES
+
+    if content["objective"] not in OBJECTIVES:
+        from tuner.search_space import _did_you_mean
+
+        raise ConfigError(
+            f"{path}: key 'objective': unknown objective {content['objective']!r}"
+            f"{_did_you_mean(str(content['objective']), OBJECTIVES)}. Available: {', '.join(OBJECTIVES)}."
+        )
+    if content["trained_on"]["max_epochs"] < 1:
+        raise ConfigError(f"{path}: key 'trained_on.max_epochs' must be >= 1, got {content['trained_on']['max_epochs']}.")
+    return dict(content)
+
+
+def _check_keys(path: Path, content: Mapping[str, Any], required: Mapping[str, tuple[type, ...]], prefix: str, optional: bool = False) -> None:
+    for key, types in required.items():
+        full = f"{prefix}{key}"
+        if key not in content:
+            if optional:
+                continue
+            raise ConfigError(
+                f"{path}: missing key '{full}'. An export of `tuner export` has study, objective, trial, params, "
+                "fixed, metric {name, value, epoch} and trained_on {data, pretrained, options, trainer, max_epochs, seed}."
+            )
+        value = content[key]
+        if value is None and full in _NULLABLE:
+            continue
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            expected = " or ".join("a mapping" if t is Mapping else t.__name__ for t in types)
+            raise ConfigError(f"{path}: key '{full}' must be {expected}, got {value!r}.")
+
+
+# -- training -------------------------------------------------------------------------------------
+
+
+def train_exported(
+    path: str | Path,
+    max_epochs: int | None = None,
+    out_dir: str | Path | None = None,
+    *,
+    data: str | None = None,
+    pretrained: str | None = None,
+    workdir: str | Path = "storage",
+    tolerance: float = DEFAULT_TOLERANCE,
+    show_progress: bool = False,
+) -> TrainResult:
+    """Train the configuration exported in ``path`` for ``max_epochs`` (default: as long as its trial).
+
+    The objective is rebuilt from the export (objective, data, pretrained, options, trainer options,
+    seed; configuration = ``params`` + ``fixed``), or with ``data`` / ``pretrained`` instead. Writes
+    ``out_dir/final.ckpt`` (the Lightning checkpoint after the last epoch) and ``out_dir/metrics.json``
+    (per-epoch records, best epoch, the export, the reproduction check); ``out_dir`` defaults to
+    ``workdir/train/<study>-trial<k>``.
+    """
+    source = Path(path)
+    export = load_export(source)  # before the heavy imports: a broken file fails at once
+
+    import lightning.pytorch as pl
+
+    from tuner.runner import fit, prepare_objective
+    from tuner.study import StudySpec
+
+    trained_on = export["trained_on"]
+    metric_info = export["metric"]
+    params, fixed = dict(export["params"]), dict(export["fixed"])
+    overlap = sorted(set(params) & set(fixed))
+    if overlap:
+        raise ConfigError(f"{source}: key 'fixed' repeats searched parameter(s) {overlap} of 'params'.")
+    epochs = max_epochs if max_epochs is not None else int(trained_on["max_epochs"])
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"max_epochs must be a positive integer, got {max_epochs!r}.")
+    spec = StudySpec(
+        name=str(export["study"]),
+        objective=str(export["objective"]),
+        # the whole configuration as fixed values: validated by the same vocabulary as a search space
+        search_space={**fixed, **params},
+        data=data if data is not None else trained_on["data"],
+        pretrained=pretrained if pretrained is not None else trained_on["pretrained"],
+        options=dict(trained_on["options"]),
+        trainer=dict(trained_on["trainer"]),
+        max_epochs=epochs,
+        seed=int(trained_on["seed"]),
+        n_trials=1,
+    )
+    try:
+        objective, space = prepare_objective(spec, workdir)
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
+    config = space.config_from({})
+    if metric_info["name"] != objective.metric:
+        raise ConfigError(
+            f"{source}: key 'metric.name' is {metric_info['name']!r} but objective '{objective.name}' reports "
+            f"'{objective.metric}'."
+        )
+    out = Path(out_dir) if out_dir is not None else Path(workdir) / "train" / f"{export['study']}-trial{export['trial']}"
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = out / "final.ckpt"
+    metrics_file = out / "metrics.json"
+
+    class _SaveFinal(pl.Callback):
+        """Save the Lightning checkpoint once training ends (every epoch run, nothing pruned)."""
+
+        def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            trainer.save_checkpoint(checkpoint)
+
+    callbacks: list[pl.Callback] = [_SaveFinal()]
+    logger.info(
+        "training %s trial %s (%s) for %d epochs, seed %d: %s",
+        export["study"], export["trial"], objective.name, epochs, spec.seed, config.as_dict(),
+    )
+    started = time.perf_counter()
+    display = None
+    if show_progress:
+        from tuner.training.progress import BatchProgress, StudyProgress
+
+        display = StudyProgress(None)
+        callbacks.append(BatchProgress(display, "train"))
+    try:
+        if display is not None:
+            display.__enter__()
+        result = fit(objective, config, spec.seed, epochs, trainer_options=spec.trainer, callbacks=callbacks)
+    finally:
+        if display is not None:
+            display.__exit__(None, None, None)
+    seconds = time.perf_counter() - started
+
+    reproduction = _reproduction(export, result, objective.metric, config, epochs, data, pretrained, tolerance, spec)
+    train_result = TrainResult(
+        source=source,
+        export=export,
+        out_dir=out,
+        checkpoint=checkpoint,
+        metrics_file=metrics_file,
+        metric=objective.metric,
+        direction=objective.direction,
+        max_epochs=epochs,
+        config=config.as_dict(),
+        seed=spec.seed,
+        fit=result,
+        reproduction=reproduction,
+        seconds=seconds,
+        components=list(objective.components),
+    )
+    _write_metrics(train_result, objective.describe())
+    logger.info(reproduction.summary(objective.metric))
+    return train_result
+
+
+def _reproduction(
+    export: Mapping[str, Any],
+    result: FitResult,
+    metric: str,
+    config: Any,
+    epochs: int,
+    data: str | None,
+    pretrained: str | None,
+    tolerance: float,
+    spec: Any,
+) -> Reproduction:
+    info = export["metric"]
+    trained_on = export["trained_on"]
+    epoch, exported = info.get("epoch"), info.get("value")
+    exported = float(exported) if exported is not None else None
+    if epoch is None or exported is None:
+        return Reproduction(epoch, exported, None, tolerance, False, "the export has no metric value or epoch")
+    record = result.history.get(int(epoch))
+    if record is None or metric not in record:
+        return Reproduction(epoch, exported, None, tolerance, False, f"this run has no epoch {epoch} (ran {len(result.history)})")
+    reproduced = float(record[metric])
+    reasons = []
+    if data is not None and data != trained_on["data"]:
+        reasons.append(f"data {data!r} instead of {trained_on['data']!r}")
+    if pretrained is not None and pretrained != trained_on["pretrained"]:
+        reasons.append(f"pretrained {pretrained!r} instead of {trained_on['pretrained']!r}")
+    trial_epochs = int(trained_on["max_epochs"])
+    if epochs != trial_epochs and (config.schedule == "cosine" or config.warmup_epochs > 0):
+        reasons.append(
+            f"the {config.schedule} schedule spans {epochs} epochs here and {trial_epochs} in the trial, "
+            "so the learning rates differ after the first epoch"
+        )
+    if math.isnan(reproduced):
+        reasons.append("the metric is NaN")
+    return Reproduction(int(epoch), exported, reproduced, tolerance, not reasons, "; ".join(reasons))
+
+
+def _write_metrics(result: TrainResult, described: Mapping[str, Any]) -> None:
+    best = result.fit.best_epoch
+    content = {
+        "export": {"path": str(result.source), "study": result.export.get("study"), "trial": result.export.get("trial"), "content": result.export},
+        "objective": described.get("objective"),
+        "trained_on": dict(described),
+        "metric": result.metric,
+        "direction": result.direction,
+        "config": result.config,
+        "seed": result.seed,
+        "max_epochs": result.max_epochs,
+        "epochs": [{"epoch": epoch, **record} for epoch, record in sorted(result.fit.history.items())],
+        "best_epoch": best,
+        "best": result.fit.history.get(best) if best is not None else None,
+        "reproduction": result.reproduction.as_dict(),
+        "checkpoint": str(result.checkpoint),
+        "model": result.fit.info,
+        "seconds": round(result.seconds, 2),
+    }
+    text = json.dumps(_plain(content), indent=2, allow_nan=False)
+    result.metrics_file.write_text(text + "\n", encoding="utf-8")
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready data: NaN / inf -> null, paths and other objects -> strings."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    return str(value)
