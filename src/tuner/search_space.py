@@ -24,8 +24,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
+from tuner._yaml import parse_yaml
 from tuner.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -186,12 +185,7 @@ class SearchSpace:
                 f"search space file not found: {path} (looked relative to {Path.cwd()}). "
                 "Pass a path to a YAML file such as search_spaces/pyannote.yaml."
             )
-        try:
-            content = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-            raise ConfigError(f"{where}: invalid YAML: {getattr(error, 'problem', error)}.") from None
+        content = parse_yaml(path.read_text(encoding="utf-8"), path)
         if content is None:
             content = {}
         return cls.from_dict(content, extra=extra, source=str(path))

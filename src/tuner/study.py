@@ -165,15 +165,10 @@ def load_warm_start(spec: StudySpec, space: SearchSpace) -> list[WarmStartEntry]
                 f"study '{spec.name}': warm_start file not found: {path} (looked relative to {Path.cwd()}). "
                 "Give a YAML file holding a list of configurations, e.g. search_spaces/seed001_grid.yaml."
             )
-        import yaml
+        from tuner._yaml import parse_yaml
 
         text = path.read_text(encoding="utf-8")
-        try:
-            content = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-            raise ConfigError(f"{where}: invalid YAML: {getattr(error, 'problem', error)}.") from None
+        content = parse_yaml(text, path)
         lines = _entry_lines(text)
         if not isinstance(content, list):
             raise ConfigError(

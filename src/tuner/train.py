@@ -28,8 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
+from tuner._yaml import parse_yaml
 from tuner.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -195,12 +194,7 @@ def load_export(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"export file not found: {path}. Write one with `tuner export STUDY --out {path}`.")
-    try:
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise ConfigError(f"{where}: invalid YAML: {getattr(error, 'problem', error)}.") from None
+    content = parse_yaml(path.read_text(encoding="utf-8"), path)
     if not isinstance(content, Mapping):
         raise ConfigError(f"{path}: not an export of `tuner export` (expected a mapping, got {type(content).__name__}).")
     _check_keys(path, content, _REQUIRED, "")
