@@ -178,7 +178,7 @@ def resolve_diarization_corpus(data: str | Path | None, workdir: str | Path = "s
     if data is None or str(data) == "demo":
         from tuner.data.demo import ensure_diarization_corpus
 
-        root = ensure_diarization_corpus(workdir / "demo" / "diarization")
+        root = ensure_diarization_corpus(workdir / "demo" / "diarization").resolve()
         return DiarizationCorpus(root / "database.yml", "Demo.SpeakerDiarization.Default")
 
     text = str(data)

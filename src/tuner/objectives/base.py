@@ -116,7 +116,7 @@ class Objective(abc.ABC):
     def data_folder(self, demo: Callable[[Path], Path], hint: str) -> Path:
         """The corpus folder ``data`` names; for ``demo`` (or nothing) ``demo(workdir / "demo")`` makes it."""
         if self.data is None or str(self.data) == "demo":
-            root = demo(self.workdir / "demo")
+            root = demo(self.workdir / "demo").resolve()
         else:
             root = Path(self.data).expanduser().resolve()
             if not root.is_dir():
