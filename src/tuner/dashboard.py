@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from tuner.storage import _sqlite_path, mask_url, open_storage, resolve_storage_url
+from tuner.storage import sqlite_path, mask_url, open_storage, resolve_storage_url
 
 if TYPE_CHECKING:
     import optuna
@@ -79,7 +79,7 @@ def serve(storage: str | None = None, host: str = "127.0.0.1", port: int = 8080,
     from tuner.errors import StorageError, TunerError
 
     url = resolve_storage_url(storage)
-    sqlite_file = _sqlite_path(url)
+    sqlite_file = sqlite_path(url)
     if sqlite_file is not None and not sqlite_file.is_file():
         # optuna-dashboard would create an empty store there and show nothing
         raise StorageError(

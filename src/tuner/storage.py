@@ -12,7 +12,7 @@ from tuner.errors import StorageError
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["DEFAULT_STORAGE", "resolve_storage_url", "mask_url", "open_storage"]
+__all__ = ["DEFAULT_STORAGE", "resolve_storage_url", "mask_url", "open_storage", "sqlite_path"]
 
 DEFAULT_STORAGE = "sqlite:///storage/tuner.db"
 #: Seconds between trial heartbeats, and after how long without one a running trial counts as dead.
@@ -30,7 +30,8 @@ def mask_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
-def _sqlite_path(url: str) -> Path | None:
+def sqlite_path(url: str) -> Path | None:
+    """The database file of an ``sqlite:///`` URL (None for other stores and in-memory SQLite)."""
     match = re.match(r"sqlite:///(?!:memory:)(.+)", url)
     return Path(match.group(1)) if match else None
 
@@ -49,7 +50,7 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True) -> optuna.st
 
     url = resolve_storage_url(url)
     engine_kwargs: dict = {}
-    sqlite_file = _sqlite_path(url)
+    sqlite_file = sqlite_path(url)
     if sqlite_file is not None:
         try:
             sqlite_file.parent.mkdir(parents=True, exist_ok=True)
