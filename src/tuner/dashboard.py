@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from tuner.storage import sqlite_path, mask_url, open_storage, resolve_storage_url
+from tuner.storage import mask_url, open_storage, resolve_storage_url, sqlite_path
 
 if TYPE_CHECKING:
     import optuna
