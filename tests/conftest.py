@@ -56,20 +56,18 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
 @pytest.fixture
 def make_spec(demo_corpus: Path, tmp_path: Path) -> Callable[..., Any]:
     """``make_spec(**overrides)``: a StudySpec training a tiny PyanNet on the tiny corpus."""
+    return spec_factory(
+        name="tiny", objective="pyannote_segmentation", search_space=REPO / "search_spaces" / "pyannote.yaml",
+        data=demo_corpus, fixed={"batch_size": 8}, options=TINY_OPTIONS, trainer={"limit_train_batches": 4},
+    )
+
+
+def spec_factory(*, search_space: Path, data: Path, **defaults: Any) -> Callable[..., Any]:
+    """``make(**overrides)``: a tiny StudySpec (2 trials x 2 epochs) with ``defaults``, overridable."""
     from tuner import StudySpec
 
     def make(**overrides: Any) -> StudySpec:
-        values: dict[str, Any] = {
-            "name": "tiny",
-            "objective": "pyannote_segmentation",
-            "search_space": str(REPO / "search_spaces" / "pyannote.yaml"),
-            "data": str(demo_corpus),
-            "n_trials": 2,
-            "max_epochs": 2,
-            "fixed": {"batch_size": 8},
-            "options": TINY_OPTIONS,
-            "trainer": {"limit_train_batches": 4},
-        }
+        values: dict[str, Any] = {"search_space": str(search_space), "data": str(data), "n_trials": 2, "max_epochs": 2, **defaults}
         values.update(overrides)
         return StudySpec(**values)
 
@@ -95,18 +93,10 @@ def sv_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def sv_spec(sv_corpus: Path) -> Callable[..., Any]:
-    def make(**overrides: Any) -> Any:
-        from tuner import StudySpec
-
-        values = {
-            "name": "sv_tiny", "objective": "wavlm_sv", "data": str(sv_corpus),
-            "search_space": str(REPO / "search_spaces" / "wavlm_sv.yaml"), "n_trials": 2, "max_epochs": 2,
-            "fixed": {"batch_size": 8}, "options": TINY_SV_OPTIONS, "trainer": {"limit_train_batches": 2},
-        }
-        values.update(overrides)
-        return StudySpec(**values)
-
-    return make
+    return spec_factory(
+        name="sv_tiny", objective="wavlm_sv", search_space=REPO / "search_spaces" / "wavlm_sv.yaml", data=sv_corpus,
+        fixed={"batch_size": 8}, options=TINY_SV_OPTIONS, trainer={"limit_train_batches": 2},
+    )
 
 
 TINY_SEPFORMER = {"encoder_channels": 16, "kernel_size": 16, "stride": 8, "d_model": 16, "nhead": 2, "d_ffn": 32,
@@ -123,18 +113,10 @@ def sep_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def sep_spec(sep_corpus: Path) -> Callable[..., Any]:
-    def make(**overrides: Any) -> Any:
-        from tuner import StudySpec
-
-        values = {
-            "name": "sep_tiny", "objective": "sepformer_separation", "data": str(sep_corpus),
-            "search_space": str(REPO / "search_spaces" / "sepformer.yaml"), "n_trials": 2, "max_epochs": 2,
-            "fixed": {"batch_size": 2}, "options": TINY_SEP_OPTIONS, "trainer": {"limit_train_batches": 2},
-        }
-        values.update(overrides)
-        return StudySpec(**values)
-
-    return make
+    return spec_factory(
+        name="sep_tiny", objective="sepformer_separation", search_space=REPO / "search_spaces" / "sepformer.yaml",
+        data=sep_corpus, fixed={"batch_size": 2}, options=TINY_SEP_OPTIONS, trainer={"limit_train_batches": 2},
+    )
 
 
 def fit_capturing(objective: Any, config: Any, max_epochs: int = 1, trainer: dict[str, Any] | None = None) -> tuple[Any, Any, dict[str, Any], Any]:
