@@ -10,26 +10,14 @@ best DER is below half the untrained model's.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
-import platform
 import tempfile
 import time
-from pathlib import Path
 
 import optuna
+from _common import write_result
 
 from tuner import load_study_file, run_study
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def machine() -> str:
-    import torch
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {gpu}, torch {torch.__version__}"
 
 
 def main() -> None:
@@ -47,24 +35,11 @@ def main() -> None:
         states = [t.state for t in study.trials]
         baseline = study.user_attrs["baseline"][study.user_attrs["metric"]]
         best = study.best_value
-    result = {
-        "name": "demo_study",
-        "figure": round(minutes, 2),
-        "unit": "minutes",
-        "target": args.target_minutes,
-        "meets_target": minutes <= args.target_minutes and best < baseline / 2,
-        "trials": len(states),
-        "complete": states.count(optuna.trial.TrialState.COMPLETE),
-        "pruned": states.count(optuna.trial.TrialState.PRUNED),
-        "best_DER": round(best, 4),
-        "untrained_DER": round(baseline, 4),
-        "command": f".venv/bin/python benchmarks/demo_study.py --study {args.study}",
-        "machine": machine(),
-        "date": time.strftime("%Y-%m-%d"),
-    }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "demo_study.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    write_result(
+        "demo_study", round(minutes, 2), args.target_minutes, minutes <= args.target_minutes and best < baseline / 2,
+        "minutes", trials=len(states), complete=states.count(optuna.trial.TrialState.COMPLETE),
+        pruned=states.count(optuna.trial.TrialState.PRUNED), best_DER=round(best, 4), untrained_DER=round(baseline, 4),
+    )
 
 
 if __name__ == "__main__":
