@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PYANNOTE_METRICS_ENABLED ?= false
 
-.PHONY: install browser demo test lint clean-store
+.PHONY: install browser postgres demo test lint clean-store
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,10 +24,17 @@ browser:
 	  echo "installing Debian's chromium for the browser tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# PostgreSQL server binaries for the store tests (each test session starts a throwaway server on 127.0.0.1
+# and removes it after: tuner.testing.postgres): Debian's package
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || { \
+	  echo "installing Debian's postgresql for the store tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
 demo: install
 	$(BIN)/tuner run studies/pyannote_optim.py
 
-test: install browser
+test: install browser postgres
 	$(BIN)/python -m pytest
 
 clean-store:
