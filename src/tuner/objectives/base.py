@@ -146,6 +146,7 @@ OBJECTIVES: dict[str, str] = {
     "pyannote_segmentation": "tuner.objectives.pyannote:PyannoteSegmentation",
     "wavlm_sv": "tuner.objectives.wavlm_sv:WavLMSpeakerVerification",
     "sepformer_separation": "tuner.objectives.sepformer:SepFormerSeparation",
+    "synthetic": "tuner.objectives.synthetic:SyntheticRegression",  # seconds-long, no data: checks workers
 }
 
 
