@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import textwrap
-import threading
 
 import optuna
 import pytest
@@ -11,7 +10,6 @@ from conftest import REPO
 
 from tuner import StudySpec, load_study_file, run_study
 from tuner.errors import ConfigError
-from tuner.runner import _enqueue_warm_start
 from tuner.study import load_warm_start
 
 GRID = REPO / "search_spaces" / "seed001_grid.yaml"
@@ -160,45 +158,3 @@ def test_warm_start_runs_first_and_only_once(make_spec, storage_url, tmp_path):
     trials = optuna.load_study(study_name="tiny", storage=storage_url).trials
     assert len(trials) == 3 and "warm_start" not in trials[2].user_attrs
     assert all(t.state != optuna.trial.TrialState.WAITING for t in trials)
-
-
-def test_workers_starting_together_enqueue_once(storage_url, monkeypatch):
-    """Several workers reach the warm start at the same moment: only one enqueues."""
-    from tuner.storage import open_storage
-
-    optuna.create_study(study_name="ws", storage=storage_url)
-    spec = _spec(WARM)
-    entries = _entries(spec)
-    barrier = threading.Barrier(4)
-    errors: list[BaseException] = []
-
-    def worker() -> None:
-        try:
-            study = optuna.load_study(study_name="ws", storage=open_storage(storage_url, heartbeat=False))
-            barrier.wait()
-            _enqueue_warm_start(study, entries, spec)
-        except BaseException as error:  # pragma: no cover - reported below
-            errors.append(error)
-
-    threads = [threading.Thread(target=worker) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
-    study = optuna.load_study(study_name="ws", storage=storage_url)
-    assert [t.user_attrs["warm_start"] for t in study.trials] == [e.name for e in entries]
-    assert [t.state for t in study.trials] == [optuna.trial.TrialState.WAITING] * 2
-    # and a worker arriving later finds the record and does nothing
-    _enqueue_warm_start(study, entries, spec)
-    assert len(study.trials) == 2
-
-
-def test_a_claim_left_by_a_dead_worker_is_taken_over(storage_url, monkeypatch):
-    import tuner.runner
-
-    study = optuna.create_study(study_name="ws", storage=storage_url)
-    study._storage.set_study_system_attr(study._study_id, tuner.runner._WARM_START_CLAIM, {"token": "dead", "at": 0.0})
-    spec = _spec(WARM)
-    _enqueue_warm_start(study, _entries(spec), spec)
-    assert len(study.trials) == 2 and "warm_start" in study.user_attrs

@@ -59,26 +59,35 @@ def cli(verbose: int) -> None:
 @cli.command()
 @click.argument("study_file", type=click.Path(dir_okay=False, path_type=Path))
 @storage_option
-@click.option("--n-trials", type=click.IntRange(min=1), help="Run this many trials now (default: until the study file's budget of finished trials is met).")
+@click.option("--n-trials", type=click.IntRange(min=1), help="Add this many trials to the study's budget and run them (default: the study file's budget; each worker passing --n-trials adds its N).")
 @click.option("--timeout", type=click.FloatRange(min=0), metavar="SECONDS", help="Start no new trial after this many seconds.")
 @click.option("--data", metavar="PATH", help="Corpus instead of the study file's (a folder in seed 001's layout, a database.yml[:Protocol], or 'demo').")
 @click.option("--pretrained", metavar="PATH", help="Fine-tune this local checkpoint (pytorch_model.bin, its folder, or a .ckpt) instead of a randomly initialised model.")
 @click.option("--max-epochs", type=click.IntRange(min=1), help="Epochs per trial (default: the study file's).")
 @click.option("--study-name", metavar="NAME", help="Name of the study in the store (default: the study file's).")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default="storage", show_default=True, help="Where demo corpora and caches are written.")
+@click.option("--device", metavar="DEVICE", help="Where trials train: auto (default: a GPU if there is one), cpu, cuda, or a GPU index (0, cuda:1). One trial at a time per worker: start one worker per GPU.")
+@click.option("--artifacts", metavar="DIR", envvar="TUNER_ARTIFACTS", help="Folder for trial checkpoints (default: $TUNER_ARTIFACTS, else 'artifacts' beside a SQLite store, else storage/artifacts). Workers on several machines need one they all mount.")
 def run(study_file: Path, storage: str | None, n_trials: int | None, timeout: float | None, data: str | None,
-        pretrained: str | None, max_epochs: int | None, study_name: str | None, workdir: Path) -> None:
+        pretrained: str | None, max_epochs: int | None, study_name: str | None, workdir: Path, device: str | None,
+        artifacts: str | None) -> None:
     """Run or resume the study declared in STUDY_FILE.
 
     Re-running the same command resumes the study: trials already in the store count towards the
-    budget. Start the same command on several machines against one PostgreSQL store to share a study.
+    budget. Start the same command on several machines (or once per GPU) against one PostgreSQL
+    store to share a study: its budget is exact across all of them. Each trial keeps its latest epoch
+    as a checkpoint; a trial whose worker dies or is stopped with Ctrl-C is retried and resumes there.
+
+    \b
+      tuner run studies/pyannote_optim.py
+      tuner run studies/pyannote_optim.py --storage postgresql://user:pass@db-host/tuner --device 0
     """
     from tuner.runner import run_study
     from tuner.study import load_study_file
     from tuner.tables import rich_table, trial_rows
 
     spec = load_study_file(study_file).override(data=data, pretrained=pretrained, max_epochs=max_epochs, name=study_name)
-    study = run_study(spec, storage, n_trials=n_trials, timeout=timeout, workdir=workdir)
+    study = run_study(spec, storage, n_trials=n_trials, timeout=timeout, workdir=workdir, device=device, artifacts=artifacts)
     console = _stdout_console()
     console.print(rich_table(trial_rows(study), title=f"study {study.study_name}: trials by {study.user_attrs.get('metric')}"))
     _print_outcome(console, study)
@@ -188,8 +197,9 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
 @click.option("--pretrained", metavar="PATH", help="Start from this checkpoint instead of the export's pretrained source.")
 @click.option("--tolerance", type=click.FloatRange(min=0), default=1e-4, show_default=True, help="Largest |metric difference| at the exported epoch that counts as reproducing the trial (metric units).")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default="storage", show_default=True, help="Where demo corpora, caches and the default output folder go.")
+@click.option("--device", metavar="DEVICE", help="auto (default), cpu, cuda, or a GPU index (0, cuda:1).")
 def train(export_file: Path, max_epochs: int | None, out_dir: Path | None, data: str | None, pretrained: str | None,
-          tolerance: float, workdir: Path) -> None:
+          tolerance: float, workdir: Path, device: str | None) -> None:
     """Train the configuration in EXPORT_FILE (written by `tuner export`) to the end.
 
     Rebuilds the trial's objective (data, pretrained model, options, trainer options, seed) with its
@@ -200,7 +210,7 @@ def train(export_file: Path, max_epochs: int | None, out_dir: Path | None, data:
     from tuner.train import train_exported
 
     result = train_exported(export_file, max_epochs, out_dir, data=data, pretrained=pretrained, workdir=workdir,
-                            tolerance=tolerance, show_progress=True)
+                            tolerance=tolerance, show_progress=True, device=device)
     console = _stdout_console()
     console.print(result.table())
     for line in result.summary():

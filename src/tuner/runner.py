@@ -11,17 +11,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tuner.errors import ConfigError
+from tuner.errors import ConfigError, TunerError
 from tuner.objectives.base import Objective, get_objective_class
 from tuner.search_space import SearchSpace, TrialConfig
 from tuner.storage import mask_url, open_storage, resolve_storage_url
-from tuner.study import StudySpec, WarmStartEntry, load_warm_start
+from tuner.study import StudySpec, load_warm_start
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
     import optuna
 
-__all__ = ["run_study", "fit", "FitResult", "prepare_objective"]
+__all__ = ["run_study", "fit", "FitResult", "prepare_objective", "device_settings", "describe_failure", "TrialFailed"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,34 +90,50 @@ def fit(
     trial: optuna.Trial | None = None,
     trainer_options: Mapping[str, Any] | None = None,
     callbacks: list[pl.Callback] | None = None,
+    device: str | None = None,
+    resume_from: str | Path | None = None,
 ) -> FitResult:
-    """Train ``objective`` with ``config`` for up to ``max_epochs``, reporting to ``trial`` if given."""
+    """Train ``objective`` with ``config`` for up to ``max_epochs``, reporting to ``trial`` if given.
+
+    ``device``: see :func:`device_settings`. ``resume_from``: a Lightning checkpoint of this same run
+    (model, optimizer, schedule, epoch and records) to continue after its epoch. A NaN or infinite
+    loss raises :class:`~tuner.training.divergence.TrialDiverged`; Ctrl-C raises ``KeyboardInterrupt``
+    once Lightning has shut the run down.
+    """
     import lightning.pytorch as pl
 
+    from tuner.training.divergence import DivergenceGuard
     from tuner.training.reporting import TrialReporter
 
+    accelerator, devices = device_settings(device)
     inputs = objective.build(config, seed)
     _attach_optimization(inputs.module, objective, config, max_epochs)
     reporter = TrialReporter(objective, trial)
     with _quiet_libraries():
         trainer = pl.Trainer(
             max_epochs=max_epochs,
-            accelerator="auto",
-            devices=1,
+            accelerator=accelerator,
+            devices=devices,
             logger=False,
             enable_checkpointing=False,
             enable_progress_bar=False,
             enable_model_summary=False,
             num_sanity_val_steps=0,
-            callbacks=[reporter, *(callbacks or [])],
+            callbacks=[reporter, DivergenceGuard(), *(callbacks or [])],
             **{**inputs.trainer_options, **dict(trainer_options or {})},
         )
-        trainer.fit(
-            inputs.module,
-            datamodule=inputs.datamodule,
-            train_dataloaders=inputs.train_dataloaders,
-            val_dataloaders=inputs.val_dataloaders,
-        )
+        try:
+            trainer.fit(
+                inputs.module,
+                datamodule=inputs.datamodule,
+                train_dataloaders=inputs.train_dataloaders,
+                val_dataloaders=inputs.val_dataloaders,
+                ckpt_path=str(resume_from) if resume_from is not None else None,
+            )
+        except SystemExit:
+            if trainer.interrupted:  # Lightning answers Ctrl-C with a graceful shutdown, then sys.exit(1)
+                raise KeyboardInterrupt from None
+            raise
     info = dict(inputs.info)
     info["trainable_parameters"] = sum(p.numel() for p in inputs.module.parameters() if p.requires_grad)
     info["parameters"] = sum(p.numel() for p in inputs.module.parameters())
@@ -125,15 +141,19 @@ def fit(
     return FitResult(reporter.history, reporter.best_epoch, reporter.pruned_at, info)
 
 
-def evaluate_untrained(objective: Objective, config: TrialConfig, seed: int, trainer_options: Mapping[str, Any]) -> dict[str, float]:
+def evaluate_untrained(
+    objective: Objective, config: TrialConfig, seed: int, trainer_options: Mapping[str, Any], device: str | None = None
+) -> dict[str, float]:
     """The validation metrics of the model before any training (the study's baseline)."""
     import lightning.pytorch as pl
 
+    accelerator, devices = device_settings(device)
     inputs = objective.build(config, seed)
     options = {k: v for k, v in trainer_options.items() if k.startswith("limit_val")}
     with _quiet_libraries():
         trainer = pl.Trainer(
-            accelerator="auto", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False, **options
+            accelerator=accelerator, devices=devices, logger=False, enable_progress_bar=False,
+            enable_model_summary=False, **options,
         )
         results = trainer.validate(
             inputs.module,
@@ -142,6 +162,32 @@ def evaluate_untrained(objective: Objective, config: TrialConfig, seed: int, tra
             verbose=False,
         )
     return objective.epoch_metrics(results[0] if results else {})
+
+
+def device_settings(device: str | None) -> tuple[str, Any]:
+    """Lightning's ``(accelerator, devices)`` for ``device``: None/"auto" (a GPU if there is one, else the
+    CPU), "cpu", "cuda" (the first visible GPU) or a GPU index "N" / "cuda:N". One trial runs on one device;
+    run one worker per GPU to use several (``--device N``, or ``CUDA_VISIBLE_DEVICES=N``)."""
+    import re
+
+    if device is None or device == "auto":
+        return "auto", 1
+    if device == "cpu":
+        return "cpu", 1
+    match = re.fullmatch(r"(?:cuda|gpu)(?::(\d+))?|(\d+)", device.strip())
+    if match is None:
+        raise ConfigError(f"unknown device {device!r}: use auto, cpu, cuda, or a GPU index such as 0 or cuda:1.")
+    import torch
+
+    index = int(match.group(1) or match.group(2) or 0)
+    count = torch.cuda.device_count()
+    if index >= count:
+        visible = f"{count} visible GPU(s)" if count else "no visible GPU (torch.cuda.device_count() is 0)"
+        raise ConfigError(
+            f"device {device!r} asks for GPU {index}, but this machine has {visible}. "
+            "Check nvidia-smi and CUDA_VISIBLE_DEVICES (GPUs are renumbered from 0 inside it), or use --device cpu."
+        )
+    return "gpu", [index]
 
 
 def _attach_optimization(module: pl.LightningModule, objective: Objective, config: TrialConfig, max_epochs: int) -> None:
@@ -180,6 +226,48 @@ def _default_pruner() -> optuna.pruners.BasePruner:
     return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
 
 
+#: what fails one trial, not the study: recorded as the trial's ``fail_reason``, then the next trial runs
+_TRIAL_FAILURES: tuple[type[BaseException], ...] = (RuntimeError, MemoryError, FloatingPointError)
+
+
+class TrialFailed(Exception):
+    """A trial failed for a reason of its own (diverged, out of memory, ...); the study goes on."""
+
+
+def describe_failure(error: BaseException) -> str:
+    """One line saying why a trial failed and what to do about it."""
+    from tuner.training.divergence import TrialDiverged
+
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if isinstance(error, TrialDiverged):
+        return text
+    if _is_out_of_memory(error):
+        return (
+            f"out of memory ({text}). Lower batch_size in the search space (or the objective's crop/segment "
+            "length), unfreeze fewer layers, or run one trial per GPU (one worker per device: --device N)."
+        )
+    return f"{type(error).__name__}: {text}"
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    import torch
+
+    message = str(error).lower()
+    return isinstance(error, (MemoryError, torch.OutOfMemoryError)) or any(
+        marker in message for marker in ("out of memory", "can't allocate memory", "cannot allocate memory")
+    )
+
+
+def _free_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def run_study(
     spec: StudySpec,
     storage: str | None = None,
@@ -188,94 +276,270 @@ def run_study(
     timeout: float | None = None,
     workdir: str | Path = "storage",
     show_progress: bool = True,
+    device: str | None = None,
+    artifacts: str | Path | None = None,
 ) -> optuna.Study:
-    """Create or resume ``spec`` in the store and run trials.
+    """Create or resume ``spec`` in the store and run trials until the study's queue is empty.
 
-    Without ``n_trials`` the study runs until its budget (``spec.n_trials`` finished trials, counted
-    across every worker sharing the store) is met; with ``n_trials`` this call adds that many trials.
+    The budget is exact across every worker sharing the store: the first worker enqueues
+    ``spec.n_trials`` trials (warm-start configurations first) and workers take them one at a time;
+    with ``n_trials`` this call adds that many trials to the budget. A worker whose queue is empty
+    waits while other workers still run trials, and retries any whose worker died (no heartbeat for
+    the grace period). Each trial keeps its latest epoch as a checkpoint in the artifact folder
+    (``artifacts``, see :func:`tuner.storage.resolve_artifact_dir`), so a retried or interrupted
+    trial resumes after its last finished epoch. A trial that diverges (NaN loss) or runs out of
+    memory is recorded as failed with its reason and the study goes on; on Ctrl-C the running trial
+    is marked failed and re-queued, and ``KeyboardInterrupt`` propagates.
     """
     import optuna
 
-    from tuner.dashboard import publish_study, publish_trial_note
-    from tuner.training.progress import BatchProgress, StudyProgress
+    from tuner._queue import QueueEmpty, backend, fill_queue
+    from tuner.dashboard import publish_study
+    from tuner.storage import open_artifact_store, resolve_artifact_dir, store_errors
+    from tuner.training.progress import StudyProgress
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # tuner logs each epoch and trial itself
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # tuner logs each epoch, trial and failure itself
     _silence_library_loggers()
     objective, space = prepare_objective(spec, workdir)
+    device_settings(device)  # an unknown or absent device fails before the store is touched
     url = resolve_storage_url(storage)
-    study = optuna.create_study(
-        study_name=spec.name,
-        storage=open_storage(url),
-        sampler=spec.sampler or _default_sampler(spec.seed),
-        pruner=spec.pruner or _default_pruner(),
-        direction=objective.direction,
-        load_if_exists=True,
-    )
-    _check_or_record_study(study, spec, objective, space, url)
-    if study.get_trials(deepcopy=False):
-        # a resumed study or another worker: a sampler seeded as in the first run would propose the
-        # same configurations again
-        study.sampler.reseed_rng()
-    _enqueue_warm_start(study, load_warm_start(spec, space), spec)
-    if "baseline" not in study.user_attrs:
-        logger.info("evaluating the untrained model (the study's baseline)")
-        baseline = evaluate_untrained(objective, space.config_from({}), spec.seed, spec.trainer)
-        study.set_user_attr("baseline", baseline)
-        logger.info("baseline %s=%.4f", objective.metric, baseline.get(objective.metric, float("nan")))
-
-    finished_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    finished = len(study.get_trials(deepcopy=False, states=finished_states))
-    callbacks: list[Any] = []
-    if n_trials is None:
-        n_trials = spec.n_trials - finished
-        if n_trials <= 0:
-            logger.info(
-                "study '%s' already has %d finished trials (budget %d): nothing to run. "
-                "Pass --n-trials N to add trials.", spec.name, finished, spec.n_trials,
-            )
-            publish_study(study)  # optuna-dashboard: report figures and study note
-            return study
-        callbacks.append(optuna.study.MaxTrialsCallback(spec.n_trials, states=finished_states))
-    logger.info(
-        "study '%s' in %s: %d finished trials, running up to %d more (%s, %s)",
-        spec.name, mask_url(url), finished, n_trials, type(study.sampler).__name__, type(study.pruner).__name__,
-    )
-
-    with StudyProgress(n_trials) as display:
-
-        def trial_objective(trial: optuna.Trial) -> float:
-            config = space.suggest(trial)
-            seed = spec.seed + trial.number
-            trial.set_user_attr("config", config.as_dict())
-            trial.set_user_attr("seed", seed)
-            trial.set_user_attr("max_epochs", spec.max_epochs)
-            started = time.perf_counter()
-            progress = [BatchProgress(display, f"trial {trial.number}")] if show_progress else []
-            result = fit(objective, config, seed, spec.max_epochs, trial=trial, trainer_options=spec.trainer, callbacks=progress)
-            _record_result(trial, result, objective, time.perf_counter() - started)
-            if result.pruned_at is not None:
-                raise optuna.TrialPruned(f"pruned after epoch {result.pruned_at + 1}")
-            return result.best(objective.metric)
-
-        def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-            value = "" if trial.value is None else f" {objective.metric}={trial.value:.4f}"
-            display.trial_finished(f"last: #{trial.number} {trial.state.name.lower()}{value}")
-            if trial.state == optuna.trial.TrialState.COMPLETE:
-                logger.info("trial %d complete:%s (best so far: %.4f, trial %d)", trial.number, value, study.best_value, study.best_trial.number)
-            elif trial.state == optuna.trial.TrialState.FAIL:
-                logger.warning("trial %d failed: %s", trial.number, trial.system_attrs.get("fail_reason", "see the log above"))
-            publish_trial_note(study, trial)  # optuna-dashboard note; never raises
-
-        study.optimize(
-            trial_objective,
-            n_trials=n_trials,
-            timeout=timeout,
-            callbacks=[*callbacks, after_trial],
-            catch=(RuntimeError,),
-            gc_after_trial=True,
+    with store_errors(url, f"opening study '{spec.name}'"):
+        study = optuna.create_study(
+            study_name=spec.name,
+            storage=open_storage(url),
+            sampler=spec.sampler or _default_sampler(spec.seed),
+            pruner=spec.pruner or _default_pruner(),
+            direction=objective.direction,
+            load_if_exists=True,
         )
+        _check_or_record_study(study, spec, objective, space, url)
+        source = str(spec.warm_start) if isinstance(spec.warm_start, (str, Path)) else "inline"
+        planned, added = fill_queue(
+            study, None if n_trials else spec.n_trials, add=n_trials or 0,
+            warm_start=load_warm_start(spec, space), warm_start_source=source,
+        )
+        if planned:
+            # a resumed study or another worker: a sampler seeded as in the first run would propose the
+            # same configurations again
+            study.sampler.reseed_rng()
+        if "baseline" not in study.user_attrs:
+            logger.info("evaluating the untrained model (the study's baseline)")
+            baseline = evaluate_untrained(objective, space.config_from({}), spec.seed, spec.trainer, device)
+            study.set_user_attr("baseline", baseline)
+            logger.info("baseline %s=%.4f", objective.metric, baseline.get(objective.metric, float("nan")))
+    artifact_store = open_artifact_store(resolve_artifact_dir(url, artifacts))
+
+    waiting, running = _count(study, "WAITING"), _count(study, "RUNNING")
+    finished = planned + added - waiting - running
+    if not waiting and not running:
+        logger.info(
+            "study '%s' has run its budget of %d trials: nothing to run. Pass --n-trials N to add trials.",
+            spec.name, planned + added,
+        )
+        publish_study(study)  # optuna-dashboard: report figures and study note
+        return study
+    logger.info(
+        "study '%s' in %s: %d of %d trials finished, %d waiting, %d running elsewhere (%s, %s)",
+        spec.name, mask_url(url), finished, planned + added, waiting, running,
+        type(study.sampler).__name__, type(study.pruner).__name__,
+    )
+
+    worker = _Worker(study, spec, objective, space, artifact_store, device, show_progress)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    queue = backend(study)
+    queue.queue_only = True  # take only enqueued trials: the budget is exact
+    with StudyProgress(waiting) as display, _sigint_restored():
+        worker.display = display
+        try:
+            while True:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    study.optimize(
+                        worker.run_trial, timeout=left, callbacks=[worker.after_trial],
+                        catch=(TrialFailed,), gc_after_trial=True,
+                    )
+                except QueueEmpty:
+                    pass
+                else:
+                    break  # the timeout
+                if not _wait_for_other_workers(study, deadline):
+                    break
+        except BaseException as error:
+            worker.requeue_interrupted(error)
+            raise
+        finally:
+            queue.queue_only = False
     publish_study(study)  # optuna-dashboard: report figures and study note; never raises
     return study
+
+
+def _count(study: optuna.Study, state: str) -> int:
+    import optuna
+
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState[state],)))
+
+
+def _wait_for_other_workers(study: optuna.Study, deadline: float | None) -> bool:
+    """With the queue empty: wait while other workers run trials, retrying any whose worker died.
+
+    Returns True when a trial is waiting again (a retry), False when none runs any more (or the
+    ``deadline`` passed).
+    """
+    import warnings
+
+    import optuna
+
+    from tuner.storage import heartbeat_settings
+
+    interval, grace = heartbeat_settings()
+    said = False
+    while deadline is None or time.monotonic() < deadline:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)  # re-queues the trials of dead workers
+        if _count(study, "WAITING"):
+            return True
+        running = _count(study, "RUNNING")
+        if not running:
+            return False
+        if not said:
+            logger.info(
+                "no trial left to start; waiting for %d trial(s) running on other workers (one whose worker "
+                "stops sending heartbeats for %d s is retried here). Ctrl-C stops waiting.", running, grace,
+            )
+            said = True
+        time.sleep(min(interval, 5))
+    return False
+
+
+@contextlib.contextmanager
+def _sigint_restored() -> Iterator[None]:
+    """Give Ctrl-C back to Python after a trial: Lightning ignores SIGINT once it has caught one."""
+    import signal
+    import threading
+
+    main = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGINT) if main else None
+    try:
+        yield
+    finally:
+        if main and handler is not None:
+            signal.signal(signal.SIGINT, handler)
+
+
+class _Worker:
+    """One worker's side of a study: runs the trials it takes, records them, and cleans up after them."""
+
+    def __init__(self, study: optuna.Study, spec: StudySpec, objective: Objective, space: SearchSpace,
+                 artifact_store: Any, device: str | None, show_progress: bool) -> None:
+        self.study, self.spec, self.objective, self.space = study, spec, objective, space
+        self.artifact_store, self.device, self.show_progress = artifact_store, device, show_progress
+        self.display: Any = None
+        self.current: optuna.Trial | None = None  # the trial this worker runs, until after_trial
+
+    def run_trial(self, trial: optuna.Trial) -> float:
+        """The Optuna objective function: one fine-tuning run with the trial's configuration."""
+        import optuna
+
+        from tuner.training.checkpoint import EpochCheckpoint
+        from tuner.training.progress import BatchProgress
+
+        self.current = trial
+        spec, objective = self.spec, self.objective
+        config = self.space.suggest(trial)
+        seed = trial.user_attrs.get("seed", spec.seed + trial.number)  # a retry keeps its trial's seed
+        trial.set_user_attr("config", config.as_dict())
+        trial.set_user_attr("seed", seed)
+        trial.set_user_attr("max_epochs", spec.max_epochs)
+        checkpoints = EpochCheckpoint(trial, self.artifact_store)
+        resume_from = checkpoints.resume_path()
+        if resume_from is not None:
+            retried = trial.user_attrs.get("resumed_from", {})
+            epoch = checkpoints.record["epoch"]  # type: ignore[index]
+            origin = self.study._storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
+            trial.set_user_attr("resumed_from", {"trial": origin, "epoch": epoch, "earlier": retried or None})
+            logger.info("trial %d resumes trial %s after epoch %d", trial.number, origin, epoch + 1)
+        started = time.perf_counter()
+        progress = [BatchProgress(self.display, f"trial {trial.number}")] if self.show_progress else []
+        try:
+            result = fit(objective, config, seed, spec.max_epochs, trial=trial, trainer_options=spec.trainer,
+                         callbacks=[checkpoints, *progress], device=self.device, resume_from=resume_from)
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C); re-queued to resume from its last finished epoch")
+            raise
+        except _TRIAL_FAILURES as error:
+            if isinstance(error, TunerError):
+                trial.set_user_attr("fail_reason", str(error))
+                raise
+            reason = describe_failure(error)
+            logger.debug("trial %d failed", trial.number, exc_info=True)
+            trial.set_user_attr("fail_reason", reason)
+            checkpoints.discard()
+            _free_memory()
+            raise TrialFailed(reason) from error
+        except Exception as error:
+            trial.set_user_attr("fail_reason", describe_failure(error))
+            raise
+        _record_result(trial, result, objective, time.perf_counter() - started)
+        if result.pruned_at is not None:
+            checkpoints.discard()
+            raise optuna.TrialPruned(f"pruned after epoch {result.pruned_at + 1}")
+        value = result.best(objective.metric)
+        if _is_best_so_far(self.study, value, objective.direction):
+            checkpoints.keep()  # the checkpoint of the best trial so far stays, for tuner train and the dashboard
+        else:
+            checkpoints.discard()
+        return value
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        import optuna
+
+        from tuner.dashboard import publish_trial_note
+
+        self.current = None
+        metric = self.objective.metric
+        value = "" if trial.value is None else f" {metric}={trial.value:.4f}"
+        if self.display is not None:
+            self.display.trial_finished(f"last: #{trial.number} {trial.state.name.lower()}{value}")
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            logger.info("trial %d complete:%s (best so far: %.4f, trial %d)", trial.number, value, study.best_value, study.best_trial.number)
+        elif trial.state == optuna.trial.TrialState.FAIL:
+            logger.warning("trial %d failed: %s", trial.number, trial.user_attrs.get("fail_reason", "see the log above"))
+        publish_trial_note(study, trial)  # optuna-dashboard note; never raises
+
+    def requeue_interrupted(self, error: BaseException) -> None:
+        """After an interrupt or a study-stopping error in a trial: queue a retry that resumes it."""
+        import optuna
+
+        from tuner._queue import requeue
+
+        trial, self.current = self.current, None
+        if trial is None:
+            return
+        frozen = self.study._storage.get_trial(trial._trial_id)
+        if frozen.state != optuna.trial.TrialState.FAIL:
+            return  # still running (its heartbeat stops; another worker retries it after the grace period)
+        why = "interrupted" if isinstance(error, KeyboardInterrupt) else type(error).__name__
+        retry = requeue(self.study, frozen, why)
+        if retry is not None:
+            record = self.study._storage.get_trial_system_attrs(trial._trial_id).get("tuner:checkpoint")
+            after = f"after epoch {record['epoch'] + 1}" if record else "from its start (no epoch had finished)"
+            logger.warning(
+                "trial %d %s: marked failed and re-queued as trial %d, which resumes %s. Run the same command "
+                "again to continue the study.", frozen.number, why, retry, after,
+            )
+
+
+def _is_best_so_far(study: optuna.Study, value: float, direction: str) -> bool:
+    import math
+
+    if math.isnan(value):
+        return False
+    try:
+        best = study.best_value
+    except ValueError:  # no completed trial yet
+        return True
+    return value <= best if direction == "minimize" else value >= best
 
 
 def _record_result(trial: optuna.Trial, result: FitResult, objective: Objective, seconds: float) -> None:
@@ -320,37 +584,3 @@ def _check_or_record_study(study: optuna.Study, spec: StudySpec, objective: Obje
     }
     for key, value in record.items():
         study.set_user_attr(key, value)
-
-
-#: study system attribute: which worker enqueues the warm start (cleared never; a stale claim is retaken)
-_WARM_START_CLAIM = "tuner:warm_start_claim"
-_WARM_START_SETTLE_S = 0.5  # how long a claim waits for a worker that started at the same moment
-_WARM_START_STALE_S = 120.0  # a claim this old without the done record: its worker died, take over
-
-
-def _enqueue_warm_start(study: optuna.Study, entries: list[WarmStartEntry], spec: StudySpec) -> None:
-    """Enqueue the study's warm-start configurations once per study, before the sampler takes over.
-
-    The study's user attribute ``warm_start`` records that it was done (a resumed run or another
-    worker skips it). Workers starting together each write a claim, wait :data:`_WARM_START_SETTLE_S`
-    and read it back: only the last writer enqueues. ``skip_if_exists`` keeps a repeat harmless.
-    """
-    import uuid
-
-    if not entries or "warm_start" in study.user_attrs:
-        return
-    storage, study_id = study._storage, study._study_id  # study system attrs: no public setter in Optuna 4+
-    token = uuid.uuid4().hex
-    claim = storage.get_study_system_attrs(study_id).get(_WARM_START_CLAIM)
-    if claim is None or time.time() - float(claim.get("at", 0)) > _WARM_START_STALE_S:
-        storage.set_study_system_attr(study_id, _WARM_START_CLAIM, {"token": token, "at": time.time()})
-        time.sleep(_WARM_START_SETTLE_S)
-        claim = storage.get_study_system_attrs(study_id).get(_WARM_START_CLAIM)
-    if not claim or claim.get("token") != token:
-        logger.info("study '%s': another worker enqueues the %d warm-start configurations", spec.name, len(entries))
-        return
-    for entry in entries:
-        study.enqueue_trial(dict(entry.params), user_attrs={"warm_start": entry.name}, skip_if_exists=True)
-    source = str(spec.warm_start) if isinstance(spec.warm_start, (str, Path)) else "inline"
-    study.set_user_attr("warm_start", {"source": source, "entries": [e.name for e in entries]})
-    logger.info("study '%s': enqueued %d warm-start configurations from %s", spec.name, len(entries), source)

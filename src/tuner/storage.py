@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,12 +14,18 @@ from tuner.errors import StorageError
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["DEFAULT_STORAGE", "resolve_storage_url", "mask_url", "open_storage", "sqlite_path"]
+__all__ = [
+    "DEFAULT_STORAGE", "resolve_storage_url", "mask_url", "open_storage", "sqlite_path", "store_errors",
+    "resolve_artifact_dir", "open_artifact_store", "heartbeat_settings",
+]
 
 DEFAULT_STORAGE = "sqlite:///storage/tuner.db"
-#: Seconds between trial heartbeats, and after how long without one a running trial counts as dead.
+#: Seconds between trial heartbeats, and after how long without one a running trial counts as dead
+#: (overridable with $TUNER_HEARTBEAT_INTERVAL and $TUNER_HEARTBEAT_GRACE).
 HEARTBEAT_INTERVAL = 30
 GRACE_PERIOD = 120
+#: How many times a trial whose worker died (or was interrupted) is run again before it stays failed.
+MAX_RETRY = 3
 
 
 def resolve_storage_url(url: str | None = None) -> str:
@@ -31,22 +39,59 @@ def mask_url(url: str) -> str:
 
 
 def sqlite_path(url: str) -> Path | None:
-    """The database file of an ``sqlite:///`` URL (None for other stores and in-memory SQLite)."""
-    match = re.match(r"sqlite:///(?!:memory:)(.+)", url)
+    """The database file of an ``sqlite:///`` URL (None for other stores and in-memory SQLite), also of
+    the URI form ``sqlite:///file:path?mode=ro&uri=true``."""
+    match = re.match(r"sqlite:///(?!:memory:)(?:file:)?([^?]+)", url)
     return Path(match.group(1)) if match else None
+
+
+def heartbeat_settings() -> tuple[int, int]:
+    """``(interval, grace period)`` in seconds: the defaults, or ``$TUNER_HEARTBEAT_INTERVAL`` / ``_GRACE``."""
+    values = []
+    for name, default in (("TUNER_HEARTBEAT_INTERVAL", HEARTBEAT_INTERVAL), ("TUNER_HEARTBEAT_GRACE", GRACE_PERIOD)):
+        raw = os.environ.get(name, "").strip()
+        try:
+            value = int(raw) if raw else default
+        except ValueError:
+            raise StorageError(f"${name} must be a whole number of seconds, got {raw!r}.") from None
+        if value < 1:
+            raise StorageError(f"${name} must be at least 1 second, got {value}.")
+        values.append(value)
+    interval, grace = values
+    if grace <= interval:
+        raise StorageError(
+            f"the heartbeat grace period ({grace} s) must be longer than the heartbeat interval ({interval} s): "
+            "set $TUNER_HEARTBEAT_GRACE to a few intervals."
+        )
+    return interval, grace
+
+
+def retry_callback(max_retry: int | None = MAX_RETRY) -> optuna.storages.RetryHeartbeatStaleTrialCallback:
+    """Optuna's re-queueing of a dead trial: same parameters, its epoch records, reports and checkpoint."""
+    import warnings
+
+    import optuna
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    with warnings.catch_warnings():  # 'experimental' in Optuna since 2.8
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RetryHeartbeatStaleTrialCallback(max_retry=max_retry, inherit_intermediate_values=True)
 
 
 def open_storage(url: str | None = None, *, heartbeat: bool = True) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage on ``url`` (created if needed), with heartbeats for running trials.
 
-    A trial whose worker stops sending heartbeats for :data:`GRACE_PERIOD` seconds is marked failed
-    and re-queued once (Optuna's ``RetryHeartbeatStaleTrialCallback``).
+    A trial whose worker stops sending heartbeats for the grace period (:func:`heartbeat_settings`) is
+    marked failed and re-queued, up to :data:`MAX_RETRY` times, by the next worker that starts a trial
+    (Optuna's ``RetryHeartbeatStaleTrialCallback``): the retry keeps the trial's parameters, epoch
+    records and checkpoint, and resumes after its last finished epoch.
     """
     import warnings
 
     import optuna
     import sqlalchemy.exc
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    from tuner._queue import QueueStorage
 
     url = resolve_storage_url(url)
     engine_kwargs: dict = {}
@@ -64,18 +109,80 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True) -> optuna.st
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             options: dict = {}
             if heartbeat:
+                interval, grace = heartbeat_settings()
                 options = {
-                    "heartbeat_interval": HEARTBEAT_INTERVAL,
-                    "grace_period": GRACE_PERIOD,
-                    "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(
-                        max_retry=1, inherit_intermediate_values=True
-                    ),
+                    "heartbeat_interval": interval,
+                    "grace_period": grace,
+                    "heartbeat_stale_trial_callback": retry_callback(),
                 }
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **options)
-    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError, OSError) as error:
-        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+            return QueueStorage(url, engine_kwargs=engine_kwargs, **options)
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, ImportError, ValueError, OSError) as error:
         raise StorageError(
-            f"cannot open the trial store {mask_url(url)}: {mask_url(detail)}. Check the URL "
+            f"cannot open the trial store {mask_url(url)}: {_first_line(error)}. Check the URL "
             "(sqlite:///path/to.db, postgresql://user:password@host:5432/db), that the server is "
             "running and reachable, and that the database exists and is writable."
         ) from None
+
+
+def _first_line(error: BaseException) -> str:
+    cause = error.__cause__ if error.__cause__ is not None and "during the commit" in str(error) else error
+    text = str(getattr(cause, "orig", None) or cause).strip()
+    return mask_url(text.splitlines()[0]) if text else type(cause).__name__
+
+
+_READ_ONLY = ("readonly database", "read-only", "read only", "permission denied", "insufficient privilege")
+
+
+@contextlib.contextmanager
+def store_errors(url: str, doing: str) -> Iterator[None]:
+    """Turn a store failure while ``doing`` something into a :class:`StorageError` naming the (masked) URL.
+
+    A read-only store (a SQLite file opened ``?mode=ro``, a PostgreSQL role without INSERT/UPDATE)
+    and a server that went away each get their own advice. Trials already in the store are never
+    touched by a failed write.
+    """
+    import optuna
+    import sqlalchemy.exc
+
+    try:
+        yield
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as error:
+        detail = _first_line(error)
+        if any(marker in detail.lower() for marker in _READ_ONLY):
+            advice = (
+                "The store is read-only for this user. `tuner report`, `tuner export`, `tuner studies` and "
+                "optuna-dashboard only read it; to run trials, give a writable store (--storage URL / "
+                "$TUNER_STORAGE), or on PostgreSQL a role with INSERT, UPDATE and DELETE on optuna's tables"
+            )
+        else:
+            advice = "Check that the server is running and reachable, then run the same command again: it resumes"
+        raise StorageError(f"the trial store {mask_url(url)} failed while {doing}: {detail}. {advice}.") from None
+
+
+def resolve_artifact_dir(url: str, artifacts: str | Path | None = None) -> Path:
+    """Where trial checkpoints go: ``artifacts``, else ``$TUNER_ARTIFACTS``, else beside a SQLite store
+    (``<its folder>/artifacts``), else ``storage/artifacts`` in the working directory.
+
+    Workers on several machines sharing a PostgreSQL study need a folder they all mount (NFS, ...):
+    a trial retried on another machine resumes from the checkpoint its first worker wrote there.
+    """
+    chosen = artifacts or os.environ.get("TUNER_ARTIFACTS")
+    if chosen:
+        return Path(chosen).expanduser()
+    sqlite_file = sqlite_path(url)
+    return (sqlite_file.parent if sqlite_file is not None else Path("storage")) / "artifacts"
+
+
+def open_artifact_store(folder: str | Path) -> optuna.artifacts.FileSystemArtifactStore:
+    """Optuna's file-system artifact store on ``folder`` (created if needed)."""
+    import optuna
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise StorageError(
+            f"cannot create the checkpoint folder {folder}: {error.strerror or error}. "
+            "Pass a writable folder with --artifacts DIR (or $TUNER_ARTIFACTS)."
+        ) from None
+    return optuna.artifacts.FileSystemArtifactStore(folder)

@@ -246,6 +246,7 @@ def train_exported(
     workdir: str | Path = "storage",
     tolerance: float = DEFAULT_TOLERANCE,
     show_progress: bool = False,
+    device: str | None = None,
 ) -> TrainResult:
     """Train the configuration exported in ``path`` for ``max_epochs`` (default: as long as its trial).
 
@@ -321,7 +322,7 @@ def train_exported(
     try:
         if display is not None:
             display.__enter__()
-        result = fit(objective, config, spec.seed, epochs, trainer_options=spec.trainer, callbacks=callbacks)
+        result = fit(objective, config, spec.seed, epochs, trainer_options=spec.trainer, callbacks=callbacks, device=device)
     finally:
         if display is not None:
             display.__exit__(None, None, None)

@@ -51,6 +51,16 @@ class TrialReporter(pl.Callback):
         return None if self.best_epoch is None else self.history[self.best_epoch]
 
     @override
+    def state_dict(self) -> dict[str, Any]:
+        """Saved in each checkpoint, so a resumed trial's best epoch takes its earlier epochs into account."""
+        return {"history": {str(epoch): record for epoch, record in self.history.items()}, "best_epoch": self.best_epoch}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = {int(epoch): dict(record) for epoch, record in state_dict.get("history", {}).items()}
+        self.best_epoch = state_dict.get("best_epoch")
+
+    @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._epoch_start = time.perf_counter()
         # Lightning steps epoch schedulers before on_train_epoch_end: read this epoch's rate now

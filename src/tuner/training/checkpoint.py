@@ -1,0 +1,129 @@
+"""The callback that keeps a trial's latest epoch as a checkpoint in the study's artifact store."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+import tempfile
+import time
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import lightning.pytorch as pl
+from typing_extensions import override
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.artifacts._protocol import ArtifactStore
+
+__all__ = ["EpochCheckpoint", "CHECKPOINT_ATTR"]
+
+logger = logging.getLogger(__name__)
+
+#: trial system attribute: the trial's latest checkpoint ``{artifact_id, epoch, host, at}``
+CHECKPOINT_ATTR = "tuner:checkpoint"
+#: Optuna's key prefix for artifact metadata, which optuna-dashboard lists under a trial
+_ARTIFACT_META_PREFIX = "artifacts:"
+
+
+class EpochCheckpoint(pl.Callback):
+    """After every finished epoch, save a Lightning checkpoint of the trial (model, optimizer,
+    scheduler, loop and callback states) to the study's artifact store, then drop the one before it.
+
+    The trial's system attribute :data:`CHECKPOINT_ATTR` names the latest one, so a retry of the trial
+    (it inherits the attribute) resumes after that epoch: see :meth:`resume_path`. An epoch after
+    which the trial is pruned is not saved (a pruned trial is never resumed). At the end of a trial
+    the runner calls :meth:`keep` (the checkpoint stays, listed in optuna-dashboard as the trial's
+    artifact) or :meth:`discard`.
+    """
+
+    def __init__(self, trial: optuna.Trial, store: ArtifactStore) -> None:
+        self.trial = trial
+        self.store = store
+        self._tmp = Path(tempfile.mkdtemp(prefix="tuner-ckpt-"))
+        self.record: dict[str, Any] | None = self._storage.get_trial_system_attrs(trial._trial_id).get(CHECKPOINT_ATTR)
+
+    def resume_path(self) -> Path | None:
+        """The checkpoint this trial resumes from (one inherited from the trial it retries), fetched to a
+        local file; None to start from scratch (no checkpoint, or not in this worker's artifact store)."""
+        import optuna
+
+        if not self.record:
+            return None
+        local = self._tmp / "resume.ckpt"
+        try:
+            optuna.artifacts.download_artifact(
+                artifact_store=self.store, file_path=str(local), artifact_id=self.record["artifact_id"]
+            )
+        except optuna.artifacts.exceptions.ArtifactNotFound:
+            logger.warning(
+                "trial %d: the checkpoint of epoch %d (written on %s) is not in this worker's artifact folder, so "
+                "the trial starts again from epoch 1. Workers on several machines need an artifact folder they "
+                "all mount: --artifacts DIR.", self.trial.number, self.record["epoch"] + 1, self.record.get("host"),
+            )
+            self.record = None
+            return None
+        return local
+
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        epoch = trainer.current_epoch
+        if trainer.should_stop and epoch + 1 < (trainer.max_epochs or 0):
+            return  # pruned after this epoch
+        local = self._tmp / f"epoch={epoch:03d}.ckpt"
+        trainer.save_checkpoint(local)
+        artifact_id = f"trial{self.trial.number}-epoch{epoch:03d}-{uuid.uuid4().hex[:12]}.ckpt"
+        with local.open("rb") as content:
+            self.store.write(artifact_id, content)
+        local.unlink()
+        previous = self.record
+        self.record = {"artifact_id": artifact_id, "epoch": epoch, "host": socket.gethostname(), "at": time.time()}
+        self._set_attr(CHECKPOINT_ATTR, self.record)
+        if previous is not None:
+            self._remove(previous["artifact_id"])
+
+    def keep(self) -> None:
+        """Keep the last checkpoint, listed as the trial's artifact in optuna-dashboard."""
+        import optuna
+
+        if self.record is not None:
+            meta = optuna.artifacts.ArtifactMeta(
+                artifact_id=self.record["artifact_id"],
+                filename=f"trial{self.trial.number}-epoch{self.record['epoch'] + 1}.ckpt",
+                mimetype="application/octet-stream",
+                encoding=None,
+            )
+            self._set_attr(_ARTIFACT_META_PREFIX + meta.artifact_id, json.dumps(asdict(meta)))
+        self._cleanup()
+
+    def discard(self) -> None:
+        """Remove the last checkpoint from the artifact store (the trial will not be resumed)."""
+        if self.record is not None:
+            self._remove(self.record["artifact_id"])
+            self._set_attr(CHECKPOINT_ATTR, None)
+            self.record = None
+        self._cleanup()
+
+    @property
+    def _storage(self) -> optuna.storages.BaseStorage:
+        return self.trial.study._storage  # trial system attributes: no public setter in Optuna 3+
+
+    def _set_attr(self, key: str, value: Any) -> None:
+        self._storage.set_trial_system_attr(self.trial._trial_id, key, value)
+
+    def _remove(self, artifact_id: str) -> None:
+        import optuna
+
+        with contextlib.suppress(optuna.artifacts.exceptions.ArtifactNotFound):
+            self.store.remove(artifact_id)
+
+    def _cleanup(self) -> None:
+        import shutil
+
+        shutil.rmtree(self._tmp, ignore_errors=True)

@@ -1,0 +1,96 @@
+"""The exact trial budget: the queue every worker takes trials from, filled once under a store-wide lock."""
+
+from __future__ import annotations
+
+import threading
+
+import optuna
+import pytest
+from test_warm_start import WARM, _entries, _spec
+
+from tuner._queue import QueueEmpty, fill_queue, planned_trials, requeue, study_lock
+from tuner.storage import open_storage
+
+Waiting = optuna.trial.TrialState.WAITING
+
+
+def _together(n: int, url: str, work) -> None:
+    """Run ``work(study)`` in ``n`` threads, each with its own store connection, released at once."""
+    barrier = threading.Barrier(n)
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            study = optuna.load_study(study_name="ws", storage=open_storage(url, heartbeat=False))
+            barrier.wait()
+            work(study)
+        except BaseException as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+
+
+def test_workers_starting_together_enqueue_the_budget_once(storage_url):
+    """Four workers reach a new study at the same moment: one enqueues warm start + tickets, exactly."""
+    optuna.create_study(study_name="ws", storage=storage_url)
+    entries = _entries(_spec(WARM))
+    seen: list[tuple[int, int]] = []
+    _together(4, storage_url, lambda study: seen.append(fill_queue(study, 5, warm_start=entries)))
+    study = optuna.load_study(study_name="ws", storage=storage_url)
+    assert [t.state for t in study.trials] == [Waiting] * 5
+    assert [t.user_attrs.get("warm_start") for t in study.trials] == [e.name for e in entries] + [None] * 3
+    assert sorted(seen) == [(0, 5), (5, 0), (5, 0), (5, 0)]  # exactly one worker saw the new study
+    # a worker arriving later, or a re-run, finds the budget planned
+    assert fill_queue(study, 5, warm_start=entries) == (5, 0)
+    # a larger budget tops the queue up; warm-start entries are not enqueued twice
+    assert fill_queue(study, 7, warm_start=entries) == (5, 2) and len(study.trials) == 7
+    # --n-trials adds
+    assert fill_queue(study, None, add=3) == (7, 3) and planned_trials(study) == 10
+
+
+def test_the_budget_leaves_out_warm_start_entries_beyond_it(storage_url, caplog):
+    study = optuna.create_study(study_name="ws", storage=storage_url)
+    entries = _entries(_spec(WARM))
+    fill_queue(study, 1, warm_start=entries)
+    assert len(study.trials) == 1 and study.trials[0].user_attrs["warm_start"] == entries[0].name
+    assert "room for 1 of the 2 warm-start configurations" in caplog.text
+
+
+def test_asking_beyond_the_queue_raises_instead_of_creating_a_trial(storage_url):
+    storage = open_storage(storage_url, heartbeat=False)
+    study = optuna.create_study(study_name="ws", storage=storage)
+    fill_queue(study, 1)
+    storage.queue_only = True
+    study.tell(study.ask(), 1.0)  # the ticket
+    with pytest.raises(QueueEmpty):
+        study.ask()
+    assert len(study.trials) == 1
+
+
+def test_a_retry_replaces_its_trial_in_the_budget(storage_url):
+    study = optuna.create_study(study_name="ws", storage=storage_url)
+    fill_queue(study, 2)
+    trial = study.ask()
+    trial.report(0.5, step=0)
+    trial.set_user_attr("epoch/000", {"DER": 0.5})
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    retry = requeue(study, study.trials[trial.number], "interrupted")
+    assert retry == 2 and planned_trials(study) == 2  # trial 0 is replaced by trial 2
+    copy = study.trials[retry]
+    assert copy.state == Waiting and copy.system_attrs["failed_trial"] == 0
+    assert copy.user_attrs["epoch/000"] == {"DER": 0.5} and copy.intermediate_values == {0: 0.5}
+    assert fill_queue(study, 2) == (2, 0)
+
+
+def test_a_lock_left_by_a_dead_worker_is_taken_over(storage_url, monkeypatch, caplog):
+    study = optuna.create_study(study_name="ws", storage=storage_url)
+    optuna.create_study(study_name="ws::lock:queue", storage=storage_url)  # its holder died
+    with study_lock(study, "queue", timeout=0.5):
+        pass
+    assert "taking over the lock ws::lock:queue" in caplog.text
+    assert [s.study_name for s in optuna.get_all_study_summaries(storage_url)] == ["ws"]  # released: gone
