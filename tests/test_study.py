@@ -53,14 +53,14 @@ def test_median_pruner_prunes_a_bad_trial(make_spec, storage_url, tmp_path):
     """The study file's kind of pruner: a trial far worse than the earlier ones is cut short."""
     spec = make_spec(
         max_epochs=3,
-        n_trials=3,
+        n_trials=2,  # the two enqueued trials are the budget
         fixed={"batch_size": 8, "optimizer": "Adam", "schedule": "constant", "unfrozen_layers": 3, "weight_decay": 0.0},
         pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0),
     )
     study = optuna.create_study(study_name="tiny", storage=storage_url, direction="minimize")
     study.enqueue_trial({"lr": 1e-2})  # learns
     study.enqueue_trial({"lr": 1e-7})  # cannot learn in 3 epochs: worse than the median at epoch 0
-    run_study(spec, storage_url, n_trials=2, workdir=tmp_path, show_progress=False)
+    run_study(spec, storage_url, workdir=tmp_path, show_progress=False)
     good, bad = optuna.load_study(study_name="tiny", storage=storage_url).trials
     assert good.state == optuna.trial.TrialState.COMPLETE and good.user_attrs["epochs_run"] == 3
     assert bad.state == optuna.trial.TrialState.PRUNED and bad.user_attrs["epochs_run"] < 3
