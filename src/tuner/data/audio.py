@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +32,8 @@ class AudioInfo:
 
 
 def audio_info(path: str | Path, expected_sample_rate: int | None = None) -> AudioInfo:
-    """Header of ``path``, checked: it exists, soundfile can read it, it is not empty."""
+    """Header of ``path``, checked: it exists, soundfile can read it, it is complete (not truncated) and
+    not empty, and it is at ``expected_sample_rate`` when one is given."""
     import soundfile as sf
 
     path = Path(path)
@@ -41,6 +43,7 @@ def audio_info(path: str | Path, expected_sample_rate: int | None = None) -> Aud
         info = sf.info(str(path))
     except Exception as error:  # soundfile raises its own LibsndfileError / RuntimeError
         raise DataError(f"cannot read audio file {path}: {error}. {_CONVERT_HINT}.") from None
+    _check_complete(path, info)
     if info.frames == 0:
         raise DataError(f"audio file {path} is empty (0 samples): re-export it or remove it from the corpus.")
     if expected_sample_rate is not None and info.samplerate != expected_sample_rate:
@@ -49,6 +52,69 @@ def audio_info(path: str | Path, expected_sample_rate: int | None = None) -> Aud
             f"resample it (e.g. `sox in.wav -r {expected_sample_rate} out.wav`)."
         )
     return AudioInfo(path, int(info.samplerate), int(info.frames), int(info.channels))
+
+
+_TRUNCATED_HINT = (
+    "The file was cut short (an interrupted copy, download or export): copy or export it again, or remove it "
+    "from the corpus"
+)
+
+
+def _wav_data_chunk(path: Path) -> tuple[int, int] | None:
+    """``(offset, size)`` of the samples a RIFF/WAVE header declares, or None (not RIFF, or a size left
+    unknown by a streaming writer). Reads the chunk headers only."""
+    with path.open("rb") as handle:
+        head = handle.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        offset = 12
+        for _ in range(64):  # fmt, fact, LIST, ... come before data; more than a few chunks is unusual
+            handle.seek(offset)
+            chunk = handle.read(8)
+            if len(chunk) < 8:
+                return None
+            size = int.from_bytes(chunk[4:], "little")
+            if chunk[:4] == b"data":
+                return (offset + 8, size) if 0 < size < 0xFFFFFFFF else None
+            offset += 8 + size + (size & 1)
+    return None
+
+
+def _check_complete(path: Path, info: Any) -> None:
+    """Raise DataError if ``path`` holds fewer samples than its header promises (a truncated file).
+
+    soundfile silently shortens a truncated WAV to what is there, and reports a truncated FLAC's full
+    length but fails to decode its end: WAV headers are compared with the file size (no sample is
+    read), other formats get their last samples decoded.
+    """
+    import soundfile as sf
+
+    if info.format in ("WAV", "WAVEX"):
+        chunk = _wav_data_chunk(path)
+        if chunk is None:
+            return
+        offset, declared = chunk
+        available = max(path.stat().st_size - offset, 0)
+        if available < declared:
+            raise DataError(
+                f"audio file {path} is truncated: its header promises {declared} bytes of samples but the file "
+                f"holds only {available} ({info.frames} samples, {info.duration:.2f} s). {_TRUNCATED_HINT}."
+            )
+        return
+    try:
+        with sf.SoundFile(str(path)) as handle:
+            handle.seek(max(handle.frames - 64, 0))
+            decoded = len(handle.read(64, dtype="float32"))
+    except Exception as error:  # libsndfile: "Internal psf_fseek() failed", "flac decoder lost sync", ...
+        raise DataError(
+            f"audio file {path} is truncated or corrupt: its header promises {info.frames} samples "
+            f"({info.duration:.2f} s) but its end cannot be decoded ({error}). {_TRUNCATED_HINT}."
+        ) from None
+    if decoded < min(64, info.frames):
+        raise DataError(
+            f"audio file {path} is truncated: its header promises {info.frames} samples ({info.duration:.2f} s) "
+            f"but its last ones cannot be decoded. {_TRUNCATED_HINT}."
+        )
 
 
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:

@@ -207,14 +207,14 @@ class WavLMSpeakerVerification(Objective):
         from tuner.data.demo import ensure_verification_corpus
         from tuner.data.verification import read_trials, scan_speakers, validate_audio
 
-        self._root = self.data_folder(lambda demo: ensure_verification_corpus(demo / "verification"), _DATA_HINT)
-        utterances = scan_speakers(self._root, self.options["train_split"])
+        root = self.data_folder(lambda demo: ensure_verification_corpus(demo / "verification"), _DATA_HINT)
+        utterances = scan_speakers(root, self.options["train_split"])
         speakers = sorted({u.speaker for u in utterances})
         self._speakers = speakers
         self._train_paths = [u.path for u in utterances]
         self._train_labels = [speakers.index(u.speaker) for u in utterances]
-        trials_path = under(self._root, self.options["dev_trials"])
-        trials = read_trials(trials_path, self._root)
+        trials_path = under(root, self.options["dev_trials"])
+        trials = read_trials(trials_path, root)
         self._eval_paths = sorted({t.enroll for t in trials} | {t.test for t in trials})
         position = {p: i for i, p in enumerate(self._eval_paths)}
         self._trials = np.array([(t.label, position[t.enroll], position[t.test]) for t in trials], dtype=np.int64)
@@ -224,7 +224,7 @@ class WavLMSpeakerVerification(Objective):
             "train": {"speakers": len(speakers), "utterances": len(self._train_paths), "hours": round(train_seconds / 3600, 4)},
             "dev": {"trials": len(trials), "targets": int(self._trials[:, 0].sum()), "utterances": len(self._eval_paths), "hours": round(eval_seconds / 3600, 4)},
         }
-        logger.info("%s: %s", self._root, self.data_summary)
+        logger.info("%s: %s", root, self.data_summary)
         self._waveforms = WaveformCache()
         self._pretrained_state: dict[str, torch.Tensor] | None = None
         if self.pretrained is not None:
@@ -235,6 +235,7 @@ class WavLMSpeakerVerification(Objective):
             from tuner.models.wavlm import SMALL_WAVLM
 
             self._wavlm_config = dict(self.options["wavlm"] or SMALL_WAVLM)
+        self._root = root  # last: setup() is done once this is set
 
     def build(self, config: TrialConfig, seed: int) -> FitInputs:
         self.setup()
