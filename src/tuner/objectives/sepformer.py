@@ -156,10 +156,10 @@ class SepFormerSeparation(Objective):
         from tuner.data.demo import ensure_separation_corpus
         from tuner.data.separation import check_mixtures, read_mixture_csv
 
-        self._root = self.data_folder(lambda demo: ensure_separation_corpus(demo / "separation"), _DATA_HINT)
-        summaries = {}
+        root = self.data_folder(lambda demo: ensure_separation_corpus(demo / "separation"), _DATA_HINT)
+        summaries, csvs = {}, {}
         for split in ("train", "dev"):
-            csv = under(self._root, self.options[f"{split}_csv"])
+            csv = csvs[split] = under(root, self.options[f"{split}_csv"])
             if not csv.is_file():
                 raise DataError(
                     f"{csv}: {split} CSV not found. Point the study's options['{split}_csv'] at a LibriMix metadata "
@@ -168,13 +168,22 @@ class SepFormerSeparation(Objective):
             mixtures = read_mixture_csv(csv)
             summaries[split] = check_mixtures(mixtures, csv)
             setattr(self, f"_{split}", mixtures)
-        rates = {s["sample_rate"] for s in summaries.values()}
-        counts = {s["sources"] for s in summaries.values()}
-        if len(rates) != 1 or len(counts) != 1:
-            raise DataError(f"{self._root}: train and dev CSVs differ in sample rate or number of sources: {summaries}")
-        self._sample_rate, self._num_spks = rates.pop(), counts.pop()
+        train, dev = summaries["train"], summaries["dev"]
+        if train["sample_rate"] != dev["sample_rate"]:
+            raise DataError(
+                f"{csvs['dev']}: its mixtures are {dev['sample_rate']} Hz but those of the train CSV {csvs['train']} "
+                f"are {train['sample_rate']} Hz; train and dev must share one rate. Point options['dev_csv'] at the "
+                f"{train['sample_rate']} Hz list (LibriMix: the wav{train['sample_rate'] // 1000}k folder), or resample."
+            )
+        if train["sources"] != dev["sources"]:
+            raise DataError(
+                f"{csvs['dev']}: its mixtures have {dev['sources']} sources but those of the train CSV {csvs['train']} "
+                f"have {train['sources']}; the model separates a fixed number of sources. Use train and dev lists "
+                "of the same LibriMix variant (e.g. both Libri2Mix)."
+            )
+        self._sample_rate, self._num_spks = train["sample_rate"], train["sources"]
         self.data_summary = summaries
-        logger.info("%s: %s", self._root, summaries)
+        logger.info("%s: %s", root, summaries)
         self._model_config: dict[str, Any] | None = None
         if self.pretrained is None:
             from tuner.models.sepformer import SMALL_SEPFORMER
@@ -184,6 +193,7 @@ class SepFormerSeparation(Objective):
             from tuner.models.sepformer import load_speechbrain_sepformer
 
             self._num_blocks = len(load_speechbrain_sepformer(self.pretrained, self._num_spks).blocks)
+        self._root = root  # last: setup() is done once this is set
 
     def num_blocks(self) -> int | None:
         if self._model_config is not None:
