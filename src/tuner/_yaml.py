@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tuner.errors import ConfigError
+from tuner.errors import ConfigError, TunerError
 
 __all__ = ["parse_yaml"]
 
 
-def parse_yaml(text: str, path: str | Path) -> Any:
-    """``yaml.safe_load(text)``; a syntax error is a ConfigError naming ``path:line``."""
+def parse_yaml(text: str, path: str | Path, error_class: type[TunerError] = ConfigError) -> Any:
+    """``yaml.safe_load(text)``; a syntax error is an ``error_class`` (ConfigError unless the file is data,
+    such as a corpus's database.yml) naming ``path:line``."""
     import yaml
 
     try:
@@ -19,4 +20,4 @@ def parse_yaml(text: str, path: str | Path) -> Any:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise ConfigError(f"{where}: invalid YAML: {getattr(error, 'problem', error)}.") from None
+        raise error_class(f"{where}: invalid YAML: {getattr(error, 'problem', error)}.") from None

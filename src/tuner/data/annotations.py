@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tuner.data._text import read_text_lines
 from tuner.errors import DataError
 
-__all__ = ["Turn", "read_rttm", "read_uem", "write_rttm", "write_uem"]
+__all__ = ["Turn", "read_rttm", "read_uem", "read_uem_records", "write_rttm", "write_uem"]
 
 _RTTM_EXPECTED = "'SPEAKER <uri> <channel> <onset> <duration> <NA> <NA> <speaker> <NA> <NA>'"
 _UEM_EXPECTED = "'<uri> <channel> <start> <end>'"
@@ -29,12 +29,17 @@ _OTHER_RTTM_TYPES = frozenset(
 
 @dataclass(frozen=True)
 class Turn:
-    """One speaker turn: ``speaker`` talks in file ``uri`` from ``start`` for ``duration`` seconds."""
+    """One speaker turn: ``speaker`` talks in file ``uri`` from ``start`` for ``duration`` seconds.
+
+    ``line`` is the RTTM line it was read from (None when not read from a file); it is used in error
+    messages only and takes no part in comparisons.
+    """
 
     uri: str
     start: float
     duration: float
     speaker: str
+    line: int | None = field(default=None, compare=False, repr=False)
 
     @property
     def end(self) -> float:
@@ -59,7 +64,7 @@ def _number(text: str, name: str) -> float:
 _NO_COMMENTS = "comment lines are not part of the format and pyannote.database cannot read them"
 
 
-def _parse_rttm_fields(fields: list[str]) -> Turn | None:
+def _parse_rttm_fields(fields: list[str], lineno: int) -> Turn | None:
     if fields[0].startswith("#"):
         raise _LineError(_NO_COMMENTS)
     if len(fields) > 10:
@@ -76,7 +81,7 @@ def _parse_rttm_fields(fields: list[str]) -> Turn | None:
         raise _LineError(f"onset {fields[3]!r} is negative")
     if duration <= 0:
         raise _LineError(f"duration {fields[4]!r} is not positive")
-    return Turn(uri=fields[1], start=onset, duration=duration, speaker=fields[7])
+    return Turn(uri=fields[1], start=onset, duration=duration, speaker=fields[7], line=lineno)
 
 
 def read_rttm(path: str | Path) -> list[Turn]:
@@ -88,7 +93,7 @@ def read_rttm(path: str | Path) -> list[Turn]:
         if not fields:
             continue
         try:
-            turn = _parse_rttm_fields(fields)
+            turn = _parse_rttm_fields(fields, lineno)
         except _LineError as exc:
             raise DataError(
                 f"{path}:{lineno}: malformed RTTM line {line!r}: {exc}. "
@@ -115,13 +120,18 @@ def _parse_uem_fields(fields: list[str]) -> tuple[str, float, float]:
 
 def read_uem(path: str | Path) -> list[tuple[str, float, float]]:
     """Read a UEM file as ``(uri, start, end)`` regions, in file order (blank lines allowed)."""
-    regions: list[tuple[str, float, float]] = []
+    return [(uri, start, end) for _, uri, start, end in read_uem_records(path)]
+
+
+def read_uem_records(path: str | Path) -> list[tuple[int, str, float, float]]:
+    """Read a UEM file as ``(line, uri, start, end)`` records, in file order (blank lines allowed)."""
+    regions: list[tuple[int, str, float, float]] = []
     for lineno, line in enumerate(read_text_lines(path, "UEM file"), start=1):
         fields = line.split()
         if not fields:
             continue
         try:
-            regions.append(_parse_uem_fields(fields))
+            regions.append((lineno, *_parse_uem_fields(fields)))
         except _LineError as exc:
             raise DataError(
                 f"{path}:{lineno}: malformed UEM line {line!r}: {exc}. "

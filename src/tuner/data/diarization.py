@@ -22,8 +22,10 @@ from typing import Any
 
 import yaml
 
-from tuner.data.annotations import read_rttm, read_uem
-from tuner.data.audio import audio_info
+from tuner._yaml import parse_yaml
+from tuner.data._text import read_text_lines, reading
+from tuner.data.annotations import read_rttm, read_uem_records
+from tuner.data.audio import AudioInfo, audio_info
 from tuner.errors import DataError
 
 __all__ = ["DiarizationCorpus", "resolve_diarization_corpus"]
@@ -56,25 +58,40 @@ class DiarizationCorpus:
         return registry.get_protocol(self.protocol_name, preprocessors=preprocessors)
 
     # -- validation --------------------------------------------------------------------------
-    def validate(self) -> dict[str, Any]:
+    def validate(self, sample_rate: int | None = None) -> dict[str, Any]:
         """Check every file of the train and development subsets; return a summary per subset.
 
         RTTM and UEM files are read by tuner's strict readers first (errors name ``file:line``), then
-        the protocol is listed through pyannote.database and every audio file is checked.
+        the protocol is listed through pyannote.database and every audio header is checked (readable,
+        complete, not empty), as is every UEM region and RTTM turn against its audio's duration.
+        ``sample_rate`` is the model's: files at another rate are named in a warning (pyannote resamples
+        them chunk by chunk).
         """
         subsets = self._subset_config()
-        for subset in ("train", "development"):
-            self._validate_annotations(subset, subsets.get(subset) or {})
+        spans = {subset: self._validate_annotations(subset, subsets.get(subset) or {}) for subset in ("train", "development")}
         protocol = self.protocol()
         summary: dict[str, Any] = {}
+        off_rate: dict[int, list[Path]] = {}
         for subset in ("train", "development"):
             files = _list_files(protocol, subset, self)
-            seconds = sum(self._audio_duration(file, subset) for file in files)
+            seconds = 0.0
+            for file in files:
+                info = self._audio_info(file, subset)
+                for span in spans[subset].get(file["uri"], []):
+                    span.check_within(info)
+                if sample_rate is not None and info.sample_rate != sample_rate:
+                    off_rate.setdefault(info.sample_rate, []).append(info.path)
+                seconds += info.duration
             summary[subset] = {"files": len(files), "hours": round(seconds / 3600.0, 4)}
             logger.info("%s: %d %s files, %.1f min of audio", self, len(files), subset, seconds / 60)
+        if off_rate and sample_rate is not None:
+            _warn_sample_rates(off_rate, sample_rate)
         return summary
 
-    def _validate_annotations(self, subset: str, config: dict[str, Any]) -> None:
+    def _validate_annotations(self, subset: str, config: dict[str, Any]) -> dict[str, list[_Span]]:
+        """Read the subset's RTTM and UEM files; return each uri's turns and regions (to check against
+        the audio). A per-uri file (``{uri}`` in its template) must hold lines of that uri only, and every
+        uri needs a UEM region when the protocol declares UEM files."""
         uri_list = config.get("uri")
         uris = self._read_uris(uri_list, subset) if isinstance(uri_list, str) else []
         if not uris:
@@ -82,32 +99,49 @@ class DiarizationCorpus:
                 f"{self}: the {subset} subset is empty. Add uris to its list ({uri_list or 'no uri list declared'}): "
                 "tuning needs training files and development files to compute the validation DER."
             )
-        for key, reader in (("annotation", read_rttm), ("annotated", read_uem)):
+        spans: dict[str, list[_Span]] = {}
+        for key, reader in (("annotation", _rttm_spans), ("annotated", _uem_spans)):
             template = config.get(key)
             if not isinstance(template, str):
                 continue
-            checked: set[Path] = set()
+            records: dict[Path, list[_Span]] = {}
             for uri in uris:
                 path = self._resolve(template.format(uri=uri, database=self.protocol_name.split(".")[0]))
-                if path in checked:
-                    continue
-                if not path.is_file():
-                    raise DataError(
-                        f"{path}: file not found ({key} of uri '{uri}', {subset} subset, declared in "
-                        f"{self.database_yml}). Add it or remove '{uri}' from {uri_list}."
-                    )
-                records = reader(path)
-                if key == "annotation" and "{uri}" in template and not any(t.uri == uri for t in records):
+                if path not in records:
+                    if not path.is_file():
+                        raise DataError(
+                            f"{path}: file not found ({key} of uri '{uri}', {subset} subset, declared in "
+                            f"{self.database_yml}). Add it or remove '{uri}' from {uri_list}."
+                        )
+                    records[path] = reader(path)
+                mine = [span for span in records[path] if span.uri == uri]
+                if "{uri}" in template:
+                    stray = next((span for span in records[path] if span.uri != uri), None)
+                    if stray is not None:
+                        raise DataError(
+                            f"{stray.where}: {stray.what} of uri '{stray.uri}', but this file is the {_KIND[key]} of "
+                            f"uri '{uri}' ({subset} subset, '{template}' in {self.database_yml}), so pyannote would "
+                            f"ignore the line. Fix the uri on this line (was the file renamed?) or move the line to "
+                            f"the file of '{stray.uri}'."
+                        )
+                if key == "annotation" and not mine:
                     logger.warning("%s has no turn for uri '%s': the whole file counts as non-speech", path, uri)
-                checked.add(path)
+                if key == "annotated" and not mine:
+                    raise DataError(
+                        f"{path}: no UEM region for uri '{uri}' ({subset} subset), so none of its audio would be "
+                        f"used. Add a line '{uri} 1 <start> <end>' (e.g. the whole file: '{uri} 1 0.000 "
+                        f"<duration>') or remove '{uri}' from {uri_list}."
+                    )
+                spans.setdefault(uri, []).extend(mine)
+        return spans
 
     def _read_uris(self, uri_list: str, subset: str) -> list[str]:
         path = self._resolve(uri_list)
         if not path.is_file():
             raise DataError(f"{path}: uri list of the {subset} subset not found (declared in {self.database_yml}).")
-        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [line.strip() for line in read_text_lines(path, "uri list") if line.strip()]
 
-    def _audio_duration(self, file: Any, subset: str) -> float:
+    def _audio_info(self, file: Any, subset: str) -> AudioInfo:
         uri = file["uri"]
         try:
             path = Path(file["audio"])
@@ -117,14 +151,10 @@ class DiarizationCorpus:
                 f"Put {uri}.wav (or .flac) where 'Databases' in {self.database_yml} points, or remove "
                 f"'{uri}' from the {subset} list."
             ) from None
-        return audio_info(path).duration
+        return audio_info(path)
 
     def _subset_config(self) -> dict[str, dict[str, Any]]:
-        try:
-            config = yaml.safe_load(self.database_yml.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise DataError(f"{self.database_yml}: cannot read it: {error}") from None
-        declared = _protocols(config)
+        declared = _protocols(_load_database_yml(self.database_yml))
         if self.protocol_name not in declared:
             raise DataError(
                 f"{self.database_yml}: no SpeakerDiarization protocol '{self.protocol_name}' (expected the form "
@@ -139,6 +169,81 @@ class DiarizationCorpus:
         if candidate.is_absolute() or candidate.is_file():
             return candidate
         return self.database_yml.parent / candidate
+
+
+_KIND = {"annotation": "RTTM file", "annotated": "UEM file"}
+#: how far past the end of its audio a UEM region may reach (rounding; tuner pads waveforms a little more)
+_UEM_TOLERANCE = 0.01
+
+
+@dataclass(frozen=True)
+class _Span:
+    """A turn (RTTM) or an evaluated region (UEM) read from ``path``:``line``, to check against its audio."""
+
+    kind: str  # "annotation" (RTTM turn) or "annotated" (UEM region)
+    path: Path
+    line: int | None
+    uri: str
+    start: float
+    end: float
+
+    @property
+    def where(self) -> str:
+        return f"{self.path}:{self.line}" if self.line is not None else str(self.path)
+
+    @property
+    def what(self) -> str:
+        return "RTTM turn" if self.kind == "annotation" else "UEM region"
+
+    def check_within(self, audio: AudioInfo) -> None:
+        """A UEM region must end within the audio (pyannote crops training chunks from it); an RTTM turn
+        must start within it."""
+        limit = audio.duration + (_UEM_TOLERANCE if self.kind == "annotated" else 0.0)
+        outside = self.end > limit if self.kind == "annotated" else self.start >= audio.duration
+        if outside:
+            edge = "ends" if self.kind == "annotated" else "starts"
+            at = self.end if self.kind == "annotated" else self.start
+            raise DataError(
+                f"{self.where}: {self.what} {self.start:.3f}-{self.end:.3f} s of uri '{self.uri}' {edge} at "
+                f"{at:.3f} s, after the end of its audio ({audio.path} lasts {audio.duration:.3f} s). Fix the times "
+                f"on this line (a UEM region may end at {audio.duration:.3f} s at most), or check that the audio "
+                "file is the complete recording."
+            )
+
+
+def _rttm_spans(path: Path) -> list[_Span]:
+    return [_Span("annotation", path, t.line, t.uri, t.start, t.end) for t in read_rttm(path)]
+
+
+def _uem_spans(path: Path) -> list[_Span]:
+    return [_Span("annotated", path, line, uri, start, end) for line, uri, start, end in read_uem_records(path)]
+
+
+def _warn_sample_rates(off_rate: dict[int, list[Path]], sample_rate: int) -> None:
+    """One warning for the files whose rate is not the model's (pyannote resamples them on the fly)."""
+    count = sum(len(paths) for paths in off_rate.values())
+    examples = ", ".join(f"{paths[0]} ({rate} Hz)" for rate, paths in sorted(off_rate.items()))
+    lower = min(off_rate) < sample_rate
+    logger.warning(
+        "%d audio file(s) are not at the model's %d Hz, e.g. %s: pyannote resamples every training chunk of "
+        "them, which slows training%s. Resample the corpus once, e.g. `sox in.wav -r %d out.wav`.",
+        count, sample_rate, examples,
+        " (and upsampled audio lacks the high frequencies the model was built for)" if lower else "",
+        sample_rate,
+    )
+
+
+def _load_database_yml(path: Path) -> dict[str, Any]:
+    """The content of a pyannote.database ``database.yml``; syntax errors name ``path:line``."""
+    with reading(path, "database.yml"):
+        text = path.read_text(encoding="utf-8")
+    config = parse_yaml(text, path, DataError) or {}
+    if not isinstance(config, dict):
+        raise DataError(
+            f"{path}: a database.yml is a mapping with 'Databases' and 'Protocols' keys, got {type(config).__name__}; "
+            "see pyannote.database's documentation or the demo corpus's database.yml."
+        )
+    return config
 
 
 def _protocols(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -209,11 +314,7 @@ def resolve_diarization_corpus(data: str | Path | None, workdir: str | Path = "s
 
 
 def _single_protocol(database_yml: Path) -> str:
-    try:
-        config = yaml.safe_load(database_yml.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise DataError(f"{database_yml}: invalid YAML: {error}") from None
-    names = list(_protocols(config))
+    names = list(_protocols(_load_database_yml(database_yml)))
     if len(names) != 1:
         found = ", ".join(names) or "none"
         raise DataError(

@@ -50,6 +50,7 @@ _LOGGED = {
     "loss/val": "loss/val",
 }
 _BLOCKS = ("sincnet", "lstm", "linear")
+_SCRATCH_SAMPLE_RATE = 16000  # PyanNet's default, used when no --pretrained model is given
 
 
 class _SoundfileSpeakerDiarization(SpeakerDiarization):
@@ -92,27 +93,30 @@ class PyannoteSegmentation(Objective):
     def setup(self) -> None:
         if getattr(self, "_corpus", None) is not None:
             return
-        self._corpus: DiarizationCorpus = resolve_diarization_corpus(self.data, self.workdir)
-        self.resolved_data = str(self._corpus)
-        self.data_summary = self._corpus.validate()
-        self._protocol = self._corpus.protocol()
-        self._waveforms = WaveformCache(pad_samples=256)
+        corpus = resolve_diarization_corpus(self.data, self.workdir)
         self._task_options = dict(self._SCRATCH_TASK)
         self._num_blocks = len(_BLOCKS)
+        sample_rate = _SCRATCH_SAMPLE_RATE
         if self.pretrained is not None:
             pretrained = load_pretrained_segmentation(self.pretrained)
             self._num_blocks = sum(isinstance(getattr(pretrained, n, None), torch.nn.Module) for n in _BLOCKS)
+            sample_rate = int(pretrained.audio.sample_rate or _SCRATCH_SAMPLE_RATE)
             specifications = pretrained.specifications
             self._task_options = {
                 "duration": float(specifications.duration),
                 "max_speakers_per_chunk": len(specifications.classes),
                 "max_speakers_per_frame": specifications.powerset_max_classes or 2,
             }
+        self.resolved_data = str(corpus)
+        self.data_summary = corpus.validate(sample_rate=sample_rate)  # files at another rate: a warning
+        self._protocol = corpus.protocol()
+        self._waveforms = WaveformCache(pad_samples=256)
         for key in self._task_options:
             if self.options[key] is not None:
                 self._task_options[key] = self.options[key]
         cache_dir = Path(tempfile.mkdtemp(prefix="tuner-pyannote-"))
         self._task_cache = cache_dir / "prepared.npz"  # pyannote's prepared (meta)data, shared by trials
+        self._corpus: DiarizationCorpus = corpus  # last: setup() is done once this is set
 
     def build(self, config: TrialConfig, seed: int) -> FitInputs:
         self.setup()
