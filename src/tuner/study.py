@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,6 +107,10 @@ def load_study_file(path: str | Path) -> StudySpec:
         raise ConfigError(f"{path}:{error.lineno}: syntax error: {error.msg}.") from None
     except Exception as error:
         line = _line_in(error, path)
+        explained = _spec_call_error(error, path)
+        if explained is not None:
+            message, keyword_line = explained
+            raise ConfigError(f"{path}:{keyword_line}: {message}" if keyword_line else f"{path}{line}: {message}") from None
         raise ConfigError(f"{path}{line}: {type(error).__name__}: {error}") from None
     finally:
         sys.modules.pop(module_name, None)
@@ -116,6 +121,32 @@ def load_study_file(path: str | Path) -> StudySpec:
             "See studies/pyannote_optim.py for the shape of a study file."
         )
     return study
+
+
+def _spec_call_error(error: Exception, path: Path) -> tuple[str, int | None] | None:
+    """``(message, line)`` for a ``StudySpec(...)`` call that raised ``error`` (a misspelled or missing
+    keyword), listing the keywords it takes; ``line`` is that of a misspelled keyword when the file shows
+    it. None for any other error."""
+    text = str(error)
+    if not isinstance(error, TypeError) or not text.startswith("StudySpec.__init__()"):
+        return None
+    from tuner.search_space import _did_you_mean
+
+    names = [f.name for f in fields(StudySpec)]
+    unknown = re.search(r"unexpected keyword argument '(\w+)'", text)
+    if unknown:
+        keyword = unknown.group(1)
+        pattern = re.compile(rf"\b{re.escape(keyword)}\s*=")
+        lines = path.read_text(encoding="utf-8").splitlines()
+        line = next((number for number, content in enumerate(lines, start=1) if pattern.search(content)), None)
+        return (
+            f"StudySpec has no keyword '{keyword}'{_did_you_mean(keyword, names)}. Its keywords: {', '.join(names)}.",
+            line,
+        )
+    missing = re.search(r"missing \d+ required positional arguments?: (.+)$", text)
+    if missing:
+        return f"StudySpec needs {missing.group(1)}; every study gives its name, objective and search_space.", None
+    return f"{text}. StudySpec's keywords: {', '.join(names)}.", None
 
 
 def _line_in(error: BaseException, path: Path) -> str:
