@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -39,18 +40,50 @@ def corpus_copy(demo_corpus: Path, tmp_path: Path) -> Path:
     return target
 
 
-def _sqlite(tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    """One throwaway PostgreSQL server on 127.0.0.1 for the whole session (``tuner.testing.postgres``).
+
+    Without Debian's postgresql the tests that use it fail, saying how to install it; set
+    ``TUNER_TESTS_WITHOUT_POSTGRES=1`` to skip them instead.
+    """
+    from tuner.testing.postgres import LocalPostgres, PostgresUnavailable
+
+    server = LocalPostgres()
+    try:
+        server.start()
+    except PostgresUnavailable as error:
+        if os.environ.get("TUNER_TESTS_WITHOUT_POSTGRES") == "1":
+            pytest.skip(f"TUNER_TESTS_WITHOUT_POSTGRES=1: {error}")
+        raise
+    try:
+        yield server
+    finally:  # whether the session passed or not
+        server.stop()
+
+
+def _sqlite(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
     yield f"sqlite:///{tmp_path / 'tuner.db'}"
 
 
-#: Storage backends every store test runs against (PostgreSQL joins when a server is available).
-STORAGE_BACKENDS: dict[str, Callable[[Path], Iterator[str]]] = {"sqlite": _sqlite}
+def _postgresql(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    server = request.getfixturevalue("postgres_server")  # started by the first test that needs it
+    name = f"store_{uuid.uuid4().hex[:12]}"
+    yield server.new_database(name)
+    server.drop_database(name)
+
+
+#: Storage backends every store test runs against: each yields a fresh, empty store URL.
+STORAGE_BACKENDS: dict[str, Callable[[Path, pytest.FixtureRequest], Iterator[str]]] = {
+    "sqlite": _sqlite,
+    "postgresql": _postgresql,
+}
 
 
 @pytest.fixture(params=sorted(STORAGE_BACKENDS))
 def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty store URL, once per backend (as Optuna's StorageSupplier does)."""
-    yield from STORAGE_BACKENDS[request.param](tmp_path)
+    yield from STORAGE_BACKENDS[request.param](tmp_path, request)
 
 
 @pytest.fixture

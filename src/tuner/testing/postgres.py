@@ -40,6 +40,7 @@ __all__ = ["LocalPostgres", "PostgresUnavailable", "find_bindir"]
 logger = logging.getLogger(__name__)
 
 _INSTALL_HINT = "Install Debian's PostgreSQL server: `apt-get install postgresql` (`make test` does it)."
+_TOOLS = ("initdb", "pg_ctl", "postgres")
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 #: Settings for a fast, disposable server (appended to its postgresql.conf).
 _SETTINGS = {
@@ -59,9 +60,13 @@ class PostgresUnavailable(RuntimeError):
 
 
 def find_bindir() -> Path:
-    """The folder of ``initdb``/``pg_ctl``: ``pg_config --bindir``, else the newest
-    ``/usr/lib/postgresql/*/bin``, else ``initdb`` on PATH; :class:`PostgresUnavailable` if none has them."""
+    """The folder of ``initdb``/``pg_ctl``: ``$TUNER_POSTGRES_BINDIR`` if set (then only there), else
+    ``pg_config --bindir``, else the newest ``/usr/lib/postgresql/*/bin``, else ``initdb`` on PATH;
+    :class:`PostgresUnavailable` if none has them."""
     candidates: list[Path] = []
+    chosen = os.environ.get("TUNER_POSTGRES_BINDIR")
+    if chosen:
+        return _check_bindir(Path(chosen), "$TUNER_POSTGRES_BINDIR")
     if shutil.which("pg_config"):
         try:
             out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, timeout=30, check=True)
@@ -74,13 +79,20 @@ def find_bindir() -> Path:
     if on_path:
         candidates.append(Path(on_path).resolve().parent)
     for bindir in candidates:
-        if all((bindir / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres")):
+        if all((bindir / tool).is_file() for tool in _TOOLS):
             return bindir
     looked = ", ".join(str(c) for c in candidates) or "nothing"
     raise PostgresUnavailable(
-        f"PostgreSQL server binaries (initdb, pg_ctl, postgres) not found (pg_config --bindir, "
+        f"PostgreSQL server binaries ({', '.join(_TOOLS)}) not found (pg_config --bindir, "
         f"/usr/lib/postgresql/*/bin and PATH; looked in: {looked}). {_INSTALL_HINT}"
     )
+
+
+def _check_bindir(bindir: Path, source: str) -> Path:
+    missing = [tool for tool in _TOOLS if not (bindir / tool).is_file()]
+    if missing:
+        raise PostgresUnavailable(f"{source} = {bindir} lacks {', '.join(missing)}. {_INSTALL_HINT}")
+    return bindir
 
 
 def _version_key(name: str) -> tuple[int, ...]:
@@ -130,7 +142,7 @@ class LocalPostgres:
         if self.root is not None:
             raise RuntimeError("this LocalPostgres is already running; use one per `with` block")
         started = time.perf_counter()
-        bindir = self.bindir or find_bindir()
+        bindir = self.bindir = _check_bindir(self.bindir, "bindir") if self.bindir else find_bindir()
         owner = self._owner()
         self.root = Path(tempfile.mkdtemp(prefix="tuner-pg-"))
         atexit.register(self.stop)  # a session that dies without unwinding still removes the cluster
@@ -163,8 +175,8 @@ class LocalPostgres:
             return
         data = root / "data"
         if (data / "postmaster.pid").exists():
-            bindir = self.bindir or find_bindir()
-            result = self._run([str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"], check=False, cwd=root)
+            assert self.bindir is not None  # set by start()
+            result = self._run([str(self.bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"], check=False, cwd=root)
             if result.returncode != 0:
                 logger.warning("pg_ctl stop failed (%s): %s", result.returncode, (result.stderr or result.stdout).strip())
         shutil.rmtree(root, ignore_errors=True)
