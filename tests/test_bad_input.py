@@ -15,6 +15,8 @@ from tuner.data.diarization import DiarizationCorpus, resolve_diarization_corpus
 from tuner.errors import ConfigError, DataError, TunerError
 from tuner.study import StudySpec, load_study_file
 
+pytestmark = pytest.mark.bad_input
+
 TRAIN_URI = "demo_train_001"
 PROTOCOL = "Demo.SpeakerDiarization.Default"
 

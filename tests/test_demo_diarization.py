@@ -213,6 +213,7 @@ def test_read_rttm_accepts_blank_lines_and_other_types(tmp_path: Path) -> None:
     assert read_rttm(path)[0].end == pytest.approx(7.12)
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     ("line", "reason"),
     [
@@ -237,6 +238,7 @@ def test_read_rttm_rejects_malformed_lines(tmp_path: Path, line: str, reason: st
     assert reason in message and "fix or delete this line" in message
 
 
+@pytest.mark.bad_input
 def test_read_missing_files(tmp_path: Path) -> None:
     for reader in (read_rttm, read_uem):
         with pytest.raises(DataError, match="not found") as info:
@@ -244,6 +246,7 @@ def test_read_missing_files(tmp_path: Path) -> None:
         assert str(tmp_path / "missing.txt") in str(info.value)
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     ("line", "reason"),
     [

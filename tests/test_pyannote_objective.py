@@ -69,6 +69,7 @@ def test_zero_unfrozen_layers_trains_only_the_head(make_spec):
     assert result.info["trainable_parameters"] == sum(p.numel() for n, p in module.named_parameters() if n.startswith("classifier"))
 
 
+@pytest.mark.bad_input
 def test_too_many_unfrozen_layers_is_a_clear_error(make_spec):
     from tuner.errors import ConfigError
 
@@ -102,6 +103,7 @@ def test_pretrained_round_trip(make_spec, tmp_path: Path, layout: str):
     assert model.task.duration == trained.specifications.duration
 
 
+@pytest.mark.bad_input
 def test_pretrained_missing_path_is_a_clear_error(make_spec, tmp_path: Path):
     from tuner.errors import ConfigError
 

@@ -139,12 +139,14 @@ def test_config_from_fills_defaults_and_fixed_values() -> None:
 
 # ------------------------------------------------------------------------------ errors
 
+@pytest.mark.bad_input
 def test_unknown_key_suggests_the_right_one(tmp_path: Path) -> None:
     message = _load_error(tmp_path, "optimiser: Adam\n")
     assert "'optimiser'" in message
     assert "did you mean 'optimizer'" in message
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("text", ["optimizer: {choices: [Adam, SGD]}\n", "optimizer: SGD\n"])
 def test_unknown_optimizer_is_rejected_and_the_allowed_ones_listed(tmp_path: Path, text: str) -> None:
     message = _load_error(tmp_path, text)
@@ -153,6 +155,7 @@ def test_unknown_optimizer_is_rejected_and_the_allowed_ones_listed(tmp_path: Pat
     assert "Adam, AdamW, RAdam, NAdam" in message
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("text", ["optimizer: {choices: [adamw]}\n", "optimizer: ADAMW\n"])
 def test_wrong_case_optimizer_suggests_the_right_spelling(tmp_path: Path, text: str) -> None:
     message = _load_error(tmp_path, text)
@@ -160,39 +163,46 @@ def test_wrong_case_optimizer_suggests_the_right_spelling(tmp_path: Path, text: 
     assert "did you mean 'AdamW'" in message
 
 
+@pytest.mark.bad_input
 def test_wrong_case_optimizer_is_rejected(tmp_path: Path) -> None:
     message = _load_error(tmp_path, "optimizer: {choices: [adamw]}\n")
     assert "key 'optimizer'" in message and "'adamw'" in message
 
 
+@pytest.mark.bad_input
 def test_wrong_type_is_rejected(tmp_path: Path) -> None:
     message = _load_error(tmp_path, "batch_size: big\n")
     assert "key 'batch_size'" in message
     assert "expected int" in message and "'big'" in message
 
 
+@pytest.mark.bad_input
 def test_float_is_not_an_int(tmp_path: Path) -> None:
     message = _load_error(tmp_path, "batch_size: {choices: [16, 32.5]}\n")
     assert "key 'batch_size'" in message and "expected int" in message
 
 
+@pytest.mark.bad_input
 def test_bool_is_not_a_number(tmp_path: Path) -> None:
     message = _load_error(tmp_path, "lr: true\n")
     assert "key 'lr'" in message and "expected float" in message
 
 
+@pytest.mark.bad_input
 def test_plain_list_is_ambiguous(tmp_path: Path) -> None:
     message = _load_error(tmp_path, "lr: [1, 2]\n")
     assert "key 'lr'" in message
     assert "choices" in message
 
 
+@pytest.mark.bad_input
 def test_low_above_high(tmp_path: Path) -> None:
     message = _load_error(tmp_path, "lr: {low: 0.1, high: 0.01}\n")
     assert "key 'lr'" in message
     assert "greater than 'high'" in message
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     ("text", "key"),
     [
@@ -206,37 +216,44 @@ def test_log_range_needs_a_positive_low(tmp_path: Path, text: str, key: str) -> 
     assert "log-scale range needs 'low' > 0" in message
 
 
+@pytest.mark.bad_input
 def test_non_positive_bound_of_a_positive_parameter(tmp_path: Path) -> None:
     message = _load_error(tmp_path, "lr: {low: 0, high: 0.01, log: true}\n")
     assert "key 'lr'" in message and "must be > 0" in message
 
 
+@pytest.mark.bad_input
 def test_unknown_field_in_a_range(tmp_path: Path) -> None:
     message = _load_error(tmp_path, "lr: {low: 0.001, hgh: 0.01}\n")
     assert "key 'lr'" in message
     assert "'hgh'" in message and "did you mean 'high'" in message
 
 
+@pytest.mark.bad_input
 def test_range_missing_a_bound(tmp_path: Path) -> None:
     message = _load_error(tmp_path, "lr: {low: 0.001}\n")
     assert "key 'lr'" in message and "'low' and 'high'" in message
 
 
+@pytest.mark.bad_input
 def test_range_on_a_string_parameter(tmp_path: Path) -> None:
     message = _load_error(tmp_path, "optimizer: {low: 1, high: 2}\n")
     assert "key 'optimizer'" in message and "choices" in message
 
 
+@pytest.mark.bad_input
 def test_step_with_log(tmp_path: Path) -> None:
     message = _load_error(tmp_path, "lr: {low: 0.001, high: 0.01, log: true, step: 0.001}\n")
     assert "key 'lr'" in message and "'step'" in message
 
 
+@pytest.mark.bad_input
 def test_choices_combined_with_a_range(tmp_path: Path) -> None:
     message = _load_error(tmp_path, "batch_size: {choices: [16], low: 8}\n")
     assert "key 'batch_size'" in message and "cannot be combined" in message
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("text", ["batch_size: {choices: []}\n", "batch_size: {choices: 16}\n"])
 def test_empty_or_non_list_choices(tmp_path: Path, text: str) -> None:
     message = _load_error(tmp_path, text)
@@ -244,6 +261,7 @@ def test_empty_or_non_list_choices(tmp_path: Path, text: str) -> None:
     assert "non-empty list" in message
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("text", ["batch_size: {choices: [16, 32, 16]}\n", "lr: {choices: [1.0e-3, 0.001]}\n"])
 def test_duplicated_choices(tmp_path: Path, text: str) -> None:
     message = _load_error(tmp_path, text)
@@ -251,12 +269,14 @@ def test_duplicated_choices(tmp_path: Path, text: str) -> None:
     assert "key '" in message
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("text", ["- lr\n- batch_size\n", "just a string\n", "42\n"])
 def test_document_that_is_not_a_mapping(tmp_path: Path, text: str) -> None:
     message = _load_error(tmp_path, text)
     assert "must be a mapping" in message
 
 
+@pytest.mark.bad_input
 def test_invalid_yaml_names_file_and_line(tmp_path: Path) -> None:
     path = _write(tmp_path, "optimizer: Adam\nlr: 0.1\n  batch_size: 3\n")
     with pytest.raises(ConfigError) as info:
@@ -265,6 +285,7 @@ def test_invalid_yaml_names_file_and_line(tmp_path: Path) -> None:
     assert message.startswith(f"{path}:3: invalid YAML")
 
 
+@pytest.mark.bad_input
 def test_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "nope" / "space.yaml"
     with pytest.raises(ConfigError) as info:
@@ -273,6 +294,7 @@ def test_missing_file(tmp_path: Path) -> None:
     assert "not found" in str(info.value)
 
 
+@pytest.mark.bad_input
 def test_a_directory_is_not_a_search_space_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         SearchSpace.from_yaml(tmp_path)
@@ -294,6 +316,7 @@ def test_with_fixed_pins_a_searched_parameter() -> None:
     assert "lr" in trial.params
 
 
+@pytest.mark.bad_input
 def test_with_fixed_coerces_and_validates_values() -> None:
     space = SearchSpace.from_yaml(SHIPPED)
     assert space.with_fixed({"lr": 1}).fixed["lr"] == 1.0
@@ -302,6 +325,7 @@ def test_with_fixed_coerces_and_validates_values() -> None:
     assert "study 'x'" in str(info.value) and "'batch_size'" in str(info.value)
 
 
+@pytest.mark.bad_input
 def test_with_fixed_rejects_an_unknown_name() -> None:
     space = SearchSpace.from_yaml(SHIPPED)
     with pytest.raises(ConfigError) as info:
@@ -328,11 +352,13 @@ def test_scientific_notation_without_a_dot_is_a_float(tmp_path: Path, text: str)
     assert isinstance(config.lr, float) and 1e-4 <= config.lr <= 1e-2
 
 
+@pytest.mark.bad_input
 def test_non_numeric_string_is_still_rejected(tmp_path: Path) -> None:
     message = _load_error(tmp_path, "lr: 1e-4x\n")
     assert "key 'lr'" in message and "expected float" in message
 
 
+@pytest.mark.bad_input
 def test_non_finite_number_is_rejected(tmp_path: Path) -> None:
     message = _load_error(tmp_path, "weight_decay: .inf\n")
     assert "key 'weight_decay'" in message and "finite" in message
@@ -366,12 +392,14 @@ def test_extra_parameter_default_and_fixed_value(tmp_path: Path) -> None:
     assert space.config_from({}).extra["margin"] == 0.3
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("text", ["margin: -0.1\n", "margin: 0\n", "margin: {low: 0, high: 0.5}\n", "margin: wide\n"])
 def test_extra_parameter_is_validated(tmp_path: Path, text: str) -> None:
     message = _load_error(tmp_path, text, extra=MARGIN)
     assert "key 'margin'" in message
 
 
+@pytest.mark.bad_input
 def test_extra_parameter_is_unknown_without_the_objective(tmp_path: Path) -> None:
     message = _load_error(tmp_path, "margin: 0.3\n")
     assert "unknown key 'margin'" in message

@@ -180,6 +180,7 @@ def test_hand_made_speechbrain_csv_with_format_columns(tmp_path: Path, tiny: Pat
                                                             "hours": 1600 / 8000 / 3600}
 
 
+@pytest.mark.bad_input
 def test_root_overrides_the_csv_folder(tmp_path: Path, tiny: Path) -> None:
     elsewhere = tmp_path / "lists" / "m.csv"
     elsewhere.parent.mkdir()
@@ -189,6 +190,7 @@ def test_root_overrides_the_csv_folder(tmp_path: Path, tiny: Path) -> None:
     assert len(read_mixture_csv(elsewhere, root=tiny.parent)) == 2
 
 
+@pytest.mark.bad_input
 def test_unknown_header(tiny: Path) -> None:
     tiny.write_text("mixture_ID,source_1_path,source_1_gain,source_2_path,source_2_gain\nx,a,1,b,1\n")
     with pytest.raises(DataError) as error:
@@ -198,6 +200,7 @@ def test_unknown_header(tiny: Path) -> None:
     assert "ID,duration,mix_wav,s1_wav,s2_wav" in message and "mixing-parameters" in message
 
 
+@pytest.mark.bad_input
 def test_missing_source_file(tiny: Path) -> None:
     (tiny.parent / "s2" / "c_d.wav").unlink()
     with pytest.raises(DataError) as error:
@@ -207,6 +210,7 @@ def test_missing_source_file(tiny: Path) -> None:
     assert str(tiny.parent / "s2" / "c_d.wav") in message
 
 
+@pytest.mark.bad_input
 def test_lengths_that_disagree(tiny: Path) -> None:
     _wav(tiny.parent / "s1" / "c_d.wav", 700)
     with pytest.raises(DataError) as error:
@@ -219,6 +223,7 @@ def test_lengths_that_disagree(tiny: Path) -> None:
         check_mixtures(read_mixture_csv(tiny), tiny)
 
 
+@pytest.mark.bad_input
 def test_unsupported_sample_rate(tiny: Path) -> None:
     _wav(tiny.parent / "noise" / "a_b.wav", 800, sample_rate=22050)
     with pytest.raises(DataError) as error:
@@ -228,6 +233,7 @@ def test_unsupported_sample_rate(tiny: Path) -> None:
     assert "sox in.wav -r 8000 out.wav" in message
 
 
+@pytest.mark.bad_input
 def test_mixed_sample_rates_and_stereo(tiny: Path) -> None:
     for folder in ("mix", "s1", "s2", "noise"):
         _wav(tiny.parent / folder / "c_d.wav", 800, sample_rate=16000)
@@ -238,6 +244,7 @@ def test_mixed_sample_rates_and_stereo(tiny: Path) -> None:
         check_mixtures(read_mixture_csv(tiny), tiny)
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("length", ["abc", "12.5", "0", ""])
 def test_non_numeric_length(tiny: Path, length: str) -> None:
     tiny.write_text(LIBRIMIX + f"a_b,mix/a_b.wav,s1/a_b.wav,s2/a_b.wav,noise/a_b.wav,{length}\n")
@@ -246,6 +253,7 @@ def test_non_numeric_length(tiny: Path, length: str) -> None:
         read_mixture_csv(tiny)
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("text", ["", "\n\n", LIBRIMIX])
 def test_empty_csv(tiny: Path, text: str) -> None:
     tiny.write_text(text)
@@ -253,6 +261,7 @@ def test_empty_csv(tiny: Path, text: str) -> None:
         read_mixture_csv(tiny)
 
 
+@pytest.mark.bad_input
 def test_malformed_rows(tiny: Path) -> None:
     lines = tiny.read_text().splitlines(keepends=True)
     tiny.write_text(lines[0] + lines[1] + "\n" + "c_d,mix/c_d.wav,s1/c_d.wav\n")
@@ -265,6 +274,7 @@ def test_malformed_rows(tiny: Path) -> None:
         read_mixture_csv(tiny.parent / "nope.csv")
 
 
+@pytest.mark.bad_input
 def test_inconsistent_number_of_sources(tmp_path: Path, tiny: Path) -> None:
     _wav(tiny.parent / "s3" / "a_b.wav", 800)
     header = "mixture_ID,mixture_path,source_1_path,source_2_path,source_3_path,length\n"

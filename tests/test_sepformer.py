@@ -107,11 +107,13 @@ def test_pretrained_round_trip_through_a_speechbrain_folder(sep_spec, tmp_path):
         assert torch.equal(tensor, loaded[name]), name
 
 
+@pytest.mark.bad_input
 def test_pretrained_folder_errors(sep_spec, tmp_path):
     with pytest.raises(ConfigError, match="no hyperparams.yaml"):
         prepare_objective(sep_spec(pretrained=str(tmp_path)))
 
 
+@pytest.mark.bad_input
 def test_csv_row_naming_a_missing_file(sep_spec, sep_corpus, tmp_path):
     corpus = tmp_path / "corpus"
     shutil.copytree(sep_corpus, corpus)

@@ -118,6 +118,7 @@ def _broken(tmp_path, path, change) -> Path:
     return broken
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
@@ -139,6 +140,7 @@ def test_broken_export_names_the_file_and_key(exported, tmp_path, change, expect
     assert not (tmp_path / "out" / "final.ckpt").exists()
 
 
+@pytest.mark.bad_input
 def test_unreadable_exports(tmp_path):
     with pytest.raises(ConfigError, match=r"export file not found: .*nothing.yaml"):
         load_export(tmp_path / "nothing.yaml")
@@ -151,6 +153,7 @@ def test_unreadable_exports(tmp_path):
         load_export(bad)
 
 
+@pytest.mark.bad_input
 def test_cli_broken_export_is_one_line_with_status_2(tmp_path):
     bad = tmp_path / "best.yaml"
     bad.write_text("study: x\nobjective: pyannote_segmentation\n")

@@ -169,6 +169,7 @@ def test_scan_speakers_nested_uppercase_and_hidden_files(tiny: Path) -> None:
     ]
 
 
+@pytest.mark.bad_input
 def test_m4a_files_are_an_error_naming_the_file_and_ffmpeg(tiny: Path) -> None:
     for name in ("2.m4a", "3.m4a"):
         (tiny / "dev" / "a" / name).write_bytes(b"\x00\x00\x00\x20ftypM4A ")
@@ -182,6 +183,7 @@ def test_m4a_files_are_an_error_naming_the_file_and_ffmpeg(tiny: Path) -> None:
     assert len(scan_speakers(tiny, "dev")) == 6
 
 
+@pytest.mark.bad_input
 def test_missing_split_empty_split_and_single_speaker(tiny: Path) -> None:
     with pytest.raises(DataError, match="split folder not found") as info:
         scan_speakers(tiny, "train")
@@ -196,6 +198,7 @@ def test_missing_split_empty_split_and_single_speaker(tiny: Path) -> None:
         scan_speakers(tiny, "dev")
 
 
+@pytest.mark.bad_input
 def test_validate_audio_reports_bad_files(tiny: Path) -> None:
     bad = tiny / "dev" / "a" / "bad.wav"
     bad.write_bytes(b"not audio")
@@ -239,6 +242,7 @@ def test_read_trials_accepts_blank_lines_and_absolute_paths(tiny: Path, tmp_path
     assert trials[2].enroll == tiny / "dev" / "b" / "1.wav" and len(trials) == 3
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     ("line", "reason"),
     [
@@ -257,6 +261,7 @@ def test_read_trials_rejects_malformed_lines(tiny: Path, tmp_path: Path, line: s
     assert message.startswith(f"{path}:4: ") and reason in message
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(("line", "which"), [("0 dev/a/9.wav dev/b/0.wav", "first"), ("0 dev/a/0.wav dev/b/9.wav", "second")])
 def test_read_trials_names_missing_audio(tiny: Path, tmp_path: Path, line: str, which: str) -> None:
     path = _trial_file(tmp_path, line)
@@ -266,6 +271,7 @@ def test_read_trials_names_missing_audio(tiny: Path, tmp_path: Path, line: str, 
     assert str(info.value).startswith(f"{path}:4: audio file not found: {missing} ({which} path)")
 
 
+@pytest.mark.bad_input
 def test_read_trials_needs_targets_and_nontargets(tiny: Path, tmp_path: Path) -> None:
     only_targets = tmp_path / "targets.txt"
     only_targets.write_text("1 dev/a/0.wav dev/a/1.wav\n1 dev/b/0.wav dev/b/1.wav\n")

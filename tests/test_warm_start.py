@@ -43,6 +43,7 @@ def test_seed001_grid_loads_and_fits_its_study(monkeypatch):
     assert spec.n_trials > len(entries)  # the sampler gets trials of its own after the grid
 
 
+@pytest.mark.bad_input
 def test_seed001_grid_does_not_fit_the_demo_space():
     # the CPU demo space searches batch 16/32/64: the seed's batch 128 is refused, naming file, line, entry, key
     with pytest.raises(ConfigError) as error:
@@ -58,6 +59,7 @@ def _grid(tmp_path, text: str):
     return path
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     ("entry", "expected"),
     [
@@ -80,11 +82,13 @@ def test_bad_entry_names_file_line_entry_and_key(tmp_path, entry, expected):
         _entries(_spec(str(path), fixed={"batch_size": 8}))
 
 
+@pytest.mark.bad_input
 def test_bad_inline_entry_names_the_study(tmp_path):
     with pytest.raises(ConfigError, match=r"^study 'ws' warm_start: entry 1 of 1, key 'weight_decay': .* outside the searched range"):
         _entries(_spec([{"weight_decay": 1.0}]))
 
 
+@pytest.mark.bad_input
 def test_key_line_is_named_in_block_style(tmp_path):
     path = _grid(tmp_path, """\
         - name: ok
@@ -97,6 +101,7 @@ def test_key_line_is_named_in_block_style(tmp_path):
         _entries(_spec(str(path)))
 
 
+@pytest.mark.bad_input
 def test_conditional_parameter_must_apply():
     # an inline space: weight_decay is searched only for AdamW
     space = {
@@ -109,6 +114,7 @@ def test_conditional_parameter_must_apply():
         _entries(spec)
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize(
     ("content", "expected"),
     [("{optimizer: Adam}", r"a warm-start file is a list of configurations"), ("- [unclosed", r"invalid YAML")],
@@ -118,6 +124,7 @@ def test_bad_grid_file(tmp_path, content, expected):
         _entries(_spec(str(_grid(tmp_path, content))))
 
 
+@pytest.mark.bad_input
 def test_missing_grid_file_and_wrong_type(tmp_path):
     with pytest.raises(ConfigError, match=r"warm_start file not found: .*nowhere.yaml"):
         _entries(_spec(str(tmp_path / "nowhere.yaml")))
@@ -125,6 +132,7 @@ def test_missing_grid_file_and_wrong_type(tmp_path):
         _spec(42)
 
 
+@pytest.mark.bad_input
 def test_grid_is_checked_before_the_store_is_touched(make_spec, tmp_path):
     db = tmp_path / "never.db"
     with pytest.raises(ConfigError, match="key 'lr'"):

@@ -66,6 +66,7 @@ def test_pretrained_round_trip_in_s3prl_format(sv_spec, tmp_path):
     assert module.upstream.num_layers == 2  # the architecture comes from the checkpoint's cfg
 
 
+@pytest.mark.bad_input
 def test_pretrained_pickle_needs_trust(sv_spec, tmp_path):
     from tuner.models.wavlm import WavLMUpstream
 
@@ -78,6 +79,7 @@ def test_pretrained_pickle_needs_trust(sv_spec, tmp_path):
     assert objective.build(space.config_from({}), seed=0).module.upstream.num_layers == 3
 
 
+@pytest.mark.bad_input
 def test_pretrained_errors_name_the_file(sv_spec, tmp_path):
     with pytest.raises(ConfigError, match="not found: .*missing.pt"):
         prepare_objective(sv_spec(pretrained=str(tmp_path / "missing.pt")))
@@ -87,6 +89,7 @@ def test_pretrained_errors_name_the_file(sv_spec, tmp_path):
         prepare_objective(sv_spec(pretrained=str(other)))
 
 
+@pytest.mark.bad_input
 def test_trial_list_naming_a_missing_file(sv_spec, sv_corpus, tmp_path):
     corpus = tmp_path / "corpus"
     shutil.copytree(sv_corpus, corpus)
