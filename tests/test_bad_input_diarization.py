@@ -168,6 +168,7 @@ def test_rttm_turn_after_the_end_of_the_audio(corpus_copy: Path, tmp_path: Path)
     message = _data_error(corpus_copy, tmp_path)
     assert message.startswith(f"{rttm}:{line}: RTTM turn 75.000-77.500 s of uri 'demo_dev_000' starts at 75.000 s")
     assert f"{wav} lasts {_duration(wav):.3f} s" in message and "complete recording" in message
+    assert "UEM" not in message
 
 
 def test_rttm_turn_running_past_the_end_is_accepted(corpus_copy: Path, tmp_path: Path) -> None:

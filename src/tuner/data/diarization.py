@@ -198,16 +198,16 @@ class _Span:
     def check_within(self, audio: AudioInfo) -> None:
         """A UEM region must end within the audio (pyannote crops training chunks from it); an RTTM turn
         must start within it."""
-        limit = audio.duration + (_UEM_TOLERANCE if self.kind == "annotated" else 0.0)
-        outside = self.end > limit if self.kind == "annotated" else self.start >= audio.duration
+        if self.kind == "annotated":
+            outside, edge, at = self.end > audio.duration + _UEM_TOLERANCE, "ends", self.end
+            limit_hint = f" (a UEM region may end at {audio.duration:.3f} s at most)"
+        else:
+            outside, edge, at, limit_hint = self.start >= audio.duration, "starts", self.start, ""
         if outside:
-            edge = "ends" if self.kind == "annotated" else "starts"
-            at = self.end if self.kind == "annotated" else self.start
             raise DataError(
                 f"{self.where}: {self.what} {self.start:.3f}-{self.end:.3f} s of uri '{self.uri}' {edge} at "
                 f"{at:.3f} s, after the end of its audio ({audio.path} lasts {audio.duration:.3f} s). Fix the times "
-                f"on this line (a UEM region may end at {audio.duration:.3f} s at most), or check that the audio "
-                "file is the complete recording."
+                f"on this line{limit_hint}, or check that the audio file is the complete recording."
             )
 
 
