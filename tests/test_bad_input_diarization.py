@@ -199,6 +199,30 @@ def test_database_yml_that_is_a_list(corpus_copy: Path, tmp_path: Path) -> None:
     assert str(database_yml) in message and "'Databases' and 'Protocols' keys, got list" in message
 
 
+@pytest.mark.parametrize(
+    ("text", "key", "got"),
+    [
+        ("Protocols: [Demo]\n", "Protocols", "list"),
+        ("Protocols:\n  Demo:\n    SpeakerDiarization: [Default]\n", "Protocols.Demo.SpeakerDiarization", "list"),
+        ("Protocols:\n  Demo:\n    SpeakerDiarization:\n      Default:\n        train: train.txt\n",
+         "Protocols.Demo.SpeakerDiarization.Default.train", "str"),
+    ],
+)
+def test_database_yml_with_a_level_that_is_not_a_mapping(corpus_copy: Path, tmp_path: Path, text: str, key: str, got: str) -> None:
+    database_yml = corpus_copy / "database.yml"
+    database_yml.write_text(text)
+    message = _data_error(f"{database_yml}:Demo.SpeakerDiarization.Default", tmp_path)
+    assert message.startswith(f"{database_yml}: '{key}' must be a mapping, got {got}")
+    assert "Protocols > <Database> > SpeakerDiarization > <Protocol>" in message
+
+
+def test_uri_list_that_is_not_utf8(corpus_copy: Path, tmp_path: Path) -> None:
+    uris = corpus_copy / "dev.txt"
+    uris.write_bytes("demo_dev_000\ndemo_dév_001\n".encode("latin-1"))
+    message = _data_error(corpus_copy, tmp_path)
+    assert message.startswith(f"{uris}: uri list is not valid UTF-8") and "re-export it as UTF-8" in message
+
+
 # ------------------------------------------------------------------------------------------- the store
 
 def test_completed_trials_survive_a_corpus_that_breaks_before_a_resume(

@@ -154,7 +154,7 @@ class DiarizationCorpus:
         return audio_info(path)
 
     def _subset_config(self) -> dict[str, dict[str, Any]]:
-        declared = _protocols(_load_database_yml(self.database_yml))
+        declared = _protocols(_load_database_yml(self.database_yml), self.database_yml)
         if self.protocol_name not in declared:
             raise DataError(
                 f"{self.database_yml}: no SpeakerDiarization protocol '{self.protocol_name}' (expected the form "
@@ -246,12 +246,31 @@ def _load_database_yml(path: Path) -> dict[str, Any]:
     return config
 
 
-def _protocols(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """``{"Db.SpeakerDiarization.Name": {subset: entry}}`` declared in a database.yml's content."""
+def _protocols(config: dict[str, Any], path: Path) -> dict[str, dict[str, Any]]:
+    """``{"Db.SpeakerDiarization.Name": {subset: entry}}`` declared in the content of the database.yml
+    ``path``; a level that is not a mapping is a DataError naming its key."""
+
+    def mapping(value: Any, key: str) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise DataError(
+                f"{path}: '{key}' must be a mapping, got {type(value).__name__}. A protocol is declared as "
+                "Protocols > <Database> > SpeakerDiarization > <Protocol> > train|development|test > "
+                "uri|annotation|annotated (see the demo corpus's database.yml)."
+            )
+        return value
+
     out: dict[str, dict[str, Any]] = {}
-    for database, tasks in (config.get("Protocols") or {}).items():
-        for name, subsets in ((tasks or {}).get("SpeakerDiarization") or {}).items():
-            out[f"{database}.SpeakerDiarization.{name}"] = dict(subsets or {})
+    for database, tasks in mapping(config.get("Protocols"), "Protocols").items():
+        where = f"Protocols.{database}.SpeakerDiarization"
+        protocols = mapping(mapping(tasks, f"Protocols.{database}").get("SpeakerDiarization"), where)
+        for name, subsets in protocols.items():
+            subsets = mapping(subsets, f"{where}.{name}")
+            for subset, entry in subsets.items():
+                if subset in _SUBSETS:
+                    mapping(entry, f"{where}.{name}.{subset}")
+            out[f"{database}.SpeakerDiarization.{name}"] = dict(subsets)
     return out
 
 
@@ -314,7 +333,7 @@ def resolve_diarization_corpus(data: str | Path | None, workdir: str | Path = "s
 
 
 def _single_protocol(database_yml: Path) -> str:
-    names = list(_protocols(_load_database_yml(database_yml)))
+    names = list(_protocols(_load_database_yml(database_yml), database_yml))
     if len(names) != 1:
         found = ", ".join(names) or "none"
         raise DataError(
