@@ -86,6 +86,23 @@ def test_unknown_objective_in_a_study_file(tmp_path: Path, value: str, expected:
     assert f"unknown objective {value}" in str(info.value) and expected in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("objective", "key", "suggestion"),
+    [("pyannote_segmentation", "duraton", "duration"), ("wavlm_sv", "crop_secs", "crop_seconds"),
+     ("sepformer_separation", "train_cvs", "train_csv")],
+)
+def test_misspelled_objective_option(objective: str, key: str, suggestion: str) -> None:
+    """Options are checked when the objective is made, before any data is read."""
+    from tuner.runner import prepare_objective
+
+    study = StudySpec(name="x", objective=objective, search_space=SPACES[objective], data="/nonexistent", options={key: 1})
+    with pytest.raises(ConfigError) as info:
+        prepare_objective(study)
+    message = str(info.value)
+    assert message.startswith(f"unknown option(s) ['{key}'] for objective '{objective}' (did you mean '{suggestion}'?)")
+    assert "Known options: " in message and suggestion in message
+
+
 # ------------------------------------------------------------------------------------ search spaces
 
 @pytest.mark.parametrize(

@@ -216,7 +216,7 @@ def test_misspelled_option(sv_corpus: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         _objective(sv_corpus, tmp_path, dev_trial="trials/dev.txt")
     message = str(info.value)
-    assert "['dev_trial']" in message and "'wavlm_sv'" in message and "dev_trials" in message
+    assert "['dev_trial']" in message and "'wavlm_sv' (did you mean 'dev_trials'?)" in message
 
 
 def test_missing_corpus_folder(tmp_path: Path) -> None:

@@ -77,8 +77,11 @@ class Objective(abc.ABC):
         options = dict(options or {})
         unknown = set(options) - set(self.default_options)
         if unknown:
+            from tuner.search_space import _did_you_mean
+
+            first = sorted(unknown)[0]
             raise ConfigError(
-                f"unknown option(s) {sorted(unknown)} for objective '{self.name}'. "
+                f"unknown option(s) {sorted(unknown)} for objective '{self.name}'{_did_you_mean(first, self.default_options)}. "
                 f"Known options: {', '.join(sorted(self.default_options)) or 'none'}."
             )
         self.data = data
