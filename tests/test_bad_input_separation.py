@@ -207,6 +207,12 @@ def test_mixing_parameters_file_instead_of_the_mixture_list(sep_copy: Path, tmp_
     assert "mixture_<split>_mix_both.csv" in message
 
 
+def test_missing_corpus_folder(tmp_path: Path) -> None:
+    message = _setup_error(tmp_path / "Libri2Mix" / "wav8k" / "min", tmp_path)
+    assert message.startswith(f"sepformer_separation data not found: {tmp_path / 'Libri2Mix' / 'wav8k' / 'min'}")
+    assert "metadata/mixture_*_mix_both.csv" in message
+
+
 # ------------------------------------------------------------------------------------------- CLI
 
 @pytest.fixture
