@@ -13,4 +13,6 @@ if TYPE_CHECKING:
 def stderr_console() -> Console:
     from rich.console import Console
 
-    return Console(stderr=True)
+    console = Console(stderr=True)
+    # logs going to a file or a pipe (CI, a worker's log): long lines stay whole instead of 80 columns
+    return console if console.is_terminal else Console(stderr=True, width=200)

@@ -246,8 +246,8 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors are one clear line, not a traceback."""
     try:
         cli.main(args=argv, prog_name="tuner", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except click.exceptions.Abort:  # click's form of Ctrl-C
+        click.echo("interrupted", err=True)
         sys.exit(130)
     except click.ClickException as error:
         error.show()

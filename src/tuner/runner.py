@@ -129,6 +129,9 @@ def fit(
                 train_dataloaders=inputs.train_dataloaders,
                 val_dataloaders=inputs.val_dataloaders,
                 ckpt_path=str(resume_from) if resume_from is not None else None,
+                # tuner's own epoch checkpoint from the study's artifact folder (pyannote's hold its task
+                # specifications, which torch's weights-only loader refuses): trusted like the store itself
+                weights_only=False if resume_from is not None else None,
             )
         except SystemExit:
             if trainer.interrupted:  # Lightning answers Ctrl-C with a graceful shutdown, then sys.exit(1)
@@ -298,9 +301,11 @@ def run_study(
     from tuner.storage import open_artifact_store, resolve_artifact_dir, store_errors
     from tuner.training.progress import StudyProgress
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # tuner logs each epoch, trial and failure itself
     _silence_library_loggers()
     objective, space = prepare_objective(spec, workdir)
+    # tuner logs each epoch, trial and failure itself (after the objective's imports: importing
+    # pyannote.audio sets Optuna's verbosity to WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     device_settings(device)  # an unknown or absent device fails before the store is touched
     url = resolve_storage_url(storage)
     with store_errors(url, f"opening study '{spec.name}'"):
