@@ -11,7 +11,7 @@ from conftest import REPO, changed, fit_capturing
 
 from tuner import StudySpec, load_study_file, run_study
 from tuner.errors import ConfigError
-from tuner.objectives.synthetic import RegressionModule, RegressionMLP, make_problem
+from tuner.objectives.synthetic import RegressionMLP, RegressionModule, make_problem
 from tuner.runner import fit, prepare_objective
 from tuner.tables import epoch_rows
 

@@ -12,6 +12,7 @@ variance (predicting the mean scores an MSE of about 1; the noise floor is about
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -29,7 +30,7 @@ from tuner.objectives.base import FitInputs, Objective
 from tuner.search_space import TrialConfig
 from tuner.training.freeze import LayerStack
 
-__all__ = ["SyntheticRegression", "RegressionModule", "RegressionMLP", "make_problem"]
+__all__ = ["RegressionMLP", "RegressionModule", "SyntheticRegression", "make_problem"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class RegressionMLP(nn.Module):
     def __init__(self, n_features: int, hidden: Sequence[int]) -> None:
         super().__init__()
         sizes = [n_features, *hidden]
-        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(a, b), nn.ReLU()) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(a, b), nn.ReLU()) for a, b in itertools.pairwise(sizes))
         self.head = nn.Linear(sizes[-1], 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

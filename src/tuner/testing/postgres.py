@@ -32,6 +32,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from typing_extensions import Self
+
 if TYPE_CHECKING:
     import psycopg2.extensions
 
@@ -130,7 +132,7 @@ class LocalPostgres:
         self._reader_created = False
 
     # ------------------------------------------------------------------------------------------- lifecycle
-    def __enter__(self) -> LocalPostgres:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -181,6 +183,7 @@ class LocalPostgres:
                 logger.warning("pg_ctl stop failed (%s): %s", result.returncode, (result.stderr or result.stdout).strip())
         shutil.rmtree(root, ignore_errors=True)
         logger.info("PostgreSQL on port %s stopped and removed", self.port)
+        self.port, self._reader_created = None, False
 
     # ---------------------------------------------------------------------------------------------- URLs
     @property
@@ -251,7 +254,7 @@ class LocalPostgres:
     def _run(self, command: list[str], *, check: bool = True, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run a server command as the cluster's owner (``cwd`` must be readable by it)."""
         logger.debug("running %s", " ".join(command))
-        result = subprocess.run([*self._as_owner, *command], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+        result = subprocess.run([*self._as_owner, *command], capture_output=True, text=True, cwd=cwd, timeout=timeout, check=False)
         if check and result.returncode != 0:
             raise RuntimeError(
                 f"{Path(command[0]).name} failed with exit status {result.returncode}: "
