@@ -174,7 +174,7 @@ def test_four_workers_run_an_exact_budget_of_forty_trials(tmp_path: Path, postgr
     pool = Workers(tmp_path, postgres_url)
     study_file = _study_file(tmp_path, (
         f"name='w', objective='synthetic', search_space={str(REPO / 'search_spaces' / 'synthetic.yaml')!r}, "
-        "n_trials=40, max_epochs=2"
+        "n_trials=40, max_epochs=2, options={'n_train': 256, 'n_val': 64}"
     ))
     try:
         processes = [pool.start(study_file) for _ in range(4)]
