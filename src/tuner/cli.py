@@ -173,7 +173,8 @@ def report(study_names: tuple[str, ...], storage: str | None, out: Path, compare
 @storage_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port to listen on.")
-def dashboard(storage: str | None, host: str, port: int) -> None:
+@click.option("--artifacts", metavar="DIR", envvar="TUNER_ARTIFACTS", help="The trials' checkpoint folder, to list and download them (default: as `tuner run`).")
+def dashboard(storage: str | None, host: str, port: int, artifacts: str | None) -> None:
     """Serve optuna-dashboard on the store until Ctrl+C, and print its address.
 
     The dashboard shows every study, its trials and their intermediate values (the per-epoch metric),
@@ -186,7 +187,7 @@ def dashboard(storage: str | None, host: str, port: int) -> None:
     """
     from tuner.dashboard import serve
 
-    serve(storage, host, port, echo=click.echo)
+    serve(storage, host, port, echo=click.echo, artifacts=artifacts)
 
 
 @cli.command()

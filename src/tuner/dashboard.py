@@ -21,9 +21,16 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tuner.storage import mask_url, open_storage, resolve_storage_url, sqlite_path
+from tuner.storage import (
+    mask_url,
+    open_storage,
+    resolve_artifact_dir,
+    resolve_storage_url,
+    sqlite_path,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -66,9 +73,12 @@ def dashboard_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}/dashboard/"
 
 
-def serve(storage: str | None = None, host: str = "127.0.0.1", port: int = 8080, *, echo: Any = print) -> None:
+def serve(storage: str | None = None, host: str = "127.0.0.1", port: int = 8080, *, echo: Any = print,
+          artifacts: str | Path | None = None) -> None:
     """Serve optuna-dashboard on the store (``storage``, else ``$TUNER_STORAGE``, else the default
-    SQLite file) until interrupted. ``echo`` receives the one line saying where to look.
+    SQLite file) until interrupted. ``echo`` receives the one line saying where to look. The trials'
+    checkpoints in the artifact folder (``artifacts``, see :func:`tuner.storage.resolve_artifact_dir`)
+    are listed under each trial and can be downloaded.
 
     The app is optuna-dashboard's :func:`optuna_dashboard.wsgi`, served by a threaded wsgiref server as
     the stock ``optuna-dashboard`` command does. (``optuna_dashboard.run_server`` serves one request at a
@@ -86,7 +96,11 @@ def serve(storage: str | None = None, host: str = "127.0.0.1", port: int = 8080,
             f"no trial store at {sqlite_file} ({mask_url(url)}). Run a study first (tuner run STUDY_FILE) "
             "or pass the store with --storage URL / TUNER_STORAGE."
         )
-    app = optuna_dashboard.wsgi(open_storage(url, heartbeat=False))
+    import optuna
+
+    folder = resolve_artifact_dir(url, artifacts)
+    artifact_store = optuna.artifacts.FileSystemArtifactStore(folder) if folder.is_dir() else None
+    app = optuna_dashboard.wsgi(open_storage(url, heartbeat=False), artifact_store=artifact_store)
     try:
         server = _make_server(host, port, app)
     except OSError as error:  # port in use, address not local, ...

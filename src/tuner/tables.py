@@ -81,6 +81,8 @@ def study_rows(storage: Any) -> list[dict[str, Any]]:
 
     rows = []
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=True):
+        if "::lock:" in summary.study_name:  # a worker's momentary lock (tuner._queue.study_lock)
+            continue
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         states = [t.state for t in study.get_trials(deepcopy=False)]
         best = summary.best_trial
