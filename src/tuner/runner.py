@@ -353,7 +353,7 @@ def run_study(
     deadline = None if timeout is None else time.monotonic() + timeout
     queue = backend(study)
     queue.queue_only = True  # take only enqueued trials: the budget is exact
-    with StudyProgress(waiting) as display, _sigint_restored():
+    with StudyProgress(waiting) as display, _sigint_restored(), store_errors(url, f"running study '{spec.name}'"):
         worker.display = display
         try:
             while True:
@@ -514,20 +514,30 @@ class _Worker:
 
     def requeue_interrupted(self, error: BaseException) -> None:
         """After an interrupt or a study-stopping error in a trial: queue a retry that resumes it."""
-        import optuna
-
-        from tuner._queue import requeue
-
         trial, self.current = self.current, None
         if trial is None:
             return
+        try:
+            self._requeue(trial, error)
+        except Exception as failure:  # noqa: BLE001 - the store itself may be what failed
+            logger.warning(
+                "could not re-queue trial %d (%s: %s); its heartbeat has stopped, so the next worker retries it "
+                "after the grace period", trial.number, type(failure).__name__, failure,
+            )
+
+    def _requeue(self, trial: optuna.Trial, error: BaseException) -> None:
+        import optuna
+
+        from tuner._queue import requeue
+        from tuner.training.checkpoint import CHECKPOINT_ATTR
+
         frozen = self.study._storage.get_trial(trial._trial_id)
         if frozen.state != optuna.trial.TrialState.FAIL:
             return  # still running (its heartbeat stops; another worker retries it after the grace period)
         why = "interrupted" if isinstance(error, KeyboardInterrupt) else type(error).__name__
         retry = requeue(self.study, frozen, why)
         if retry is not None:
-            record = self.study._storage.get_trial_system_attrs(trial._trial_id).get("tuner:checkpoint")
+            record = self.study._storage.get_trial_system_attrs(trial._trial_id).get(CHECKPOINT_ATTR)
             after = f"after epoch {record['epoch'] + 1}" if record else "from its start (no epoch had finished)"
             logger.warning(
                 "trial %d %s: marked failed and re-queued as trial %d, which resumes %s. Run the same command "
