@@ -94,3 +94,23 @@ def test_a_lock_left_by_a_dead_worker_is_taken_over(storage_url, monkeypatch, ca
         pass
     assert "taking over the lock ws::lock:queue" in caplog.text
     assert [s.study_name for s in optuna.get_all_study_summaries(storage_url)] == ["ws"]  # released: gone
+
+
+def test_workers_opening_a_new_database_together_all_get_the_store(storage_url):
+    """Workers started together on an empty database race to create Optuna's tables: all must succeed."""
+    barrier = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            barrier.wait()
+            open_storage(storage_url, heartbeat=False)
+        except BaseException as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors

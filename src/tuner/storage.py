@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from tuner.errors import StorageError
 
@@ -18,6 +18,8 @@ __all__ = [
     "DEFAULT_STORAGE", "resolve_storage_url", "mask_url", "open_storage", "sqlite_path", "store_errors",
     "resolve_artifact_dir", "open_artifact_store", "heartbeat_settings",
 ]
+
+T = TypeVar("T")
 
 DEFAULT_STORAGE = "sqlite:///storage/tuner.db"
 #: Seconds between trial heartbeats, and after how long without one a running trial counts as dead
@@ -115,13 +117,32 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True) -> optuna.st
                     "grace_period": grace,
                     "heartbeat_stale_trial_callback": retry_callback(),
                 }
-            return QueueStorage(url, engine_kwargs=engine_kwargs, **options)
+            return _create_tables_once(lambda: QueueStorage(url, engine_kwargs=engine_kwargs, **options))
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, ImportError, ValueError, OSError) as error:
         raise StorageError(
             f"cannot open the trial store {mask_url(url)}: {_first_line(error)}. Check the URL "
             "(sqlite:///path/to.db, postgresql://user:password@host:5432/db), that the server is "
             "running and reachable, and that the database exists and is writable."
         ) from None
+
+
+def _create_tables_once(open_store: Callable[[], T]) -> T:
+    """``open_store()``, tried again when workers starting together on a new database race to create
+    Optuna's tables (the slower ``CREATE TABLE`` fails: "already exists", or a duplicate key on PostgreSQL)."""
+    import random
+    import time
+
+    import sqlalchemy.exc
+
+    for attempt in range(5):
+        try:
+            return open_store()
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError) as error:
+            raced = any(marker in str(error) for marker in ("already exists", "duplicate key", "UNIQUE constraint failed"))
+            if not raced or attempt == 4:
+                raise
+            time.sleep(random.uniform(0.2, 1.0))  # the other worker's tables are there by then
+    raise AssertionError("unreachable")
 
 
 def _first_line(error: BaseException) -> str:
