@@ -137,3 +137,11 @@ def test_a_read_only_store_refuses_trials_and_still_serves_reads(synthetic_spec,
         assert connection.execute("select count(*) from trials").fetchone() == (1,)
     main(["export", "fail", "--storage", read_only, "--out", str(tmp_path / "best.yaml")])
     assert yaml.safe_load((tmp_path / "best.yaml").read_text())["trial"] == done.number
+
+
+def test_a_misspelled_trainer_option_is_refused_before_the_store_is_touched(synthetic_spec, tmp_path):
+    from tuner.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"trainer option 'limit_train_batch' \(did you mean 'limit_train_batches'\?\)"):
+        _run(synthetic_spec(trainer={"limit_train_batch": 2}), f"sqlite:///{tmp_path / 'never.db'}", tmp_path)
+    assert not (tmp_path / "never.db").exists()

@@ -72,6 +72,7 @@ def _quiet_libraries() -> Iterator[None]:
 
 def prepare_objective(spec: StudySpec, workdir: str | Path = "storage") -> tuple[Objective, SearchSpace]:
     """The study's objective (data validated) and search space (validated), before the store is touched."""
+    _check_trainer_options(spec)
     objective_class = get_objective_class(spec.objective)
     space = spec.load_search_space(objective_class.params)  # the file (or inline dict) + the study's `fixed`
     load_warm_start(spec, space)  # warm-start entries are checked against the space before any work
@@ -79,6 +80,23 @@ def prepare_objective(spec: StudySpec, workdir: str | Path = "storage") -> tuple
     objective.setup()
     space.check_unfrozen_layers(objective.num_blocks(), model=f"the {objective.name} model")
     return objective, space
+
+
+def _check_trainer_options(spec: StudySpec) -> None:
+    """A misspelled ``trainer`` argument is an error before any trial, not a TypeError in the first one."""
+    import inspect
+
+    import lightning.pytorch as pl
+
+    from tuner.search_space import _did_you_mean
+
+    known = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
+    for key in spec.trainer:
+        if key not in known:
+            raise ConfigError(
+                f"study '{spec.name}': trainer option '{key}'{_did_you_mean(key, known)} is not an argument of "
+                "lightning.Trainer (https://lightning.ai/docs/pytorch/stable/common/trainer.html#trainer-class-api)."
+            )
 
 
 def fit(
