@@ -166,7 +166,7 @@ def test_dashboard_command_help_and_errors(tmp_path, monkeypatch, capsys):
             served["closed"] = True
 
     monkeypatch.setattr(dashboard, "open_storage", lambda url, heartbeat: ("storage", url))
-    monkeypatch.setattr("optuna_dashboard.wsgi", lambda storage: ("app", storage))
+    monkeypatch.setattr("optuna_dashboard.wsgi", lambda storage, artifact_store=None: ("app", storage))
     monkeypatch.setattr(dashboard, "_make_server", lambda host, port, app: served.update(host=host, port=port, app=app) or Server())
     main(["dashboard", "--storage", "postgresql://tuner:s3cret@db-host/tuner", "--port", "9999"])
     out = capsys.readouterr().out
