@@ -46,6 +46,7 @@ def _run(spec: StudySpec, url: str, tmp_path: Path, **kwargs: Any) -> list[optun
     return optuna.load_study(study_name=spec.name, storage=url).trials
 
 
+@pytest.mark.parametrize("storage_url", ["sqlite"], indirect=True)  # store-independent: one backend is enough
 def test_a_diverging_trial_fails_with_its_reason_and_the_study_goes_on(synthetic_spec, storage_url, tmp_path):
     spec = synthetic_spec(search_space=WIDE_LR_SPACE, warm_start=[{"lr": 1e-2}, {"lr": 1e7}, {"lr": 1e-3}])
     good, diverged, after = _run(spec, storage_url, tmp_path)
@@ -57,6 +58,7 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_study_goes_on(synthetic
     assert good.user_attrs["epochs_run"] == 2 and after.user_attrs["epochs_run"] == 2
 
 
+@pytest.mark.parametrize("storage_url", ["sqlite"], indirect=True)
 def test_out_of_memory_in_a_trial_is_recorded_and_the_next_trial_runs(synthetic_spec, storage_url, tmp_path, monkeypatch):
     from tuner.objectives.synthetic import RegressionModule
 

@@ -131,6 +131,7 @@ def _assert_resumed(original: optuna.trial.FrozenTrial, retry: optuna.trial.Froz
     return epoch
 
 
+@pytest.mark.parametrize("storage_url", ["postgresql"], indirect=True)  # the many-machines store
 def test_a_killed_workers_trial_is_retried_and_resumes_after_its_last_epoch(workers: Workers, demo_corpus: Path) -> None:
     study_file = _pyannote_study(workers.folder, demo_corpus, n_trials=1, max_epochs=6)
     first = workers.start(study_file)
@@ -151,6 +152,7 @@ def test_a_killed_workers_trial_is_retried_and_resumes_after_its_last_epoch(work
     assert f"artifacts:{kept}" in retry.system_attrs
 
 
+@pytest.mark.parametrize("storage_url", ["sqlite"], indirect=True)  # the one-machine store
 def test_ctrl_c_ends_the_trial_cleanly_and_the_next_run_resumes_it(workers: Workers, demo_corpus: Path) -> None:
     study_file = _pyannote_study(workers.folder, demo_corpus, n_trials=1, max_epochs=6)
     first = workers.start(study_file)
