@@ -20,6 +20,7 @@ import optuna
 import pytest
 from conftest import REPO, TINY_OPTIONS
 
+from tuner.storage import open_storage
 from tuner.training.checkpoint import CHECKPOINT_ATTR
 from tuner.training.reporting import epoch_key
 
@@ -58,6 +59,7 @@ class Workers:
         self.env = {**os.environ, "PYANNOTE_METRICS_ENABLED": "false", "TUNER_HEARTBEAT_INTERVAL": "1",
                     "TUNER_HEARTBEAT_GRACE": "3", "TUNER_ARTIFACTS": str(folder / "artifacts")}
         self.started: list[subprocess.Popen[bytes]] = []
+        self._store: Any = None
 
     def start(self, study_file: Path) -> subprocess.Popen[bytes]:
         log = (self.folder / f"worker{len(self.started)}.log").open("wb")
@@ -79,7 +81,9 @@ class Workers:
             raise AssertionError(f"worker did not finish in {timeout} s:\n{self.log(self.started.index(process))}") from None
 
     def trials(self, name: str = "w") -> list[optuna.trial.FrozenTrial]:
-        return optuna.load_study(study_name=name, storage=self.url).get_trials()
+        if self._store is None:  # one connection pool for all the polling (opening a store costs ~0.3 s)
+            self._store = open_storage(self.url, heartbeat=False)
+        return optuna.load_study(study_name=name, storage=self._store).get_trials()
 
     def wait_for(self, condition: Callable[[list[optuna.trial.FrozenTrial]], Any], process: subprocess.Popen[bytes], timeout: float = 300) -> Any:
         """Poll the store until ``condition(trials)`` is truthy; fail if ``process`` ends first."""
@@ -93,7 +97,7 @@ class Workers:
                 found = None
             if found:
                 return found
-            time.sleep(0.2)
+            time.sleep(0.5)
         raise AssertionError(f"condition not met in {timeout} s:\n{self.log(self.started.index(process))}")
 
     def stop_all(self) -> None:
