@@ -1,0 +1,227 @@
+"""Benchmark: epochs a TPE + pruning study spends to reach the best DER of seed 001's hand grid.
+
+On the demo diarization corpus, seed 001's eight hand-run settings (search_spaces/seed001_grid.yaml) run
+through the `pyannote_segmentation` objective of studies/pyannote_seed001.py (its search space, model
+options and max_epochs, 6 epochs per setting) as a study whose warm start is the grid, 8 trials, no
+pruning; the grid's best is the lowest best-epoch DER of the eight, its cost 8 x max_epochs epochs. The
+grid gives no weight decay: it runs with ``--grid-weight-decay`` (default 0.0, the plain default of
+Adam / RAdam / NAdam and of pyannote's own Adam(1e-3); the study fixes it). Then for each seed a study on
+the same space, objective and max_epochs, no warm start, with the sampler and pruner of the product's
+no-warm-start study (studies/pyannote_optim.py: TPESampler(seed, n_startup_trials=5),
+MedianPruner(n_startup_trials=3, n_warmup_steps=1)), runs up to ``--n-trials`` trials (default 8: at most
+the grid's epochs). Its epochs are counted in trial order (per-epoch records in the store; pruned and
+failed trials count the epochs they ran) up to and including the first epoch whose DER <= the grid's best;
+fraction = that count / the grid's epochs. A seed that never gets there counts every epoch it spent and
+is marked not reached. Figure: the mean fraction over the seeds. Target: <= 0.25 (and every seed reaches
+the grid's best). Every study runs through tuner's own runner (``run_study``) on a temporary SQLite store.
+
+    .venv/bin/python benchmarks/search_efficiency.py            # the figure (about 40 min on 2 cores)
+    .venv/bin/python benchmarks/search_efficiency.py --quick    # a check: 2 epochs, 4 batches, seed 0
+
+Writes benchmarks/results/search_efficiency.json (``--quick``: search_efficiency_quick.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+from _common import write_result
+
+from tuner import StudySpec, load_study_file, run_study
+
+logger = logging.getLogger("benchmarks.search_efficiency")
+
+#: --quick: a check that everything runs, not a figure (the result file says which settings ran)
+QUICK = {"max_epochs": 2, "seeds": [0], "trainer": {"limit_train_batches": 4}}
+
+
+def epoch_metrics(trial: optuna.trial.FrozenTrial, metric: str) -> list[float]:
+    """The metric of every epoch the trial ran, in order (its ``epoch/NNN`` records, else its reports)."""
+    records = sorted((key, value) for key, value in trial.user_attrs.items() if key.startswith("epoch/"))
+    if records:
+        return [float(value.get(metric, math.nan)) for _, value in records]
+    return [float(trial.intermediate_values[step]) for step in sorted(trial.intermediate_values)]
+
+
+def trial_rows(study: optuna.Study, metric: str) -> list[dict[str, Any]]:
+    """One row per trial, in trial order: name, state, parameters, per-epoch metric, best, seconds."""
+    rows = []
+    for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        values = epoch_metrics(trial, metric)
+        finite = [v for v in values if not math.isnan(v)]
+        rows.append({
+            "trial": trial.number,
+            "name": trial.user_attrs.get("warm_start"),
+            "state": trial.state.name,
+            "params": trial.params,
+            "seed": trial.user_attrs.get("seed"),
+            "epochs": len(values),
+            metric: [round(v, 4) for v in values],
+            f"best_{metric}": round(min(finite), 4) if finite else None,
+            "seconds": trial.user_attrs.get("seconds"),
+        })
+    return rows
+
+
+def epochs_to_reach(rows: list[dict[str, Any]], metric: str, goal: float) -> tuple[int, bool, int | None, int | None]:
+    """(epochs counted, reached, trial, epoch): epochs in trial order up to the first one with metric <= goal."""
+    spent = 0
+    for row in rows:
+        for epoch, value in enumerate(row[metric]):
+            spent += 1
+            if value <= goal:
+                return spent, True, row["trial"], epoch
+    return spent, False, None, None
+
+
+def timed_study(spec: StudySpec, url: str, workdir: str) -> tuple[optuna.Study, float]:
+    started = time.perf_counter()
+    study = run_study(spec, url, workdir=workdir)
+    return study, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description="Epochs a seeded TPE + MedianPruner study spends to reach the best DER of seed 001's "
+        "eight-setting hand grid, as a fraction of the grid's epochs (mean over seeds; target <= 0.25).",
+        epilog="Every default comes from --study (objective, data, model options, search space, grid, "
+        "max_epochs) or from studies/pyannote_optim.py (sampler and pruner of a study without warm start).",
+    )
+    parser.add_argument("--study", default="studies/pyannote_seed001.py",
+                        help="study file giving objective, data, options, search space, warm-start grid and max_epochs")
+    parser.add_argument("--max-epochs", type=int, help="epochs per trial, grid and TPE alike (default: the study's, 6)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="TPE studies to run, one per seed (default: 0 1 2)")
+    parser.add_argument("--n-trials", type=int,
+                        help="trial budget of each TPE study (default: the grid's size, so it spends at most the grid's epochs)")
+    parser.add_argument("--grid-weight-decay", type=float, default=0.0,
+                        help="weight decay of the grid settings, which give none (default 0.0: Adam/RAdam/NAdam's and pyannote's default)")
+    parser.add_argument("--tpe-startup-trials", type=int, default=5, help="TPESampler n_startup_trials (default 5, as pyannote_optim.py)")
+    parser.add_argument("--pruner-startup-trials", type=int, default=3, help="MedianPruner n_startup_trials (default 3, as pyannote_optim.py)")
+    parser.add_argument("--pruner-warmup-steps", type=int, default=1, help="MedianPruner n_warmup_steps (default 1, as pyannote_optim.py)")
+    parser.add_argument("--workdir", default="storage", help="where the demo corpus lives or is generated (default: storage)")
+    parser.add_argument("--keep-store", type=Path, help="write the SQLite store here instead of a temporary directory")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"a check, not the figure: {QUICK} (writes search_efficiency_quick.json)")
+    parser.add_argument("--target", type=float, default=0.25, help="target fraction (default 0.25)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    base = load_study_file(args.study)
+    if base.warm_start is None:
+        parser.error(f"{args.study} has no warm_start grid to compare with")
+    trainer = dict(base.trainer)
+    max_epochs = args.max_epochs or base.max_epochs
+    seeds = args.seeds if args.seeds is not None else [0, 1, 2]
+    if args.quick:
+        max_epochs = args.max_epochs or QUICK["max_epochs"]
+        seeds = args.seeds if args.seeds is not None else QUICK["seeds"]
+        trainer.update(QUICK["trainer"])
+    base = dataclasses.replace(base, max_epochs=max_epochs, trainer=trainer)
+
+    # the grid: every setting for max_epochs epochs (no pruning), weight decay fixed
+    from tuner.runner import prepare_objective
+    from tuner.study import load_warm_start
+
+    objective, space = prepare_objective(base, args.workdir)
+    grid_entries = load_warm_start(base, space)
+    metric = objective.metric
+    n_trials = args.n_trials or len(grid_entries)
+    grid_spec = dataclasses.replace(
+        base, name="seed001_grid", fixed={**base.fixed, "weight_decay": args.grid_weight_decay},
+        sampler=optuna.samplers.TPESampler(seed=0), pruner=optuna.pruners.NopPruner(),
+        n_trials=len(grid_entries), seed=0,
+    )
+    with tempfile.TemporaryDirectory(prefix="tuner-search-efficiency-") as tmp:
+        store_dir = args.keep_store or Path(tmp)
+        store_dir.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{store_dir.resolve()}/search_efficiency.db"
+        logger.info("grid: %d settings x %d epochs (store %s)", len(grid_entries), max_epochs, url)
+        grid_study, grid_seconds = timed_study(grid_spec, url, args.workdir)
+        grid_rows = trial_rows(grid_study, metric)
+        unfinished = [r for r in grid_rows if r["state"] != "COMPLETE"]
+        if unfinished or len(grid_rows) != len(grid_entries):
+            raise SystemExit(f"the grid did not complete all {len(grid_entries)} settings: {unfinished}")
+        grid_raw_best = min(min(v for v in r[metric] if not math.isnan(v)) for r in grid_rows)
+        grid_epochs = sum(r["epochs"] for r in grid_rows)
+        best_row = min(grid_rows, key=lambda r: r[f"best_{metric}"])
+        logger.info("grid best %s=%.4f (%s), %d epochs, %.0f s", metric, grid_raw_best, best_row["name"], grid_epochs, grid_seconds)
+
+        per_seed = []
+        for seed in seeds:
+            spec = dataclasses.replace(
+                base, name=f"tpe_seed{seed}", warm_start=None, seed=seed, n_trials=n_trials,
+                sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=args.tpe_startup_trials),
+                pruner=optuna.pruners.MedianPruner(
+                    n_startup_trials=args.pruner_startup_trials, n_warmup_steps=args.pruner_warmup_steps
+                ),
+            )
+            logger.info("TPE seed %d: up to %d trials x %d epochs", seed, n_trials, max_epochs)
+            study, seconds = timed_study(spec, url, args.workdir)
+            rows = trial_rows(study, metric)
+            spent, reached, trial, epoch = epochs_to_reach(rows, metric, grid_raw_best)
+            finite = [r[f"best_{metric}"] for r in rows if r[f"best_{metric}"] is not None]
+            per_seed.append({
+                "seed": seed,
+                "fraction": round(spent / grid_epochs, 4),
+                "epochs_counted": spent,
+                "reached": reached,
+                "reached_at": None if not reached else {"trial": trial, "epoch": epoch},
+                f"best_{metric}": min(finite) if finite else None,
+                "epochs_total": sum(r["epochs"] for r in rows),
+                "trials": len(rows),
+                "pruned": sum(r["state"] == "PRUNED" for r in rows),
+                "failed": sum(r["state"] == "FAIL" for r in rows),
+                "seconds": round(seconds, 1),
+                "trial_rows": rows,
+            })
+            logger.info("TPE seed %d: %s after %d epochs (fraction %.3f), best %s=%.4f, %.0f s",
+                        seed, "reached" if reached else "NOT reached", spent, spent / grid_epochs, metric,
+                        per_seed[-1][f"best_{metric}"] or math.nan, seconds)
+
+    figure = round(statistics.fmean(s["fraction"] for s in per_seed), 4)
+    all_reached = all(s["reached"] for s in per_seed)
+    write_result(
+        "search_efficiency_quick" if args.quick else "search_efficiency",
+        figure, args.target, all_reached and figure <= args.target, "fraction of the grid's epochs",
+        all_reached=all_reached,
+        grid={
+            f"best_{metric}": round(grid_raw_best, 4),
+            "best_setting": best_row["name"],
+            "epochs": grid_epochs,
+            "seconds": round(grid_seconds, 1),
+            "settings": {r["name"]: r[f"best_{metric}"] for r in grid_rows},
+            "trial_rows": grid_rows,
+        },
+        seeds=[{k: v for k, v in s.items() if k != "trial_rows"} for s in per_seed],
+        tpe_trials={str(s["seed"]): s["trial_rows"] for s in per_seed},
+        settings={
+            "quick": args.quick,
+            "study": args.study,
+            "objective": base.objective,
+            "data": objective.describe()["data"],
+            "options": objective.describe()["options"],
+            "search_space": str(base.search_space),
+            "grid": str(base.warm_start),
+            "grid_weight_decay": args.grid_weight_decay,
+            "max_epochs": max_epochs,
+            "trainer": trainer,
+            "n_trials": n_trials,
+            "sampler": f"TPESampler(seed=<seed>, n_startup_trials={args.tpe_startup_trials})",
+            "pruner": f"MedianPruner(n_startup_trials={args.pruner_startup_trials}, n_warmup_steps={args.pruner_warmup_steps})",
+            "training_seeds": "trial k of a study trains with the study's seed + k (grid: seed 0)",
+        },
+        total_seconds=round(grid_seconds + sum(s["seconds"] for s in per_seed), 1),
+    )
+
+
+if __name__ == "__main__":
+    main()
