@@ -24,6 +24,18 @@ TINY_OPTIONS: dict[str, Any] = {
 TINY_SIZES: dict[str, Any] = {"n_train": 3, "n_dev": 2, "n_test": 1, "file_duration": 20.0}
 
 
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """The CLI configures the root logger (rich handler); put it back after the test."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 @pytest.fixture(scope="session")
 def demo_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small demo diarization corpus (seed 001's layout + database.yml), shared by the session."""

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -333,16 +331,6 @@ def test_unknown_objective_name_suggests_the_right_one() -> None:
 
 
 # ================================================================================ CLI
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """The CLI configures the root logger (rich handler); put it back after the test."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
 
 @pytest.fixture(scope="module")
 def pyannote_objective_imported() -> None:

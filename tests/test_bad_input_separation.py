@@ -3,10 +3,8 @@ CSV, its line and the file."""
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -214,16 +212,6 @@ def test_missing_corpus_folder(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------- CLI
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """The CLI configures the root logger (rich handler); put it back after the test."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
 
 @pytest.mark.usefixtures("restore_logging")
 def test_cli_run_on_a_csv_row_pointing_nowhere(

@@ -3,8 +3,6 @@ syntax errors and unknown optimizers are ConfigErrors naming the file, the line 
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -175,16 +173,6 @@ def test_unknown_optimizer_in_an_inline_space(objective: str) -> None:
 
 
 # ------------------------------------------------------------------------------------ CLI
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """The CLI configures the root logger (rich handler); put it back after the test."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
 
 @pytest.mark.usefixtures("restore_logging")
 def test_cli_run_of_a_study_file_with_a_misspelled_keyword(
