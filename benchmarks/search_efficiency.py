@@ -15,8 +15,11 @@ fraction = that count / the grid's epochs. A seed that never gets there counts e
 is marked not reached. Figure: the mean fraction over the seeds. Target: <= 0.25 (and every seed reaches
 the grid's best). Every study runs through tuner's own runner (``run_study``) on a temporary SQLite store.
 
-    .venv/bin/python benchmarks/search_efficiency.py            # the figure (about 40 min on 2 cores)
+    .venv/bin/python benchmarks/search_efficiency.py            # the figure (about 2 h on 2 shared CPU cores)
     .venv/bin/python benchmarks/search_efficiency.py --quick    # a check: 2 epochs, 4 batches, seed 0
+
+With ``--keep-store DIR`` the store stays in DIR, and the same command resumes an interrupted run
+(studies already finished are read back; the interrupted one continues through tuner's own resume).
 
 Writes benchmarks/results/search_efficiency.json (``--quick``: search_efficiency_quick.json).
 """
@@ -53,11 +56,18 @@ def epoch_metrics(trial: optuna.trial.FrozenTrial, metric: str) -> list[float]:
 
 
 def trial_rows(study: optuna.Study, metric: str) -> list[dict[str, Any]]:
-    """One row per trial, in trial order: name, state, parameters, per-epoch metric, best, seconds."""
+    """One row per trial, in trial order: name, state, parameters, per-epoch metric, best, seconds.
+
+    A retry that resumed another trial's checkpoint carries that trial's epoch records: ``metric`` lists
+    only the epochs it ran itself (``inherited`` says how many it took over), so no epoch counts twice.
+    """
     rows = []
     for trial in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
-        values = epoch_metrics(trial, metric)
+        resumed = trial.user_attrs.get("resumed_from") or {}
+        inherited = int(resumed["epoch"]) + 1 if "epoch" in resumed else 0
+        values = epoch_metrics(trial, metric)[inherited:]
         finite = [v for v in values if not math.isnan(v)]
+        ran = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_complete and trial.datetime_start else None
         rows.append({
             "trial": trial.number,
             "name": trial.user_attrs.get("warm_start"),
@@ -65,9 +75,10 @@ def trial_rows(study: optuna.Study, metric: str) -> list[dict[str, Any]]:
             "params": trial.params,
             "seed": trial.user_attrs.get("seed"),
             "epochs": len(values),
+            "inherited": inherited or None,
             metric: [round(v, 4) for v in values],
             f"best_{metric}": round(min(finite), 4) if finite else None,
-            "seconds": trial.user_attrs.get("seconds"),
+            "seconds": None if ran is None else round(ran, 1),
         })
     return rows
 
@@ -83,10 +94,15 @@ def epochs_to_reach(rows: list[dict[str, Any]], metric: str, goal: float) -> tup
     return spent, False, None, None
 
 
-def timed_study(spec: StudySpec, url: str, workdir: str) -> tuple[optuna.Study, float]:
+def timed_study(spec: StudySpec, url: str, workdir: str) -> tuple[optuna.Study, dict[str, Any]]:
+    """Run (or, in a kept store, resume) ``spec``; its wall time here and its trials' time in the store."""
+    resumed = spec.name in optuna.get_all_study_names(url)
     started = time.perf_counter()
     study = run_study(spec, url, workdir=workdir)
-    return study, time.perf_counter() - started
+    wall = time.perf_counter() - started
+    trials = [t for t in study.get_trials(deepcopy=False) if t.datetime_start and t.datetime_complete]
+    in_trials = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
+    return study, {"resumed": resumed, "run_study_seconds": round(wall, 1), "trial_seconds": round(in_trials, 1)}
 
 
 def main() -> None:
@@ -108,7 +124,10 @@ def main() -> None:
     parser.add_argument("--pruner-startup-trials", type=int, default=3, help="MedianPruner n_startup_trials (default 3, as pyannote_optim.py)")
     parser.add_argument("--pruner-warmup-steps", type=int, default=1, help="MedianPruner n_warmup_steps (default 1, as pyannote_optim.py)")
     parser.add_argument("--workdir", default="storage", help="where the demo corpus lives or is generated (default: storage)")
-    parser.add_argument("--keep-store", type=Path, help="write the SQLite store here instead of a temporary directory")
+    parser.add_argument("--keep-store", type=Path,
+                        help="keep the SQLite store in this folder instead of a temporary one; run again with the same "
+                        "folder to resume (finished studies are read back, an interrupted one continues)")
+    parser.add_argument("--note", default="", help="a remark recorded in the result file (e.g. why a study was resumed)")
     parser.add_argument("--quick", action="store_true",
                         help=f"a check, not the figure: {QUICK} (writes search_efficiency_quick.json)")
     parser.add_argument("--target", type=float, default=0.25, help="target fraction (default 0.25)")
@@ -145,7 +164,7 @@ def main() -> None:
         store_dir.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{store_dir.resolve()}/search_efficiency.db"
         logger.info("grid: %d settings x %d epochs (store %s)", len(grid_entries), max_epochs, url)
-        grid_study, grid_seconds = timed_study(grid_spec, url, args.workdir)
+        grid_study, grid_times = timed_study(grid_spec, url, args.workdir)
         grid_rows = trial_rows(grid_study, metric)
         unfinished = [r for r in grid_rows if r["state"] != "COMPLETE"]
         if unfinished or len(grid_rows) != len(grid_entries):
@@ -153,7 +172,7 @@ def main() -> None:
         grid_raw_best = min(min(v for v in r[metric] if not math.isnan(v)) for r in grid_rows)
         grid_epochs = sum(r["epochs"] for r in grid_rows)
         best_row = min(grid_rows, key=lambda r: r[f"best_{metric}"])
-        logger.info("grid best %s=%.4f (%s), %d epochs, %.0f s", metric, grid_raw_best, best_row["name"], grid_epochs, grid_seconds)
+        logger.info("grid best %s=%.4f (%s), %d epochs, %s", metric, grid_raw_best, best_row["name"], grid_epochs, grid_times)
 
         per_seed = []
         for seed in seeds:
@@ -165,7 +184,7 @@ def main() -> None:
                 ),
             )
             logger.info("TPE seed %d: up to %d trials x %d epochs", seed, n_trials, max_epochs)
-            study, seconds = timed_study(spec, url, args.workdir)
+            study, times = timed_study(spec, url, args.workdir)
             rows = trial_rows(study, metric)
             spent, reached, trial, epoch = epochs_to_reach(rows, metric, grid_raw_best)
             finite = [r[f"best_{metric}"] for r in rows if r[f"best_{metric}"] is not None]
@@ -180,12 +199,12 @@ def main() -> None:
                 "trials": len(rows),
                 "pruned": sum(r["state"] == "PRUNED" for r in rows),
                 "failed": sum(r["state"] == "FAIL" for r in rows),
-                "seconds": round(seconds, 1),
+                **times,
                 "trial_rows": rows,
             })
-            logger.info("TPE seed %d: %s after %d epochs (fraction %.3f), best %s=%.4f, %.0f s",
+            logger.info("TPE seed %d: %s after %d epochs (fraction %.3f), best %s=%.4f, %s",
                         seed, "reached" if reached else "NOT reached", spent, spent / grid_epochs, metric,
-                        per_seed[-1][f"best_{metric}"] or math.nan, seconds)
+                        per_seed[-1][f"best_{metric}"] or math.nan, times)
 
     figure = round(statistics.fmean(s["fraction"] for s in per_seed), 4)
     all_reached = all(s["reached"] for s in per_seed)
@@ -197,7 +216,7 @@ def main() -> None:
             f"best_{metric}": round(grid_raw_best, 4),
             "best_setting": best_row["name"],
             "epochs": grid_epochs,
-            "seconds": round(grid_seconds, 1),
+            **grid_times,
             "settings": {r["name"]: r[f"best_{metric}"] for r in grid_rows},
             "trial_rows": grid_rows,
         },
@@ -219,7 +238,8 @@ def main() -> None:
             "pruner": f"MedianPruner(n_startup_trials={args.pruner_startup_trials}, n_warmup_steps={args.pruner_warmup_steps})",
             "training_seeds": "trial k of a study trains with the study's seed + k (grid: seed 0)",
         },
-        total_seconds=round(grid_seconds + sum(s["seconds"] for s in per_seed), 1),
+        trial_seconds_total=round(grid_times["trial_seconds"] + sum(s["trial_seconds"] for s in per_seed), 1),
+        note=args.note,
     )
 
 
