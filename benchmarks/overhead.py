@@ -14,13 +14,16 @@ lr 1e-3, cosine, batch 32, weight decay 1e-4, unfrozen_layers 3, seed 0):
 (b) tuner: ``run_study`` (the public runner: whatever it does per trial today) on a fresh temporary SQLite
     store with every searched parameter fixed to the same configuration, ``n_trials=1``. Timed as the
     trial's datetime_start..datetime_complete in the store; the whole ``run_study`` call (study creation,
-    objective setup, untrained baseline, trial, dashboard notes) is reported beside it.
+    untrained baseline, trial, dashboard notes) is reported beside it. run_study is given the objective
+    instance (a) uses instead of setting up its own, as a worker's trials share the one it set up: both
+    runs read the same cached audio and pyannote's prepared data, so the ratio is tuner's own cost per
+    trial (a worker's first trial also loads the training audio, in either way of running).
 
-One warm-up of each first, then ``--repeats`` interleaved rounds (the order alternates); medians.
+One warm-up of each first, then ``--repeats`` (default 5) interleaved rounds (the order alternates); medians.
 Figure: median(b trial) / median(a). Target: <= 1.02. ``--profile`` adds a cProfile of one more (a) and
 (b) and lists the functions whose own time grows most in (b).
 
-    .venv/bin/python benchmarks/overhead.py                 # the figure (about 20 min on 2 cores)
+    .venv/bin/python benchmarks/overhead.py                 # the figure (about 10 min on 2 quiet cores)
     .venv/bin/python benchmarks/overhead.py --quick         # a check: 1 epoch, 1 round
 
 Writes benchmarks/results/overhead.json (``--quick``: overhead_quick.json).
@@ -106,9 +109,21 @@ def plain_fit(objective: Objective, config: TrialConfig, seed: int, epochs: int,
     return ended - started, ended - fit_started, objective.epoch_metrics({k: float(v) for k, v in trainer.callback_metrics.items()})
 
 
-def tuner_trial(spec: StudySpec, workdir: str) -> dict[str, Any]:
-    """One trial through run_study on a fresh temporary SQLite store: its times and last epoch's record."""
-    with tempfile.TemporaryDirectory(prefix="tuner-overhead-") as tmp, quiet():
+def tuner_trial(spec: StudySpec, workdir: str, objective: Objective | None = None) -> dict[str, Any]:
+    """One trial through run_study on a fresh temporary SQLite store: its times and last epoch's record.
+
+    With ``objective`` (set up already), run_study uses that instance instead of setting up its own, as a
+    worker's later trials use the one it set up for its first: both runs then read the same cached audio.
+    """
+    from unittest import mock
+
+    import tuner.runner
+
+    given = contextlib.nullcontext() if objective is None else mock.patch.object(
+        tuner.runner, "prepare_objective",
+        lambda spec, workdir: (objective, spec.load_search_space(type(objective).params)),
+    )
+    with tempfile.TemporaryDirectory(prefix="tuner-overhead-") as tmp, quiet(), given:
         started = time.perf_counter()
         study = run_study(spec, f"sqlite:///{tmp}/overhead.db", n_trials=1, workdir=workdir)
         total = time.perf_counter() - started
@@ -144,7 +159,7 @@ def profile_pair(objective: Objective, config: TrialConfig, spec: StudySpec, tra
         return {key: (value[2], value[3]) for key, value in stats.items()}, wall
 
     plain, plain_wall = profiled(lambda: plain_fit(objective, config, spec.seed, spec.max_epochs, trainer_args, checkpoint_dir))
-    ours, ours_wall = profiled(lambda: tuner_trial(spec, workdir))
+    ours, ours_wall = profiled(lambda: tuner_trial(spec, workdir, objective))
 
     def name(key: tuple[str, int, str]) -> str:
         return f"{_short(key[0])}:{key[1]}({key[2]})"
@@ -201,7 +216,7 @@ def main() -> None:
                         help=f"the fixed configuration, JSON (default {json.dumps(DEFAULT_CONFIG)})")
     parser.add_argument("--epochs", type=int, help="epochs of both runs (default: the study's max_epochs, 6)")
     parser.add_argument("--seed", type=int, default=0, help="training seed of both runs (default 0)")
-    parser.add_argument("--repeats", type=int, help="timed rounds of (a) and (b), after one warm-up (default 3)")
+    parser.add_argument("--repeats", type=int, help="timed rounds of (a) and (b), after one warm-up (default 5)")
     parser.add_argument("--warmup-epochs", type=int, default=1, help="epochs of the untimed warm-up runs (default 1)")
     parser.add_argument("--plain-checkpointing", action="store_true",
                         help="give the plain fit Lightning's default ModelCheckpoint (a .ckpt per epoch, in a temporary dir)")
@@ -215,7 +230,7 @@ def main() -> None:
 
     base = load_study_file(args.study)
     epochs = args.epochs or (QUICK["epochs"] if args.quick else base.max_epochs)
-    repeats = args.repeats or (QUICK["repeats"] if args.quick else 3)
+    repeats = args.repeats or (QUICK["repeats"] if args.quick else 5)
     spec = dataclasses.replace(base, name="overhead", fixed={**base.fixed, **args.config}, n_trials=1,
                                max_epochs=epochs, seed=args.seed, warm_start=None)
     warmup_spec = dataclasses.replace(spec, max_epochs=args.warmup_epochs)
@@ -232,7 +247,7 @@ def main() -> None:
 
     logger.info("warm-up: one plain fit and one tuner trial of %d epoch(s)", args.warmup_epochs)
     plain_fit(objective, config, args.seed, args.warmup_epochs, spec.trainer, checkpoint_dir)
-    tuner_trial(warmup_spec, args.workdir)
+    tuner_trial(warmup_spec, args.workdir, objective)
 
     plain: list[float] = []
     plain_fit_only: list[float] = []
@@ -247,7 +262,7 @@ def main() -> None:
                 plain_fit_only.append(fit_only)
                 logger.info("round %d plain fit: %.2f s", round_ + 1, seconds)
             else:
-                trials.append(tuner_trial(spec, args.workdir))
+                trials.append(tuner_trial(spec, args.workdir, objective))
                 logger.info("round %d tuner trial: %.2f s (run_study %.2f s)", round_ + 1, trials[-1]["trial"], trials[-1]["run_study"])
     load.append(os.getloadavg()[0])
     profile = None

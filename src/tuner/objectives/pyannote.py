@@ -14,8 +14,10 @@ import os
 os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")  # pyannote 4 telemetry: off unless asked for
 
 import logging
+import shutil
 import tempfile
 import warnings
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -115,6 +117,7 @@ class PyannoteSegmentation(Objective):
             if self.options[key] is not None:
                 self._task_options[key] = self.options[key]
         cache_dir = Path(tempfile.mkdtemp(prefix="tuner-pyannote-"))
+        weakref.finalize(self, shutil.rmtree, cache_dir, ignore_errors=True)  # with the objective, or at exit
         self._task_cache = cache_dir / "prepared.npz"  # pyannote's prepared (meta)data, shared by trials
         self._corpus: DiarizationCorpus = corpus  # last: setup() is done once this is set
 

@@ -38,7 +38,7 @@ class EpochCheckpoint(pl.Callback):
     (it inherits the attribute) resumes after that epoch: see :meth:`resume_path`. An epoch after
     which the trial is pruned is not saved (a pruned trial is never resumed). At the end of a trial
     the runner calls :meth:`keep` (the checkpoint stays, listed in optuna-dashboard as the trial's
-    artifact) or :meth:`discard`.
+    artifact) or :meth:`discard`, and always :meth:`close`.
     """
 
     def __init__(self, trial: optuna.Trial, store: ArtifactStore) -> None:
@@ -100,7 +100,6 @@ class EpochCheckpoint(pl.Callback):
                 encoding=None,
             )
             self._set_attr(_ARTIFACT_META_PREFIX + meta.artifact_id, json.dumps(asdict(meta)))
-        self._cleanup()
 
     def discard(self) -> None:
         """Remove the last checkpoint from the artifact store (the trial will not be resumed)."""
@@ -108,7 +107,6 @@ class EpochCheckpoint(pl.Callback):
             self._remove(self.record["artifact_id"])
             self._set_attr(CHECKPOINT_ATTR, None)
             self.record = None
-        self._cleanup()
 
     @property
     def _storage(self) -> optuna.storages.BaseStorage:
@@ -123,7 +121,8 @@ class EpochCheckpoint(pl.Callback):
         with contextlib.suppress(optuna.artifacts.exceptions.ArtifactNotFound):
             self.store.remove(artifact_id)
 
-    def _cleanup(self) -> None:
+    def close(self) -> None:
+        """Remove this worker's local scratch folder (the artifact store keeps what keep() kept)."""
         import shutil
 
         shutil.rmtree(self._tmp, ignore_errors=True)
