@@ -290,6 +290,7 @@ def main() -> None:
         median_trial_seconds=round(trial_median, 2),
         median_run_study_seconds=round(statistics.median(t["run_study"] for t in trials), 2),
         run_study_ratio=round(statistics.median(t["run_study"] for t in trials) / plain_median, 4),
+        round_ratios=[round(t["trial"] / p, 4) for t, p in zip(trials, plain, strict=True)],  # the noise
         same_result={
             f"plain_last_{metric}": last_plain.get(metric),
             f"trial_last_{metric}": trial_last.get(metric),
