@@ -13,6 +13,7 @@ study = StudySpec(
     search_space="search_spaces/pyannote.yaml",
     sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=5),
     pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+    prune_on="loss/val",  # DER sits on a plateau for the first epochs, where ties never prune
     n_trials=10,  # finished (complete + pruned) trials, across all workers
     max_epochs=6,
     seed=0,

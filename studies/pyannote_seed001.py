@@ -15,6 +15,7 @@ study = StudySpec(
     warm_start="search_spaces/seed001_grid.yaml",  # the seed's 8 settings: trials 0-7
     sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=8),
     pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=2),
+    prune_on="loss/val",  # DER sits on a plateau for the first epochs, where ties never prune
     n_trials=16,  # 8 warm-start trials + 8 sampled ones (finished trials, across all workers)
     max_epochs=6,  # the seed ran 20 / 50 epochs on a GPU: --max-epochs 20
     seed=0,

@@ -172,6 +172,25 @@ def test_unknown_optimizer_in_an_inline_space(objective: str) -> None:
     assert "did you mean 'AdamW'" in message
 
 
+@pytest.mark.parametrize(("objective", "value", "expected"), [
+    ("pyannote_segmentation", "loss/valid", "prune_on='loss/valid' is not a per-epoch value of objective 'pyannote_segmentation' (did you mean 'loss/val'?)"),
+    ("wavlm_sv", "loss/val", "prune_on='loss/val' is not a per-epoch value of objective 'wavlm_sv'"),
+    ("sepformer_separation", "loss/val", "prune_on='loss/val' is a loss (lower is better), but the study maximizes SI-SNRi"),
+])
+def test_prune_on_a_value_the_objective_does_not_report_or_in_the_wrong_direction(objective: str, value: str, expected: str) -> None:
+    from tuner.runner import pruning_value
+
+    study = StudySpec(name="x", objective=objective, search_space=SPACES[objective], prune_on=value)
+    with pytest.raises(ConfigError) as info:
+        pruning_value(study, get_objective_class(objective)())
+    assert str(info.value).startswith(f"study 'x': {expected}")
+
+
+def test_prune_on_must_be_a_name() -> None:
+    with pytest.raises(ConfigError, match="'prune_on' must name a per-epoch value such as 'loss/val', got 3"):
+        StudySpec(name="x", objective="synthetic", search_space={}, prune_on=3)  # type: ignore[arg-type]
+
+
 # ------------------------------------------------------------------------------------ CLI
 
 @pytest.mark.usefixtures("restore_logging")

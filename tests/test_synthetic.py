@@ -45,6 +45,22 @@ def test_a_tiny_trial_records_every_epoch_and_learns(tmp_path):
     assert "n_features" in stored.user_attrs["options"] and "synthetic regression" in stored.user_attrs["data"]
 
 
+def test_prune_on_reports_another_value_and_a_resumed_study_keeps_it(tmp_path):
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    fixed = {"optimizer": "Adam", "lr": 1e-2, "schedule": "constant", "batch_size": 32, "unfrozen_layers": 3}
+    spec = _spec(fixed=fixed, prune_on="loss/train")
+    run_study(spec, url, n_trials=1, workdir=tmp_path, show_progress=False)
+    stored = optuna.load_study(study_name="synthetic_tiny", storage=url)
+    (trial,) = stored.trials
+    epochs = epoch_rows(trial)
+    assert trial.intermediate_values == {e["epoch"]: pytest.approx(e["loss/train"]) for e in epochs}
+    assert trial.value == pytest.approx(min(e["mse"] for e in epochs))  # the trial's value is still the metric
+    assert stored.user_attrs["prune_on"] == "loss/train"
+    with pytest.raises(ConfigError, match=r"prunes on 'loss/train', not 'mse'.*Set prune_on='loss/train'"):
+        run_study(_spec(fixed=fixed), url, n_trials=1, workdir=tmp_path, show_progress=False)
+    assert len(optuna.load_study(study_name="synthetic_tiny", storage=url).trials) == 1
+
+
 def test_frozen_layers_stay_unchanged(tmp_path):
     objective, space = prepare_objective(_spec())
     result, module, before = fit_capturing(objective, space.config_from({"unfrozen_layers": 1, "lr": 1e-2, "batch_size": 32}))[:3]

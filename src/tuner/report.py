@@ -102,6 +102,7 @@ def _info(study: optuna.Study) -> dict[str, Any]:
     direction = attrs.get("direction") or study.direction.name.lower()
     return {
         "metric": metric,
+        "prune_on": attrs.get("prune_on", metric),
         "direction": direction,
         "maximize": direction == "maximize",
         "components": list(attrs.get("components", [])),
@@ -343,7 +344,7 @@ def _figure_sections(study: optuna.Study) -> dict[str, Any]:
     completed = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and _finite(t.value)]
     builders = [
         (HISTORY, lambda: _history(study, metric) if completed else None, "no completed trial yet"),
-        (INTERMEDIATE, lambda: _intermediate(study, metric) if any(t.intermediate_values for t in trials) else None,
+        (INTERMEDIATE, lambda: _intermediate(study, info["prune_on"]) if any(t.intermediate_values for t in trials) else None,
          "no trial has reported an epoch yet"),
         (PARALLEL, lambda: _parallel(study, metric) if completed and any(t.params for t in completed) else None,
          "no completed trial yet"),
@@ -379,8 +380,9 @@ def _history(study: optuna.Study, metric: str) -> go.Figure:
     return plot_optimization_history(study, target_name=metric)
 
 
-def _intermediate(study: optuna.Study, metric: str) -> go.Figure:
-    """Optuna's intermediate values, with a legend: pruned trials dashed and named so."""
+def _intermediate(study: optuna.Study, reported: str) -> go.Figure:
+    """Optuna's intermediate values (``reported``: the value the pruner reads, the metric or the study's
+    ``prune_on``), with a legend: pruned trials dashed and named so."""
     from optuna.visualization import plot_intermediate_values
 
     figure = plot_intermediate_values(study)
@@ -395,7 +397,7 @@ def _intermediate(study: optuna.Study, metric: str) -> go.Figure:
         if state == "PRUNED":
             trace.line = {"dash": "dash"}
             trace.marker.symbol = "x"
-    figure.update_layout(showlegend=True, xaxis_title="epoch", yaxis_title=f"{metric} (each epoch)")
+    figure.update_layout(showlegend=True, xaxis_title="epoch", yaxis_title=f"{reported} (each epoch)")
     return figure
 
 

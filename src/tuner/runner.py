@@ -113,13 +113,15 @@ def fit(
     callbacks: list[pl.Callback] | None = None,
     device: str | None = None,
     resume_from: str | Path | None = None,
+    prune_on: str | None = None,
 ) -> FitResult:
     """Train ``objective`` with ``config`` for up to ``max_epochs``, reporting to ``trial`` if given.
 
     ``device``: see :func:`device_settings`. ``resume_from``: a Lightning checkpoint of this same run
     (model, optimizer, schedule, epoch and records) to continue after its epoch. A NaN or infinite
     loss raises :class:`~tuner.training.divergence.TrialDiverged`; Ctrl-C raises ``KeyboardInterrupt``
-    once Lightning has shut the run down.
+    once Lightning has shut the run down. ``prune_on``: the per-epoch value reported to ``trial`` (default:
+    the objective's metric; see :func:`pruning_value`).
     """
     import lightning.pytorch as pl
 
@@ -129,7 +131,7 @@ def fit(
     accelerator, devices = device_settings(device)
     inputs = objective.build(config, seed)
     _attach_optimization(inputs.module, objective, config, max_epochs)
-    reporter = TrialReporter(objective, trial)
+    reporter = TrialReporter(objective, trial, prune_on=prune_on)
     with _quiet_libraries():
         trainer = pl.Trainer(
             max_epochs=max_epochs,
@@ -163,6 +165,30 @@ def fit(
     info["parameters"] = sum(p.numel() for p in inputs.module.parameters())
     info["device"] = str(trainer.strategy.root_device)
     return FitResult(reporter.history, reporter.best_epoch, reporter.pruned_at, info)
+
+
+def pruning_value(spec: StudySpec, objective: Objective) -> str:
+    """The per-epoch value a trial reports to the pruner: ``spec.prune_on``, else the objective's metric.
+
+    It must be one of the objective's per-epoch values, and improve in the study's direction (the pruner
+    compares intermediate values that way), so a loss cannot drive a study that maximizes.
+    """
+    from tuner.search_space import _did_you_mean
+
+    key = spec.prune_on or objective.metric
+    known = (objective.metric, *objective.components)
+    if key not in known:
+        raise ConfigError(
+            f"study '{spec.name}': prune_on={key!r} is not a per-epoch value of objective '{objective.name}'"
+            f"{_did_you_mean(key, known)}. Its values: {', '.join(known)}."
+        )
+    if objective.direction == "maximize" and key.startswith("loss/"):
+        raise ConfigError(
+            f"study '{spec.name}': prune_on={key!r} is a loss (lower is better), but the study maximizes "
+            f"{objective.metric} and the pruner compares intermediate values in the study's direction. "
+            f"Prune on {objective.metric} (the default) or on a value that grows as the model improves."
+        )
+    return key
 
 
 def evaluate_untrained(
@@ -499,7 +525,8 @@ class _Worker:
             progress = [BatchProgress(self.display, f"trial {trial.number}")] if self.show_progress else []
             try:
                 result = fit(objective, config, seed, spec.max_epochs, trial=trial, trainer_options=spec.trainer,
-                             callbacks=[checkpoints, *progress], device=self.device, resume_from=resume_from)
+                             callbacks=[checkpoints, *progress], device=self.device, resume_from=resume_from,
+                             prune_on=pruning_value(spec, objective))
             except KeyboardInterrupt:
                 trial.set_user_attr("fail_reason", "interrupted (Ctrl-C); re-queued to resume from its last finished epoch")
                 raise
@@ -619,6 +646,13 @@ def _check_or_record_study(study: optuna.Study, spec: StudySpec, objective: Obje
             f"'{objective.name}'. Give this study another name or use another store (--storage)."
         )
     described = objective.describe()
+    prune_on = pruning_value(spec, objective)
+    if "objective" in attrs and attrs.get("prune_on", objective.metric) != prune_on:
+        raise ConfigError(
+            f"study '{spec.name}' in {mask_url(url)} prunes on {attrs.get('prune_on', objective.metric)!r}, not "
+            f"{prune_on!r}: its trials' intermediate values are that. Set prune_on={attrs.get('prune_on', objective.metric)!r} "
+            f"in the study file, or give this study another name."
+        )
     if "objective" in attrs:
         for key in ("data", "pretrained"):
             if attrs.get(key) != described.get(key):
@@ -632,6 +666,7 @@ def _check_or_record_study(study: optuna.Study, spec: StudySpec, objective: Obje
         "metric": objective.metric,
         "direction": objective.direction,
         "components": list(objective.components),
+        "prune_on": prune_on,
         "max_epochs": spec.max_epochs,
         "n_trials": spec.n_trials,
         "trainer": dict(spec.trainer),

@@ -35,6 +35,9 @@ class StudySpec:
     max_epochs: int = 5  # epochs per trial; pruned trials stop earlier
     sampler: Any = None  # an optuna sampler (default: TPESampler seeded with `seed`)
     pruner: Any = None  # an optuna pruner (default: MedianPruner)
+    #: the per-epoch value reported to the pruner (default: the objective's metric); e.g. "loss/val" where
+    #: the metric sits on a plateau for the first epochs and ties never prune
+    prune_on: str | None = None
     seed: int = 0  # trial k trains with seed + k
     fixed: Mapping[str, Any] = field(default_factory=dict)  # parameters pinned on top of the space
     options: Mapping[str, Any] = field(default_factory=dict)  # objective options (model size, ...)
@@ -62,6 +65,8 @@ class StudySpec:
                 f"{where}: 'search_space' must be the path of a YAML file (or a dict of the same content), "
                 f"got {type(self.search_space).__name__}."
             )
+        if self.prune_on is not None and (not isinstance(self.prune_on, str) or not self.prune_on.strip()):
+            raise ConfigError(f"{where}: 'prune_on' must name a per-epoch value such as 'loss/val', got {self.prune_on!r}.")
         warm_start = self.warm_start
         if warm_start is not None and not isinstance(warm_start, (str, Path, Sequence)):
             raise ConfigError(

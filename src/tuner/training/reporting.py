@@ -30,15 +30,17 @@ class TrialReporter(pl.Callback):
     """After every training epoch (validation included): record its metrics, report, ask the pruner.
 
     Each epoch's ``{metric, components, lr, seconds}`` is written to the trial as user attribute
-    ``epoch/NNN`` so that tables can be rebuilt from the store alone; the metric is reported to Optuna
-    at step = epoch. A module may also expose ``epoch_details`` (small JSON-able data of its last
+    ``epoch/NNN`` so that tables can be rebuilt from the store alone; the metric (or ``prune_on``, another
+    value of the record) is reported to Optuna at step = epoch. A module may also expose ``epoch_details`` (small JSON-able data of its last
     validation, e.g. a DET curve): the best epoch's is kept as ``details/best``. When the pruner says so, training stops at the end of this epoch and
     :attr:`pruned_at` is set (the runner then raises ``optuna.TrialPruned``).
     """
 
-    def __init__(self, objective: Objective, trial: optuna.Trial | None = None, label: str = "") -> None:
+    def __init__(self, objective: Objective, trial: optuna.Trial | None = None, label: str = "",
+                 prune_on: str | None = None) -> None:
         self.objective = objective
         self.trial = trial
+        self.prune_on = prune_on or objective.metric
         self.label = label or (f"trial {trial.number}" if trial is not None else "run")
         self.history: dict[int, dict[str, float]] = {}
         self.best_epoch: int | None = None
@@ -73,11 +75,12 @@ class TrialReporter(pl.Callback):
         epoch = trainer.current_epoch
         record = self.objective.epoch_metrics(_floats(trainer.callback_metrics))
         metric = self.objective.metric
-        if metric not in record:
-            raise RuntimeError(
-                f"{type(self.objective).__name__} logged no '{metric}' in epoch {epoch} "
-                f"(logged: {sorted(trainer.callback_metrics)}); is there a validation set?"
-            )
+        for key in dict.fromkeys((metric, self.prune_on if self.trial is not None else metric)):
+            if key not in record:
+                raise RuntimeError(
+                    f"{type(self.objective).__name__} logged no '{key}' in epoch {epoch} "
+                    f"(logged: {sorted(trainer.callback_metrics)}); is there a validation set?"
+                )
         if self._epoch_lr is not None:
             record["lr"] = self._epoch_lr
         record["seconds"] = round(time.perf_counter() - self._epoch_start, 3)
@@ -93,11 +96,11 @@ class TrialReporter(pl.Callback):
         details = getattr(pl_module, "epoch_details", None)
         if improved and details:  # what a figure of the best epoch needs (a DET curve, ...)
             self.trial.set_user_attr("details/best", {"epoch": epoch, **details})
-        self.trial.report(value, step=epoch)
+        self.trial.report(record[self.prune_on], step=epoch)
         if self.trial.should_prune():
             self.pruned_at = epoch
             trainer.should_stop = True
-            logger.info("%s pruned after epoch %d (%s=%.4f)", self.label, epoch + 1, metric, value)
+            logger.info("%s pruned after epoch %d (%s=%.4f)", self.label, epoch + 1, self.prune_on, record[self.prune_on])
 
     def _improves(self, value: float) -> bool:
         if math.isnan(value):
