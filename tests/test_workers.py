@@ -42,6 +42,11 @@ def _study_file(folder: Path, body: str) -> Path:
     return path
 
 
+#: epochs of the trial a test kills or interrupts after its first checkpoint: enough (0.5-1 s each on 2 CPU
+#: cores) that the signal, sent after a store poll every 0.5 s, finds it still running on a faster machine
+SIGNALLED_EPOCHS = 16
+
+
 def _pyannote_study(folder: Path, corpus: Path, n_trials: int = 1, max_epochs: int = 6) -> Path:
     """The tiny pyannote study (real model, real data) as a study file."""
     return _study_file(folder, (
@@ -66,6 +71,9 @@ class Workers:
         process = subprocess.Popen(
             [sys.executable, "-m", "tuner", "run", str(study_file), "--storage", self.url, "--workdir", str(self.folder)],
             cwd=self.folder, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            # Ctrl-C as in a terminal, even when the tests themselves run in the background (`make test &`,
+            # nohup): a process started with SIGINT ignored passes that on, and Python then keeps it ignored
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         self.started.append(process)
         return process
@@ -137,7 +145,7 @@ def _assert_resumed(original: optuna.trial.FrozenTrial, retry: optuna.trial.Froz
 
 @pytest.mark.parametrize("storage_url", ["postgresql"], indirect=True)  # the many-machines store
 def test_a_killed_workers_trial_is_retried_and_resumes_after_its_last_epoch(workers: Workers, demo_corpus: Path) -> None:
-    study_file = _pyannote_study(workers.folder, demo_corpus, n_trials=1, max_epochs=6)
+    study_file = _pyannote_study(workers.folder, demo_corpus, n_trials=1, max_epochs=SIGNALLED_EPOCHS)
     first = workers.start(study_file)
     workers.wait_for(_checkpointed, first)
     first.send_signal(signal.SIGKILL)  # no chance to clean up: its trial stays RUNNING, its heartbeat stops
@@ -148,7 +156,7 @@ def test_a_killed_workers_trial_is_retried_and_resumes_after_its_last_epoch(work
     assert workers.wait(second) == 0, workers.log(1)
     killed, retry = workers.trials()
     assert (killed.state, retry.state) == (State.FAIL, State.COMPLETE)
-    epoch = _assert_resumed(killed, retry, max_epochs=6)
+    epoch = _assert_resumed(killed, retry, max_epochs=SIGNALLED_EPOCHS)
     assert f"trial 1 resumes trial 0 after epoch {epoch + 1}" in workers.log(1)
     # the checkpoint of the retried (best) trial stays, listed as its artifact; the killed one's is gone
     kept = retry.system_attrs[CHECKPOINT_ATTR]["artifact_id"]
@@ -158,7 +166,7 @@ def test_a_killed_workers_trial_is_retried_and_resumes_after_its_last_epoch(work
 
 @pytest.mark.parametrize("storage_url", ["sqlite"], indirect=True)  # the one-machine store
 def test_ctrl_c_ends_the_trial_cleanly_and_the_next_run_resumes_it(workers: Workers, demo_corpus: Path) -> None:
-    study_file = _pyannote_study(workers.folder, demo_corpus, n_trials=1, max_epochs=6)
+    study_file = _pyannote_study(workers.folder, demo_corpus, n_trials=1, max_epochs=SIGNALLED_EPOCHS)
     first = workers.start(study_file)
     workers.wait_for(_checkpointed, first)
     first.send_signal(signal.SIGINT)
@@ -173,7 +181,7 @@ def test_ctrl_c_ends_the_trial_cleanly_and_the_next_run_resumes_it(workers: Work
     assert workers.wait(second) == 0, workers.log(1)
     interrupted, retry = workers.trials()
     assert retry.state == State.COMPLETE
-    _assert_resumed(interrupted, retry, max_epochs=6)
+    _assert_resumed(interrupted, retry, max_epochs=SIGNALLED_EPOCHS)
 
 
 def test_four_workers_run_an_exact_budget_of_forty_trials(tmp_path: Path, postgres_url: str) -> None:
