@@ -406,9 +406,9 @@ def run_study(
         publish_study(study)  # optuna-dashboard: report figures and study note
         return study
     logger.info(
-        "study '%s' in %s: %d of %d trials finished, %d waiting, %d running elsewhere (%s, %s)",
+        "study '%s' in %s: %d of %d trials finished, %d waiting, %d running elsewhere (%s, %s on %s)",
         spec.name, mask_url(url), finished, planned + added, waiting, running,
-        type(study.sampler).__name__, type(study.pruner).__name__,
+        type(study.sampler).__name__, type(study.pruner).__name__, pruning_value(spec, objective),
     )
 
     worker = _Worker(study, spec, objective, space, artifact_store, device, show_progress)
