@@ -314,7 +314,7 @@ def _frozen_heap() -> Iterator[None]:
     collector's full collections while trials run, and give it back after.
 
     The store's many small objects trigger full collections during a trial, and Optuna runs one after
-    each; without this each walks the whole of the heavy libraries again (about 1 s per demo trial, 3%
+    each; without this each walks the whole of the heavy libraries again (about 1 s per demo trial, 2-3%
     of it: benchmarks/overhead.py). Garbage first, so that nothing already unreachable is kept.
     """
     gc.collect()
@@ -369,6 +369,7 @@ def run_study(
     # pyannote.audio sets Optuna's verbosity to WARNING)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     device_settings(device)  # an unknown or absent device fails before the store is touched
+    pruning_value(spec, objective)  # so does a misspelled prune_on
     url = resolve_storage_url(storage)
     with store_errors(url, f"opening study '{spec.name}'"):
         study = optuna.create_study(
