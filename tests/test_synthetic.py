@@ -61,6 +61,20 @@ def test_prune_on_reports_another_value_and_a_resumed_study_keeps_it(tmp_path):
     assert len(optuna.load_study(study_name="synthetic_tiny", storage=url).trials) == 1
 
 
+def test_a_study_leaves_no_scratch_folder_and_the_collector_as_it_found_it(tmp_path, monkeypatch):
+    import gc
+    import tempfile
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    fixed = {"optimizer": "Adam", "lr": 1e-2, "schedule": "constant", "batch_size": 32, "unfrozen_layers": 3}
+    frozen_before = gc.get_freeze_count()
+    run_study(_spec(fixed=fixed, n_trials=2), f"sqlite:///{tmp_path / 'tuner.db'}", workdir=tmp_path, show_progress=False)
+    assert list(scratch.iterdir()) == []  # each trial's checkpoint folder is gone, kept or not
+    assert gc.get_freeze_count() == frozen_before  # the heap frozen during trials is given back
+
+
 def test_frozen_layers_stay_unchanged(tmp_path):
     objective, space = prepare_objective(_spec())
     result, module, before = fit_capturing(objective, space.config_from({"unfrozen_layers": 1, "lr": 1e-2, "batch_size": 32}))[:3]
