@@ -5,8 +5,8 @@ model options, Trainer arguments, 6 epochs) and one fixed configuration (``--con
 lr 1e-3, cosine, batch 32, weight decay 1e-4, unfrozen_layers 3, seed 0):
 
 (a) plain: ``objective.build(config, seed)``; its ``configure_optimizers`` returns the trial's optimizer and
-    per-epoch schedule (tuner.training.optim.build_optimizer / build_scheduler, after
-    tuner.training.freeze.apply_unfrozen_layers, as a trial does); ``lightning.Trainer(max_epochs=E, ...)``
+    per-epoch schedule after freezing the trial's layers (the runner's own ``_attach_optimization``, as a
+    trial's); ``lightning.Trainer(max_epochs=E, ...)``
     with the Trainer arguments runner.fit uses (no logger, no checkpointing, no progress bar, no model
     summary, no sanity validation; ``--plain-checkpointing`` turns Lightning's default ModelCheckpoint on)
     and ``.fit``. No tuner callback, no store. Timed from build to the end of ``fit``; the objective
@@ -73,22 +73,13 @@ def plain_fit(objective: Objective, config: TrialConfig, seed: int, epochs: int,
     """(seconds, seconds in Trainer.fit, last epoch's metrics) of a plain Lightning fit: build, optimizer, fit."""
     import lightning.pytorch as pl
 
-    from tuner.training.freeze import apply_unfrozen_layers
-    from tuner.training.optim import build_optimizer, build_scheduler
+    from tuner.runner import _attach_optimization  # the trial's optimizer, schedule and unfrozen layers
 
     started = time.perf_counter()
     inputs = objective.build(config, seed)
     module = inputs.module
 
-    def configure_optimizers() -> Any:
-        apply_unfrozen_layers(module, objective.layers(module), config.unfrozen_layers)
-        optimizer = build_optimizer(module.parameters(), config)
-        scheduler = build_scheduler(optimizer, config, epochs)
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
-
-    module.configure_optimizers = configure_optimizers  # type: ignore[method-assign]
+    _attach_optimization(module, objective, config, epochs)
     with quiet():
         trainer = pl.Trainer(
             max_epochs=epochs,
@@ -109,17 +100,17 @@ def plain_fit(objective: Objective, config: TrialConfig, seed: int, epochs: int,
     return ended - started, ended - fit_started, objective.epoch_metrics({k: float(v) for k, v in trainer.callback_metrics.items()})
 
 
-def tuner_trial(spec: StudySpec, workdir: str, objective: Objective | None = None) -> dict[str, Any]:
+def tuner_trial(spec: StudySpec, workdir: str, objective: Objective) -> dict[str, Any]:
     """One trial through run_study on a fresh temporary SQLite store: its times and last epoch's record.
 
-    With ``objective`` (set up already), run_study uses that instance instead of setting up its own, as a
-    worker's later trials use the one it set up for its first: both runs then read the same cached audio.
+    run_study uses ``objective`` (set up already) instead of setting up its own, as a worker's later
+    trials use the one it set up for its first: both runs then read the same cached audio.
     """
     from unittest import mock
 
     import tuner.runner
 
-    given = contextlib.nullcontext() if objective is None else mock.patch.object(
+    given = mock.patch.object(
         tuner.runner, "prepare_objective",
         lambda spec, workdir: (objective, spec.load_search_space(type(objective).params)),
     )

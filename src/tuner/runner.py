@@ -369,7 +369,7 @@ def run_study(
     # pyannote.audio sets Optuna's verbosity to WARNING)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     device_settings(device)  # an unknown or absent device fails before the store is touched
-    pruning_value(spec, objective)  # so does a misspelled prune_on
+    prune_on = pruning_value(spec, objective)  # so does a misspelled prune_on
     url = resolve_storage_url(storage)
     with store_errors(url, f"opening study '{spec.name}'"):
         study = optuna.create_study(
@@ -380,7 +380,7 @@ def run_study(
             direction=objective.direction,
             load_if_exists=True,
         )
-        _check_or_record_study(study, spec, objective, space, url)
+        _check_or_record_study(study, spec, objective, space, url, prune_on)
         source = str(spec.warm_start) if isinstance(spec.warm_start, (str, Path)) else "inline"
         planned, added = fill_queue(
             study, None if n_trials else spec.n_trials, add=n_trials or 0,
@@ -409,10 +409,10 @@ def run_study(
     logger.info(
         "study '%s' in %s: %d of %d trials finished, %d waiting, %d running elsewhere (%s, %s on %s)",
         spec.name, mask_url(url), finished, planned + added, waiting, running,
-        type(study.sampler).__name__, type(study.pruner).__name__, pruning_value(spec, objective),
+        type(study.sampler).__name__, type(study.pruner).__name__, prune_on,
     )
 
-    worker = _Worker(study, spec, objective, space, artifact_store, device, show_progress)
+    worker = _Worker(study, spec, objective, space, prune_on, artifact_store, device, show_progress)
     deadline = None if timeout is None else time.monotonic() + timeout
     queue = backend(study)
     queue.queue_only = True  # take only enqueued trials: the budget is exact
@@ -498,9 +498,9 @@ def _sigint_restored() -> Iterator[None]:
 class _Worker:
     """One worker's side of a study: runs the trials it takes, records them, and cleans up after them."""
 
-    def __init__(self, study: optuna.Study, spec: StudySpec, objective: Objective, space: SearchSpace,
+    def __init__(self, study: optuna.Study, spec: StudySpec, objective: Objective, space: SearchSpace, prune_on: str,
                  artifact_store: Any, device: str | None, show_progress: bool) -> None:
-        self.study, self.spec, self.objective, self.space = study, spec, objective, space
+        self.study, self.spec, self.objective, self.space, self.prune_on = study, spec, objective, space, prune_on
         self.artifact_store, self.device, self.show_progress = artifact_store, device, show_progress
         self.display: Any = None
         self.current: optuna.Trial | None = None  # the trial this worker runs, until after_trial
@@ -527,7 +527,7 @@ class _Worker:
             try:
                 result = fit(objective, config, seed, spec.max_epochs, trial=trial, trainer_options=spec.trainer,
                              callbacks=[checkpoints, *progress], device=self.device, resume_from=resume_from,
-                             prune_on=pruning_value(spec, objective))
+                             prune_on=self.prune_on)
             except KeyboardInterrupt:
                 trial.set_user_attr("fail_reason", "interrupted (Ctrl-C); re-queued to resume from its last finished epoch")
                 raise
@@ -636,7 +636,9 @@ def _record_result(trial: optuna.Trial, result: FitResult, objective: Objective,
     trial.set_user_attr("model", result.info)
 
 
-def _check_or_record_study(study: optuna.Study, spec: StudySpec, objective: Objective, space: SearchSpace, url: str) -> None:
+def _check_or_record_study(
+    study: optuna.Study, spec: StudySpec, objective: Objective, space: SearchSpace, url: str, prune_on: str
+) -> None:
     """Record what the study is on first use; refuse to mix another objective into it later."""
     import tuner
 
@@ -647,12 +649,11 @@ def _check_or_record_study(study: optuna.Study, spec: StudySpec, objective: Obje
             f"'{objective.name}'. Give this study another name or use another store (--storage)."
         )
     described = objective.describe()
-    prune_on = pruning_value(spec, objective)
-    if "objective" in attrs and attrs.get("prune_on", objective.metric) != prune_on:
+    recorded = attrs.get("prune_on", objective.metric)  # studies from before prune_on pruned on the metric
+    if "objective" in attrs and recorded != prune_on:
         raise ConfigError(
-            f"study '{spec.name}' in {mask_url(url)} prunes on {attrs.get('prune_on', objective.metric)!r}, not "
-            f"{prune_on!r}: its trials' intermediate values are that. Set prune_on={attrs.get('prune_on', objective.metric)!r} "
-            f"in the study file, or give this study another name."
+            f"study '{spec.name}' in {mask_url(url)} prunes on {recorded!r}, not {prune_on!r}: its trials' "
+            f"intermediate values are that. Set prune_on={recorded!r} in the study file, or give this study another name."
         )
     if "objective" in attrs:
         for key in ("data", "pretrained"):

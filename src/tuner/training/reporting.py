@@ -75,7 +75,8 @@ class TrialReporter(pl.Callback):
         epoch = trainer.current_epoch
         record = self.objective.epoch_metrics(_floats(trainer.callback_metrics))
         metric = self.objective.metric
-        for key in dict.fromkeys((metric, self.prune_on if self.trial is not None else metric)):
+        reported = self.prune_on if self.trial is not None else metric
+        for key in dict.fromkeys((metric, reported)):  # in order, once
             if key not in record:
                 raise RuntimeError(
                     f"{type(self.objective).__name__} logged no '{key}' in epoch {epoch} "
