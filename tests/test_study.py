@@ -66,6 +66,23 @@ def test_median_pruner_prunes_a_bad_trial(make_spec, storage_url, tmp_path):
     assert bad.state == optuna.trial.TrialState.PRUNED and bad.user_attrs["epochs_run"] < 3
 
 
+def test_a_callback_that_stops_the_study_ends_the_run_after_its_trial(make_spec, storage_url, tmp_path):
+    seen: list[int] = []
+
+    def stop_after_the_first(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        seen.append(trial.number)
+        study.stop()
+
+    spec = make_spec(max_epochs=1, n_trials=3)
+    run_study(spec, storage_url, workdir=tmp_path, show_progress=False, callbacks=[stop_after_the_first])
+    states = [t.state for t in optuna.load_study(study_name="tiny", storage=storage_url).trials]
+    assert seen == [0]
+    assert states == [optuna.trial.TrialState.COMPLETE] + [optuna.trial.TrialState.WAITING] * 2
+    # the trials left in the queue run on the next call
+    run_study(spec, storage_url, workdir=tmp_path, show_progress=False)
+    assert [t.state for t in optuna.load_study(study_name="tiny", storage=storage_url).trials] == [optuna.trial.TrialState.COMPLETE] * 3
+
+
 def test_resume_adds_trials_to_the_same_study(make_spec, storage_url, tmp_path):
     run_study(make_spec(max_epochs=1, sampler=optuna.samplers.RandomSampler(seed=0)), storage_url, n_trials=2, workdir=tmp_path, show_progress=False)
     run_study(make_spec(max_epochs=1, sampler=optuna.samplers.RandomSampler(seed=0)), storage_url, n_trials=2, workdir=tmp_path, show_progress=False)

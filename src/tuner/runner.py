@@ -7,7 +7,7 @@ import gc
 import logging
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -343,6 +343,7 @@ def run_study(
     show_progress: bool = True,
     device: str | None = None,
     artifacts: str | Path | None = None,
+    callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
 ) -> optuna.Study:
     """Create or resume ``spec`` in the store and run trials until the study's queue is empty.
 
@@ -355,6 +356,10 @@ def run_study(
     trial resumes after its last finished epoch. A trial that diverges (NaN loss) or runs out of
     memory is recorded as failed with its reason and the study goes on; on Ctrl-C the running trial
     is marked failed and re-queued, and ``KeyboardInterrupt`` propagates.
+
+    ``callbacks`` are called after each of this worker's trials with the study and the finished trial,
+    as those of :meth:`optuna.Study.optimize`; one that calls ``study.stop()`` ends this call after
+    that trial (trials left in the queue stay there for a later run).
     """
     import optuna
 
@@ -423,7 +428,7 @@ def run_study(
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 try:
                     study.optimize(
-                        worker.run_trial, timeout=left, callbacks=[worker.after_trial],
+                        worker.run_trial, timeout=left, callbacks=[worker.after_trial, *callbacks],
                         catch=(TrialFailed,), gc_after_trial=True,
                     )
                 except QueueEmpty:
