@@ -89,15 +89,18 @@ def test_unknown_objective_in_a_study_file(tmp_path: Path, value: str, expected:
     [("pyannote_segmentation", "duraton", "duration"), ("wavlm_sv", "crop_secs", "crop_seconds"),
      ("sepformer_separation", "train_cvs", "train_csv")],
 )
-def test_misspelled_objective_option(objective: str, key: str, suggestion: str) -> None:
-    """Options are checked when the objective is made, before any data is read."""
+def test_misspelled_objective_option(tmp_path: Path, objective: str, key: str, suggestion: str) -> None:
+    """Options are checked when the objective is made, before any data is read; the message names the study file."""
     from tuner.runner import prepare_objective
 
-    study = StudySpec(name="x", objective=objective, search_space=SPACES[objective], data="/nonexistent", options={key: 1})
+    path = _study_file(tmp_path, f"study = StudySpec(name='x', objective={objective!r}, search_space={str(SPACES[objective])!r},\n"
+                                 f"                  data='/nonexistent', options={{{key!r}: 1}})\n")
     with pytest.raises(ConfigError) as info:
-        prepare_objective(study)
+        prepare_objective(load_study_file(path))
     message = str(info.value)
-    assert message.startswith(f"unknown option(s) ['{key}'] for objective '{objective}' (did you mean '{suggestion}'?)")
+    assert message.startswith(
+        f"{path}: study 'x': unknown option(s) ['{key}'] for objective '{objective}' (did you mean '{suggestion}'?)"
+    )
     assert "Known options: " in message and suggestion in message
 
 

@@ -79,7 +79,10 @@ def prepare_objective(spec: StudySpec, workdir: str | Path = "storage") -> tuple
     objective_class = get_objective_class(spec.objective)
     space = spec.load_search_space(objective_class.params)  # the file (or inline dict) + the study's `fixed`
     load_warm_start(spec, space)  # warm-start entries are checked against the space before any work
-    objective = objective_class(spec.data, spec.pretrained, spec.options, workdir=workdir)
+    try:
+        objective = objective_class(spec.data, spec.pretrained, spec.options, workdir=workdir)
+    except ConfigError as error:  # its options: name the study (file) that gave them
+        raise ConfigError(f"{spec.where}: {error}") from None
     objective.setup()
     space.check_unfrozen_layers(objective.num_blocks(), model=f"the {objective.name} model")
     return objective, space
@@ -97,7 +100,7 @@ def _check_trainer_options(spec: StudySpec) -> None:
     for key in spec.trainer:
         if key not in known:
             raise ConfigError(
-                f"study '{spec.name}': trainer option '{key}'{_did_you_mean(key, known)} is not an argument of "
+                f"{spec.where}: trainer option '{key}'{_did_you_mean(key, known)} is not an argument of "
                 "lightning.Trainer (https://lightning.ai/docs/pytorch/stable/common/trainer.html#trainer-class-api)."
             )
 
@@ -179,12 +182,12 @@ def pruning_value(spec: StudySpec, objective: Objective) -> str:
     known = (objective.metric, *objective.components)
     if key not in known:
         raise ConfigError(
-            f"study '{spec.name}': prune_on={key!r} is not a per-epoch value of objective '{objective.name}'"
+            f"{spec.where}: prune_on={key!r} is not a per-epoch value of objective '{objective.name}'"
             f"{_did_you_mean(key, known)}. Its values: {', '.join(known)}."
         )
     if objective.direction == "maximize" and key.startswith("loss/"):
         raise ConfigError(
-            f"study '{spec.name}': prune_on={key!r} is a loss (lower is better), but the study maximizes "
+            f"{spec.where}: prune_on={key!r} is a loss (lower is better), but the study maximizes "
             f"{objective.metric} and the pruner compares intermediate values in the study's direction. "
             f"Prune on {objective.metric} (the default) or on a value that grows as the model improves."
         )

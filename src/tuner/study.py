@@ -45,6 +45,13 @@ class StudySpec:
     description: str = ""
     #: configurations to run first (a YAML file, or an inline list of mappings): see load_warm_start
     warm_start: str | Path | Sequence[Mapping[str, Any]] | None = None
+    #: the study file that declared it (set by load_study_file), named in error messages
+    source: str | None = field(default=None, compare=False)
+
+    @property
+    def where(self) -> str:
+        """How error messages name the study: ``studies/x.py: study 'x'`` (or ``study 'x'``)."""
+        return f"{self.source}: study '{self.name}'" if self.source else f"study '{self.name}'"
 
     def __post_init__(self) -> None:
         where = f"study '{self.name}'"
@@ -79,10 +86,10 @@ class StudySpec:
         from tuner.search_space import SearchSpace
 
         if isinstance(self.search_space, Mapping):
-            space = SearchSpace.from_dict(self.search_space, extra=extra, source=f"study '{self.name}' search_space")
+            space = SearchSpace.from_dict(self.search_space, extra=extra, source=f"{self.where} search_space")
         else:
             space = SearchSpace.from_yaml(self.search_space, extra=extra)
-        return space.with_fixed(self.fixed, source=f"study '{self.name}'")
+        return space.with_fixed(self.fixed, source=self.where)
 
     def override(self, **changes: Any) -> StudySpec:
         """A copy with the non-None ``changes`` applied (command-line overrides)."""
@@ -125,7 +132,7 @@ def load_study_file(path: str | Path) -> StudySpec:
             f"{path}: defines no `study = StudySpec(...)` (found {type(study).__name__}). "
             "See studies/pyannote_optim.py for the shape of a study file."
         )
-    return study
+    return replace(study, source=str(path))
 
 
 def _spec_call_error(error: Exception, path: Path) -> tuple[str, int | None] | None:
@@ -198,7 +205,7 @@ def load_warm_start(spec: StudySpec, space: SearchSpace) -> list[WarmStartEntry]
         source = str(path)
         if not path.is_file():
             raise ConfigError(
-                f"study '{spec.name}': warm_start file not found: {path} (looked relative to {Path.cwd()}). "
+                f"{spec.where}: warm_start file not found: {path} (looked relative to {Path.cwd()}). "
                 "Give a YAML file holding a list of configurations, e.g. search_spaces/seed001_grid.yaml."
             )
         from tuner._yaml import parse_yaml
@@ -212,7 +219,7 @@ def load_warm_start(spec: StudySpec, space: SearchSpace) -> list[WarmStartEntry]
                 f"got {type(content).__name__}."
             )
     else:
-        source = f"study '{spec.name}' warm_start"
+        source = f"{spec.where} warm_start"
         content = list(warm_start)
     entries: list[WarmStartEntry] = []
     seen: dict[tuple[tuple[str, Any], ...], WarmStartEntry] = {}
