@@ -51,6 +51,19 @@ def test_truncated_wav(corpus_copy: Path, tmp_path: Path) -> None:
     assert "copy or export it again, or remove it from the corpus" in message
 
 
+@pytest.mark.parametrize(("keep", "expected"), [
+    (36, "is a WAV file whose header is damaged or cut short (Error opening"),  # RIFF + fmt, no data chunk
+    (0, "is empty (0 bytes)"),
+])
+def test_wav_cut_inside_its_header(corpus_copy: Path, tmp_path: Path, keep: int, expected: str) -> None:
+    """A WAV cut before its samples begin is damaged, not in a format to convert (no ffmpeg hint)."""
+    wav = _wav(corpus_copy)
+    wav.write_bytes(wav.read_bytes()[:keep])
+    message = _data_error(corpus_copy, tmp_path)
+    assert message.startswith(f"audio file {wav} {expected}")
+    assert "remove it from the corpus" in message and "ffmpeg" not in message
+
+
 def test_truncated_flac_in_a_layout_without_database_yml(corpus_copy: Path, tmp_path: Path) -> None:
     (corpus_copy / "database.yml").unlink()
     wav = _wav(corpus_copy, "demo_dev_001")

@@ -39,10 +39,19 @@ def audio_info(path: str | Path, expected_sample_rate: int | None = None) -> Aud
     path = Path(path)
     if not path.is_file():
         raise DataError(f"audio file not found: {path}. Check the corpus paths or regenerate the list.")
+    if path.stat().st_size == 0:
+        raise DataError(f"audio file {path} is empty (0 bytes): re-export it or remove it from the corpus.")
     try:
         info = sf.info(str(path))
     except Exception as error:  # soundfile raises its own LibsndfileError / RuntimeError
-        raise DataError(f"cannot read audio file {path}: {error}. {_CONVERT_HINT}.") from None
+        reason = str(error).rstrip(".")
+        kind = _container(path)
+        if kind is not None:  # a format soundfile reads, so the file itself is damaged, not its format
+            raise DataError(
+                f"audio file {path} is a {kind} file whose header is damaged or cut short ({reason}). "
+                f"{_TRUNCATED_HINT}."
+            ) from None
+        raise DataError(f"cannot read audio file {path}: {reason}. {_CONVERT_HINT}.") from None
     _check_complete(path, info)
     if info.frames == 0:
         raise DataError(f"audio file {path} is empty (0 samples): re-export it or remove it from the corpus.")
@@ -58,6 +67,16 @@ _TRUNCATED_HINT = (
     "The file was cut short (an interrupted copy, download or export): copy or export it again, or remove it "
     "from the corpus"
 )
+
+
+#: first bytes of the containers soundfile reads
+_MAGIC = {b"RIFF": "WAV", b"RF64": "WAV", b"fLaC": "FLAC", b"OggS": "Ogg"}
+
+
+def _container(path: Path) -> str | None:
+    """The container ``path`` starts as (``WAV``, ``FLAC``, ``Ogg``), from its first bytes, or None."""
+    with path.open("rb") as handle:
+        return _MAGIC.get(handle.read(4))
 
 
 def _wav_data_chunk(path: Path) -> tuple[int, int] | None:
