@@ -135,6 +135,33 @@ def test_uem_region_rounded_up_by_a_millisecond_is_accepted(corpus_copy: Path, t
     assert resolve_diarization_corpus(corpus_copy, workdir=tmp_path).validate()["train"]["files"] == 3
 
 
+def test_uem_regions_shorter_than_a_chunk_are_named_in_a_warning(
+    corpus_copy: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """pyannote silently drops regions shorter than its chunks: tuner says which, and how to keep them."""
+    uem = corpus_copy / "train" / "uem" / f"{TRAIN_URI}.uem"
+    uem.write_text(f"{TRAIN_URI} 1 0.000 2.000\n{TRAIN_URI} 1 2.500 12.500\n")
+    with caplog.at_level(logging.WARNING, logger="tuner.data.diarization"):
+        summary = resolve_diarization_corpus(corpus_copy, workdir=tmp_path).validate(chunk_duration=3.0)
+    assert summary["train"]["files"] == 3
+    (warning,) = [r.getMessage() for r in caplog.records if "shorter than" in r.getMessage()]
+    assert "1 of the 4 evaluated regions of the train subset (2.0 s) are shorter than the 3 s chunks" in warning
+    assert f"e.g. {uem}:1: UEM region 0.000-2.000 s of uri '{TRAIN_URI}'" in warning
+    assert "options={'duration': ...}" in warning
+
+
+def test_a_chunk_longer_than_every_file_leaves_nothing_to_train_on(corpus_copy: Path, tmp_path: Path) -> None:
+    """The study's chunk duration reaches the check: setup fails before any trial, saying what to change."""
+    from tuner.objectives.pyannote import PyannoteSegmentation
+
+    objective = PyannoteSegmentation(str(corpus_copy), options={**TINY_OPTIONS, "duration": 60.0}, workdir=tmp_path / "work")
+    with pytest.raises(DataError) as info:
+        objective.setup()
+    message = str(info.value)
+    assert "3 of the 3 evaluated regions of the train subset" in message and "shorter than the 60 s chunks" in message
+    assert "no audio at all" in message and "options={'duration': ...}" in message
+
+
 def test_uem_line_of_another_uri(corpus_copy: Path, tmp_path: Path) -> None:
     uem = corpus_copy / "train" / "uem" / f"{TRAIN_URI}.uem"
     uem.write_text(f"{TRAIN_URI} 1 0.000 10.000\ndemo_train_01 1 10.000 20.000\n")

@@ -58,14 +58,16 @@ class DiarizationCorpus:
         return registry.get_protocol(self.protocol_name, preprocessors=preprocessors)
 
     # -- validation --------------------------------------------------------------------------
-    def validate(self, sample_rate: int | None = None) -> dict[str, Any]:
+    def validate(self, sample_rate: int | None = None, chunk_duration: float | None = None) -> dict[str, Any]:
         """Check every file of the train and development subsets; return a summary per subset.
 
         RTTM and UEM files are read by tuner's strict readers first (errors name ``file:line``), then
         the protocol is listed through pyannote.database and every audio header is checked (readable,
         complete, not empty), as is every UEM region and RTTM turn against its audio's duration.
         ``sample_rate`` is the model's: files at another rate are named in a warning (pyannote resamples
-        them chunk by chunk).
+        them chunk by chunk). ``chunk_duration`` is the task's: pyannote skips every evaluated region
+        (UEM region, else whole file) shorter than a chunk, in training and validation alike, so those
+        are named in a warning, and a subset left with none is an error.
         """
         subsets = self._subset_config()
         spans = {subset: self._validate_annotations(subset, subsets.get(subset) or {}) for subset in ("train", "development")}
@@ -75,18 +77,43 @@ class DiarizationCorpus:
         for subset in ("train", "development"):
             files = _list_files(protocol, subset, self)
             seconds = 0.0
+            regions: list[_Span] = []
             for file in files:
                 info = self._audio_info(file, subset)
-                for span in spans[subset].get(file["uri"], []):
+                mine = spans[subset].get(file["uri"], [])
+                for span in mine:
                     span.check_within(info)
                 if sample_rate is not None and info.sample_rate != sample_rate:
                     off_rate.setdefault(info.sample_rate, []).append(info.path)
                 seconds += info.duration
+                uem = [span for span in mine if span.kind == "annotated"]
+                regions += uem or [_Span("annotated", info.path, None, file["uri"], 0.0, info.duration)]
+            if chunk_duration is not None:
+                self._check_region_lengths(subset, regions, chunk_duration)
             summary[subset] = {"files": len(files), "hours": round(seconds / 3600.0, 4)}
             logger.info("%s: %d %s files, %.1f min of audio", self, len(files), subset, seconds / 60)
         if off_rate and sample_rate is not None:
             _warn_sample_rates(off_rate, sample_rate)
         return summary
+
+    def _check_region_lengths(self, subset: str, regions: list[_Span], chunk_duration: float) -> None:
+        """pyannote drops every region shorter than a chunk: none left is an error, some a warning."""
+        short = [region for region in regions if region.end - region.start < chunk_duration]
+        if not short:
+            return
+        example = short[0]
+        lost = sum(region.end - region.start for region in short)
+        what = f"{len(short)} of the {len(regions)} evaluated regions"
+        found = (
+            f"{self}: {what} of the {subset} subset ({lost:.1f} s) are shorter than the {chunk_duration:g} s "
+            f"chunks pyannote cuts, so it never uses them, e.g. {example.where}: "
+            f"{'UEM region' if example.line is not None else 'the whole file'} {example.start:.3f}-{example.end:.3f} s "
+            f"of uri '{example.uri}'"
+        )
+        fix = "merge or lengthen the UEM regions, or give the study a shorter chunk (options={'duration': ...})"
+        if len(short) == len(regions):
+            raise DataError(f"{found}. That leaves the {subset} subset with no audio at all: {fix}.")
+        logger.warning("%s. To use them, %s.", found, fix)
 
     def _validate_annotations(self, subset: str, config: dict[str, Any]) -> dict[str, list[_Span]]:
         """Read the subset's RTTM and UEM files; return each uri's turns and regions (to check against

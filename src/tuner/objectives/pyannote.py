@@ -109,13 +109,14 @@ class PyannoteSegmentation(Objective):
                 "max_speakers_per_chunk": len(specifications.classes),
                 "max_speakers_per_frame": specifications.powerset_max_classes or 2,
             }
-        self.resolved_data = str(corpus)
-        self.data_summary = corpus.validate(sample_rate=sample_rate)  # files at another rate: a warning
-        self._protocol = corpus.protocol()
-        self._waveforms = WaveformCache(pad_samples=256)
         for key in self._task_options:
             if self.options[key] is not None:
                 self._task_options[key] = self.options[key]
+        self.resolved_data = str(corpus)
+        # files at another rate, regions shorter than a chunk: warnings (no region left: an error)
+        self.data_summary = corpus.validate(sample_rate=sample_rate, chunk_duration=self._task_options["duration"])
+        self._protocol = corpus.protocol()
+        self._waveforms = WaveformCache(pad_samples=256)
         cache_dir = Path(tempfile.mkdtemp(prefix="tuner-pyannote-"))
         weakref.finalize(self, shutil.rmtree, cache_dir, ignore_errors=True)  # with the objective, or at exit
         self._task_cache = cache_dir / "prepared.npz"  # pyannote's prepared (meta)data, shared by trials
