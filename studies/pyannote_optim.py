@@ -12,7 +12,9 @@ study = StudySpec(
     pretrained=None,  # or --pretrained path/to/pytorch_model.bin (random small PyanNet if None)
     search_space="search_spaces/pyannote.yaml",
     sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=5),
-    pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+    # a trial goes past 2 and past 4 epochs only among the best third there (the best, while fewer than 3
+    # got there): only the first trial runs in full by default (a median pruner lets its first N run)
+    pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
     prune_on="loss/val",  # DER sits on a plateau for the first epochs, where ties never prune
     n_trials=10,  # finished (complete + pruned) trials, across all workers
     max_epochs=6,
