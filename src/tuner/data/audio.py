@@ -69,14 +69,18 @@ _TRUNCATED_HINT = (
 )
 
 
-#: first bytes of the containers soundfile reads
+#: first bytes of the containers soundfile reads (RIFF and RF64 also hold AVI, WebP, ...: WAVE is checked)
 _MAGIC = {b"RIFF": "WAV", b"RF64": "WAV", b"fLaC": "FLAC", b"OggS": "Ogg"}
 
 
 def _container(path: Path) -> str | None:
     """The container ``path`` starts as (``WAV``, ``FLAC``, ``Ogg``), from its first bytes, or None."""
     with path.open("rb") as handle:
-        return _MAGIC.get(handle.read(4))
+        head = handle.read(12)
+    kind = _MAGIC.get(head[:4])
+    if kind == "WAV" and head[8:12] != b"WAVE":
+        return None
+    return kind
 
 
 def _wav_data_chunk(path: Path) -> tuple[int, int] | None:
