@@ -653,14 +653,14 @@ def _check_or_record_study(
     attrs = study.user_attrs
     if "objective" in attrs and attrs["objective"] != objective.name:
         raise ConfigError(
-            f"study '{spec.name}' in {mask_url(url)} was created for objective '{attrs['objective']}', not "
+            f"{spec.where} in {mask_url(url)} was created for objective '{attrs['objective']}', not "
             f"'{objective.name}'. Give this study another name or use another store (--storage)."
         )
     described = objective.describe()
     recorded = attrs.get("prune_on", objective.metric)  # studies from before prune_on pruned on the metric
     if "objective" in attrs and recorded != prune_on:
         raise ConfigError(
-            f"study '{spec.name}' in {mask_url(url)} prunes on {recorded!r}, not {prune_on!r}: its trials' "
+            f"{spec.where} in {mask_url(url)} prunes on {recorded!r}, not {prune_on!r}: its trials' "
             f"intermediate values are that. Set prune_on={recorded!r} in the study file, or give this study another name."
         )
     if "objective" in attrs:

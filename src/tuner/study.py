@@ -54,7 +54,7 @@ class StudySpec:
         return f"{self.source}: study '{self.name}'" if self.source else f"study '{self.name}'"
 
     def __post_init__(self) -> None:
-        where = f"study '{self.name}'"
+        where = self.where
         if not isinstance(self.name, str) or not self.name.strip():
             raise ConfigError("StudySpec needs a non-empty 'name'.")
         for key in ("n_trials", "max_epochs"):

@@ -31,8 +31,9 @@ class TrialReporter(pl.Callback):
 
     Each epoch's ``{metric, components, lr, seconds}`` is written to the trial as user attribute
     ``epoch/NNN`` so that tables can be rebuilt from the store alone; the metric (or ``prune_on``, another
-    value of the record) is reported to Optuna at step = epoch. A module may also expose ``epoch_details`` (small JSON-able data of its last
-    validation, e.g. a DET curve): the best epoch's is kept as ``details/best``. When the pruner says so, training stops at the end of this epoch and
+    value of the record) is reported to Optuna at step = epoch. A module may also expose
+    ``epoch_details`` (small JSON-able data of its last validation, e.g. a DET curve): the best epoch's
+    is kept as ``details/best``. When the pruner says so, training stops at the end of this epoch and
     :attr:`pruned_at` is set (the runner then raises ``optuna.TrialPruned``).
     """
 
