@@ -36,7 +36,9 @@ def command() -> str:
     return shlex.join([".venv/bin/python", str(script), *sys.argv[1:]])
 
 
-def write_result(name: str, figure: float, target: float, meets_target: bool, unit: str, **details: Any) -> dict[str, Any]:
+def write_result(
+    name: str, figure: float, target: float, meets_target: bool, unit: str, **details: Any
+) -> dict[str, Any]:
     """Print the result and write it to ``benchmarks/results/<name>.json``; returns what was written."""
     result = {
         "name": name,

@@ -36,9 +36,16 @@ def main() -> None:
         baseline = study.user_attrs["baseline"][study.user_attrs["metric"]]
         best = study.best_value
     write_result(
-        "demo_study", round(minutes, 2), args.target_minutes, minutes <= args.target_minutes and best < baseline / 2,
-        "minutes", trials=len(states), complete=states.count(optuna.trial.TrialState.COMPLETE),
-        pruned=states.count(optuna.trial.TrialState.PRUNED), best_DER=round(best, 4), untrained_DER=round(baseline, 4),
+        "demo_study",
+        round(minutes, 2),
+        args.target_minutes,
+        minutes <= args.target_minutes and best < baseline / 2,
+        "minutes",
+        trials=len(states),
+        complete=states.count(optuna.trial.TrialState.COMPLETE),
+        pruned=states.count(optuna.trial.TrialState.PRUNED),
+        best_DER=round(best, 4),
+        untrained_DER=round(baseline, 4),
     )
 
 

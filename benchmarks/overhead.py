@@ -55,7 +55,12 @@ from tuner.objectives.base import Objective, get_objective_class
 logger = logging.getLogger("benchmarks.overhead")
 
 DEFAULT_CONFIG: dict[str, Any] = {
-    "optimizer": "AdamW", "lr": 1e-3, "schedule": "cosine", "batch_size": 32, "weight_decay": 1e-4, "unfrozen_layers": 3,
+    "optimizer": "AdamW",
+    "lr": 1e-3,
+    "schedule": "cosine",
+    "batch_size": 32,
+    "weight_decay": 1e-4,
+    "unfrozen_layers": 3,
 }
 QUICK = {"epochs": 1, "repeats": 1}
 
@@ -68,8 +73,14 @@ def quiet() -> Iterator[None]:
         yield
 
 
-def plain_fit(objective: Objective, config: TrialConfig, seed: int, epochs: int, trainer_args: Mapping[str, Any],
-              checkpoint_dir: str | None) -> tuple[float, float, dict[str, float]]:
+def plain_fit(
+    objective: Objective,
+    config: TrialConfig,
+    seed: int,
+    epochs: int,
+    trainer_args: Mapping[str, Any],
+    checkpoint_dir: str | None,
+) -> tuple[float, float, dict[str, float]]:
     """(seconds, seconds in Trainer.fit, last epoch's metrics) of a plain Lightning fit: build, optimizer, fit."""
     import lightning.pytorch as pl
 
@@ -94,10 +105,18 @@ def plain_fit(objective: Objective, config: TrialConfig, seed: int, epochs: int,
             **{**inputs.trainer_options, **dict(trainer_args)},
         )
         fit_started = time.perf_counter()
-        trainer.fit(module, datamodule=inputs.datamodule, train_dataloaders=inputs.train_dataloaders,
-                    val_dataloaders=inputs.val_dataloaders)
+        trainer.fit(
+            module,
+            datamodule=inputs.datamodule,
+            train_dataloaders=inputs.train_dataloaders,
+            val_dataloaders=inputs.val_dataloaders,
+        )
     ended = time.perf_counter()
-    return ended - started, ended - fit_started, objective.epoch_metrics({k: float(v) for k, v in trainer.callback_metrics.items()})
+    return (
+        ended - started,
+        ended - fit_started,
+        objective.epoch_metrics({k: float(v) for k, v in trainer.callback_metrics.items()}),
+    )
 
 
 def tuner_trial(spec: StudySpec, workdir: str, objective: Objective) -> dict[str, Any]:
@@ -111,7 +130,8 @@ def tuner_trial(spec: StudySpec, workdir: str, objective: Objective) -> dict[str
     import tuner.runner
 
     given = mock.patch.object(
-        tuner.runner, "prepare_objective",
+        tuner.runner,
+        "prepare_objective",
         lambda spec, workdir: (objective, spec.load_search_space(type(objective).params)),
     )
     with tempfile.TemporaryDirectory(prefix="tuner-overhead-") as tmp, quiet(), given:
@@ -133,14 +153,22 @@ def tuner_trial(spec: StudySpec, workdir: str, objective: Objective) -> dict[str
         }
 
 
-def profile_pair(objective: Objective, config: TrialConfig, spec: StudySpec, trainer_args: Mapping[str, Any],
-                 checkpoint_dir: str | None, workdir: str, top: int) -> dict[str, Any]:
+def profile_pair(
+    objective: Objective,
+    config: TrialConfig,
+    spec: StudySpec,
+    trainer_args: Mapping[str, Any],
+    checkpoint_dir: str | None,
+    workdir: str,
+    top: int,
+) -> dict[str, Any]:
     """cProfile one plain fit and one run_study: where (b)'s extra time goes.
 
     Two views: tuner's and Optuna's own functions in the run_study profile by cumulative seconds (those
     that enclose the whole fit left out), and every function by how much its own seconds grow from (a) to
     (b) (noisy for torch kernels on a shared machine; large entries there are the signal).
     """
+
     def profiled(run: Any) -> tuple[dict[tuple[str, int, str], tuple[float, float]], float]:
         profiler = cProfile.Profile()
         started = time.perf_counter()
@@ -149,7 +177,9 @@ def profile_pair(objective: Objective, config: TrialConfig, spec: StudySpec, tra
         stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
         return {key: (value[2], value[3]) for key, value in stats.items()}, wall
 
-    plain, plain_wall = profiled(lambda: plain_fit(objective, config, spec.seed, spec.max_epochs, trainer_args, checkpoint_dir))
+    plain, plain_wall = profiled(
+        lambda: plain_fit(objective, config, spec.seed, spec.max_epochs, trainer_args, checkpoint_dir)
+    )
     ours, ours_wall = profiled(lambda: tuner_trial(spec, workdir, objective))
 
     def name(key: tuple[str, int, str]) -> str:
@@ -162,10 +192,15 @@ def profile_pair(objective: Objective, config: TrialConfig, spec: StudySpec, tra
         return out
 
     plain_own, ours_own = own(plain), own(ours)
-    grown = sorted(((ours_own.get(k, 0.0) - plain_own.get(k, 0.0), k) for k in set(ours_own) | set(plain_own)), reverse=True)
+    grown = sorted(
+        ((ours_own.get(k, 0.0) - plain_own.get(k, 0.0), k) for k in set(ours_own) | set(plain_own)), reverse=True
+    )
     product = sorted(
-        ((cumtime, name(key)) for key, (_, cumtime) in ours.items()
-         if any(part in key[0] for part in ("/tuner/", "/optuna/")) and cumtime < 0.5 * ours_wall),
+        (
+            (cumtime, name(key))
+            for key, (_, cumtime) in ours.items()
+            if any(part in key[0] for part in ("/tuner/", "/optuna/")) and cumtime < 0.5 * ours_wall
+        ),
         reverse=True,
     )
     return {
@@ -202,19 +237,34 @@ def main() -> None:
         epilog="Settings come from --study (objective, data, model options, Trainer arguments, max_epochs); "
         "the configuration from --config.",
     )
-    parser.add_argument("--study", default="studies/pyannote_optim.py", help="study file giving objective, data, options and epochs")
-    parser.add_argument("--config", type=json.loads, default=DEFAULT_CONFIG,
-                        help=f"the fixed configuration, JSON (default {json.dumps(DEFAULT_CONFIG)})")
+    parser.add_argument(
+        "--study", default="studies/pyannote_optim.py", help="study file giving objective, data, options and epochs"
+    )
+    parser.add_argument(
+        "--config",
+        type=json.loads,
+        default=DEFAULT_CONFIG,
+        help=f"the fixed configuration, JSON (default {json.dumps(DEFAULT_CONFIG)})",
+    )
     parser.add_argument("--epochs", type=int, help="epochs of both runs (default: the study's max_epochs, 6)")
     parser.add_argument("--seed", type=int, default=0, help="training seed of both runs (default 0)")
     parser.add_argument("--repeats", type=int, help="timed rounds of (a) and (b), after one warm-up (default 5)")
     parser.add_argument("--warmup-epochs", type=int, default=1, help="epochs of the untimed warm-up runs (default 1)")
-    parser.add_argument("--plain-checkpointing", action="store_true",
-                        help="give the plain fit Lightning's default ModelCheckpoint (a .ckpt per epoch, in a temporary dir)")
-    parser.add_argument("--profile", action="store_true", help="also cProfile one (a) and one (b) after the timed rounds")
+    parser.add_argument(
+        "--plain-checkpointing",
+        action="store_true",
+        help="give the plain fit Lightning's default ModelCheckpoint (a .ckpt per epoch, in a temporary dir)",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="also cProfile one (a) and one (b) after the timed rounds"
+    )
     parser.add_argument("--profile-top", type=int, default=25, help="functions listed by --profile (default 25)")
-    parser.add_argument("--workdir", default="storage", help="where the demo corpus lives or is generated (default: storage)")
-    parser.add_argument("--quick", action="store_true", help=f"a check, not the figure: {QUICK} (writes overhead_quick.json)")
+    parser.add_argument(
+        "--workdir", default="storage", help="where the demo corpus lives or is generated (default: storage)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help=f"a check, not the figure: {QUICK} (writes overhead_quick.json)"
+    )
     parser.add_argument("--target", type=float, default=1.02, help="target ratio (default 1.02)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -222,8 +272,15 @@ def main() -> None:
     base = load_study_file(args.study)
     epochs = args.epochs or (QUICK["epochs"] if args.quick else base.max_epochs)
     repeats = args.repeats or (QUICK["repeats"] if args.quick else 5)
-    spec = dataclasses.replace(base, name="overhead", fixed={**base.fixed, **args.config}, n_trials=1,
-                               max_epochs=epochs, seed=args.seed, warm_start=None)
+    spec = dataclasses.replace(
+        base,
+        name="overhead",
+        fixed={**base.fixed, **args.config},
+        n_trials=1,
+        max_epochs=epochs,
+        seed=args.seed,
+        warm_start=None,
+    )
     warmup_spec = dataclasses.replace(spec, max_epochs=args.warmup_epochs)
     space = spec.load_search_space(get_objective_class(spec.objective).params)
     if space.dimensions:
@@ -248,13 +305,20 @@ def main() -> None:
         order = ("plain", "tuner") if round_ % 2 == 0 else ("tuner", "plain")
         for which in order:
             if which == "plain":
-                seconds, fit_only, last_plain = plain_fit(objective, config, args.seed, epochs, spec.trainer, checkpoint_dir)
+                seconds, fit_only, last_plain = plain_fit(
+                    objective, config, args.seed, epochs, spec.trainer, checkpoint_dir
+                )
                 plain.append(seconds)
                 plain_fit_only.append(fit_only)
                 logger.info("round %d plain fit: %.2f s", round_ + 1, seconds)
             else:
                 trials.append(tuner_trial(spec, args.workdir, objective))
-                logger.info("round %d tuner trial: %.2f s (run_study %.2f s)", round_ + 1, trials[-1]["trial"], trials[-1]["run_study"])
+                logger.info(
+                    "round %d tuner trial: %.2f s (run_study %.2f s)",
+                    round_ + 1,
+                    trials[-1]["trial"],
+                    trials[-1]["run_study"],
+                )
     load.append(os.getloadavg()[0])
     profile = None
     if args.profile:
@@ -270,7 +334,10 @@ def main() -> None:
     trial_last = trials[-1]["last_epoch"]
     write_result(
         "overhead_quick" if args.quick else "overhead",
-        figure, args.target, figure <= args.target, "tuner trial / plain fit (wall time)",
+        figure,
+        args.target,
+        figure <= args.target,
+        "tuner trial / plain fit (wall time)",
         plain_seconds=[round(s, 2) for s in plain],
         plain_trainer_fit_seconds=[round(s, 2) for s in plain_fit_only],
         trial_seconds=[round(t["trial"], 2) for t in trials],

@@ -72,19 +72,25 @@ def trial_rows(study: optuna.Study, metric: str) -> list[dict[str, Any]]:
         inherited = int(resumed["epoch"]) + 1 if "epoch" in resumed else 0
         values = epoch_metrics(trial, metric)[inherited:]
         finite = [v for v in values if not math.isnan(v)]
-        ran = (trial.datetime_complete - trial.datetime_start).total_seconds() if trial.datetime_complete and trial.datetime_start else None
-        rows.append({
-            "trial": trial.number,
-            "name": trial.user_attrs.get("warm_start"),
-            "state": trial.state.name,
-            "params": trial.params,
-            "seed": trial.user_attrs.get("seed"),
-            "epochs": len(values),
-            "inherited": inherited or None,
-            metric: [round(v, 4) for v in values],
-            f"best_{metric}": round(min(finite), 4) if finite else None,
-            "seconds": None if ran is None else round(ran, 1),
-        })
+        ran = (
+            (trial.datetime_complete - trial.datetime_start).total_seconds()
+            if trial.datetime_complete and trial.datetime_start
+            else None
+        )
+        rows.append(
+            {
+                "trial": trial.number,
+                "name": trial.user_attrs.get("warm_start"),
+                "state": trial.state.name,
+                "params": trial.params,
+                "seed": trial.user_attrs.get("seed"),
+                "epochs": len(values),
+                "inherited": inherited or None,
+                metric: [round(v, 4) for v in values],
+                f"best_{metric}": round(min(finite), 4) if finite else None,
+                "seconds": None if ran is None else round(ran, 1),
+            }
+        )
     return rows
 
 
@@ -100,7 +106,9 @@ def epochs_to_reach(rows: list[dict[str, Any]], metric: str, goal: float) -> tup
 
 
 def timed_study(
-    spec: StudySpec, url: str, workdir: str,
+    spec: StudySpec,
+    url: str,
+    workdir: str,
     done: Callable[[optuna.Study], bool] = lambda study: False,
     callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
 ) -> tuple[optuna.Study, dict[str, Any]]:
@@ -120,7 +128,8 @@ def timed_study(
 def describe(component: Any) -> str:
     """``TypeName(option=value, ...)`` of a sampler or pruner, from its scalar settings."""
     settings = {
-        name.lstrip("_"): value for name, value in vars(component).items()
+        name.lstrip("_"): value
+        for name, value in vars(component).items()
         if isinstance(value, (bool, int, float, str)) or value is None
     }
     return f"{type(component).__name__}({', '.join(f'{k}={v!r}' for k, v in settings.items())})"
@@ -148,29 +157,53 @@ def main() -> None:
         epilog="Every default comes from --study (objective, data, model options, search space, grid, "
         "max_epochs) or from --tpe-study (pruner, prune_on and TPE startup trials of a study without warm start).",
     )
-    parser.add_argument("--study", default="studies/pyannote_seed001.py",
-                        help="study file giving objective, data, options, search space, warm-start grid and max_epochs")
-    parser.add_argument("--tpe-study", default="studies/pyannote_optim.py",
-                        help="study file whose pruner, prune_on and TPESampler n_startup_trials the TPE studies use "
-                        "(default: studies/pyannote_optim.py, the product's study without warm start)")
+    parser.add_argument(
+        "--study",
+        default="studies/pyannote_seed001.py",
+        help="study file giving objective, data, options, search space, warm-start grid and max_epochs",
+    )
+    parser.add_argument(
+        "--tpe-study",
+        default="studies/pyannote_optim.py",
+        help="study file whose pruner, prune_on and TPESampler n_startup_trials the TPE studies use "
+        "(default: studies/pyannote_optim.py, the product's study without warm start)",
+    )
     parser.add_argument("--max-epochs", type=int, help="epochs per trial, grid and TPE alike (default: the study's, 6)")
     parser.add_argument("--seeds", type=int, nargs="+", help="TPE studies to run, one per seed (default: 0 1 2)")
-    parser.add_argument("--epoch-budget", type=int,
-                        help="epochs each TPE study may spend before it counts as not reached (default: the grid's)")
-    parser.add_argument("--grid-weight-decay", type=float, default=0.0,
-                        help="weight decay of the grid settings, which give none (default 0.0: Adam/RAdam/NAdam's and pyannote's default)")
-    parser.add_argument("--tpe-startup-trials", type=int,
-                        help="TPESampler n_startup_trials (default: that of --tpe-study's sampler)")
-    parser.add_argument("--workdir", default="storage", help="where the demo corpus lives or is generated (default: storage)")
-    parser.add_argument("--keep-store", type=Path,
-                        help="keep the SQLite store in this folder instead of a temporary one; run again with the same "
-                        "folder to resume (finished studies are read back, an interrupted one continues)")
-    parser.add_argument("--result-name",
-                        help="name of the result file in benchmarks/results (default: search_efficiency, "
-                        "with --quick search_efficiency_quick); a side experiment names its own")
-    parser.add_argument("--note", default="", help="a remark recorded in the result file (e.g. why a study was resumed)")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"a check, not the figure: {QUICK} (writes search_efficiency_quick.json)")
+    parser.add_argument(
+        "--epoch-budget",
+        type=int,
+        help="epochs each TPE study may spend before it counts as not reached (default: the grid's)",
+    )
+    parser.add_argument(
+        "--grid-weight-decay",
+        type=float,
+        default=0.0,
+        help="weight decay of the grid settings, which give none (default 0.0: Adam/RAdam/NAdam's and pyannote's default)",
+    )
+    parser.add_argument(
+        "--tpe-startup-trials", type=int, help="TPESampler n_startup_trials (default: that of --tpe-study's sampler)"
+    )
+    parser.add_argument(
+        "--workdir", default="storage", help="where the demo corpus lives or is generated (default: storage)"
+    )
+    parser.add_argument(
+        "--keep-store",
+        type=Path,
+        help="keep the SQLite store in this folder instead of a temporary one; run again with the same "
+        "folder to resume (finished studies are read back, an interrupted one continues)",
+    )
+    parser.add_argument(
+        "--result-name",
+        help="name of the result file in benchmarks/results (default: search_efficiency, "
+        "with --quick search_efficiency_quick); a side experiment names its own",
+    )
+    parser.add_argument(
+        "--note", default="", help="a remark recorded in the result file (e.g. why a study was resumed)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help=f"a check, not the figure: {QUICK} (writes search_efficiency_quick.json)"
+    )
     parser.add_argument("--target", type=float, default=0.25, help="target fraction (default 0.25)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -201,9 +234,14 @@ def main() -> None:
     metric = objective.metric
     prune_on = pruning_value(product, objective)
     grid_spec = dataclasses.replace(
-        base, name="seed001_grid", fixed={**base.fixed, "weight_decay": args.grid_weight_decay},
-        sampler=optuna.samplers.TPESampler(seed=0), pruner=optuna.pruners.NopPruner(),
-        n_trials=len(grid_entries), seed=0, prune_on=None,  # no pruner: what it would read is moot
+        base,
+        name="seed001_grid",
+        fixed={**base.fixed, "weight_decay": args.grid_weight_decay},
+        sampler=optuna.samplers.TPESampler(seed=0),
+        pruner=optuna.pruners.NopPruner(),
+        n_trials=len(grid_entries),
+        seed=0,
+        prune_on=None,  # no pruner: what it would read is moot
     )
     with tempfile.TemporaryDirectory(prefix="tuner-search-efficiency-") as tmp:
         store_dir = args.keep_store or Path(tmp)
@@ -218,49 +256,77 @@ def main() -> None:
         grid_raw_best = min(min(v for v in r[metric] if not math.isnan(v)) for r in grid_rows)
         grid_epochs = sum(r["epochs"] for r in grid_rows)
         best_row = min(grid_rows, key=lambda r: r[f"best_{metric}"])
-        logger.info("grid best %s=%.4f (%s), %d epochs, %s", metric, grid_raw_best, best_row["name"], grid_epochs, grid_times)
+        logger.info(
+            "grid best %s=%.4f (%s), %d epochs, %s", metric, grid_raw_best, best_row["name"], grid_epochs, grid_times
+        )
 
         budget = args.epoch_budget or grid_epochs
         per_seed = []
         for seed in seeds:
             spec = dataclasses.replace(
-                base, name=f"tpe_seed{seed}", warm_start=None, seed=seed, prune_on=prune_on, pruner=pruner,
+                base,
+                name=f"tpe_seed{seed}",
+                warm_start=None,
+                seed=seed,
+                prune_on=prune_on,
+                pruner=pruner,
                 n_trials=budget,  # at least an epoch each: the epoch budget ends the study first
                 sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup),
             )
-            logger.info("TPE seed %d: trials of up to %d epochs until %s <= %.4f or %d epochs spent",
-                        seed, max_epochs, metric, grid_raw_best, budget)
+            logger.info(
+                "TPE seed %d: trials of up to %d epochs until %s <= %.4f or %d epochs spent",
+                seed,
+                max_epochs,
+                metric,
+                grid_raw_best,
+                budget,
+            )
             study, times = timed_study(
-                spec, url, args.workdir, done=lambda s: is_done(trial_rows(s, metric), metric, grid_raw_best, budget),
+                spec,
+                url,
+                args.workdir,
+                done=lambda s: is_done(trial_rows(s, metric), metric, grid_raw_best, budget),
                 callbacks=[stop_when_done(grid_raw_best, budget, metric)],
             )
             rows = trial_rows(study, metric)
             spent, reached, trial, epoch = epochs_to_reach(rows, metric, grid_raw_best)
             finite = [r[f"best_{metric}"] for r in rows if r[f"best_{metric}"] is not None]
-            per_seed.append({
-                "seed": seed,
-                # not reached: no better than the grid (it spent the budget; at least the grid's epochs)
-                "fraction": round((spent if reached else max(spent, grid_epochs)) / grid_epochs, 4),
-                "epochs_counted": spent,
-                "reached": reached,
-                "reached_at": None if not reached else {"trial": trial, "epoch": epoch},
-                f"best_{metric}": min(finite) if finite else None,
-                "epochs_total": sum(r["epochs"] for r in rows),
-                "trials": len(rows),
-                "pruned": sum(r["state"] == "PRUNED" for r in rows),
-                "failed": sum(r["state"] == "FAIL" for r in rows),
-                **times,
-                "trial_rows": rows,
-            })
-            logger.info("TPE seed %d: %s after %d epochs (fraction %.3f), best %s=%.4f, %s",
-                        seed, "reached" if reached else "NOT reached", spent, spent / grid_epochs, metric,
-                        per_seed[-1][f"best_{metric}"] or math.nan, times)
+            per_seed.append(
+                {
+                    "seed": seed,
+                    # not reached: no better than the grid (it spent the budget; at least the grid's epochs)
+                    "fraction": round((spent if reached else max(spent, grid_epochs)) / grid_epochs, 4),
+                    "epochs_counted": spent,
+                    "reached": reached,
+                    "reached_at": None if not reached else {"trial": trial, "epoch": epoch},
+                    f"best_{metric}": min(finite) if finite else None,
+                    "epochs_total": sum(r["epochs"] for r in rows),
+                    "trials": len(rows),
+                    "pruned": sum(r["state"] == "PRUNED" for r in rows),
+                    "failed": sum(r["state"] == "FAIL" for r in rows),
+                    **times,
+                    "trial_rows": rows,
+                }
+            )
+            logger.info(
+                "TPE seed %d: %s after %d epochs (fraction %.3f), best %s=%.4f, %s",
+                seed,
+                "reached" if reached else "NOT reached",
+                spent,
+                spent / grid_epochs,
+                metric,
+                per_seed[-1][f"best_{metric}"] or math.nan,
+                times,
+            )
 
     figure = round(statistics.fmean(s["fraction"] for s in per_seed), 4)
     all_reached = all(s["reached"] for s in per_seed)
     write_result(
         args.result_name or ("search_efficiency_quick" if args.quick else "search_efficiency"),
-        figure, args.target, all_reached and figure <= args.target, "fraction of the grid's epochs",
+        figure,
+        args.target,
+        all_reached and figure <= args.target,
+        "fraction of the grid's epochs",
         all_reached=all_reached,
         grid={
             f"best_{metric}": round(grid_raw_best, 4),

@@ -57,7 +57,9 @@ def run_workers(server: LocalPostgres, k: int, args: argparse.Namespace, folder:
     space = str(REPO / "search_spaces" / "synthetic.yaml")
     study_file.write_text(STUDY.format(space=space, options=options, trials=args.trials, epochs=args.epochs))
     env = {
-        **os.environ, "PYANNOTE_METRICS_ENABLED": "false", "TUNER_ARTIFACTS": str(folder / f"artifacts_{k}"),
+        **os.environ,
+        "PYANNOTE_METRICS_ENABLED": "false",
+        "TUNER_ARTIFACTS": str(folder / f"artifacts_{k}"),
         "OMP_NUM_THREADS": "1",  # one thread per worker, as one worker per GPU would use
     }
     logs = [folder / f"workers_{k}.{i}.log" for i in range(k)]
@@ -66,8 +68,15 @@ def run_workers(server: LocalPostgres, k: int, args: argparse.Namespace, folder:
     processes = []
     for log in logs:
         with open(log, "wb") as out:
-            processes.append(subprocess.Popen([str(TUNER), "run", str(study_file), "--storage", url],
-                                              stdout=out, stderr=subprocess.STDOUT, env=env, cwd=folder))
+            processes.append(
+                subprocess.Popen(
+                    [str(TUNER), "run", str(study_file), "--storage", url],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=folder,
+                )
+            )
     codes = [p.wait() for p in processes]
     wall = time.perf_counter() - started
     for code, log in zip(codes, logs):
@@ -115,10 +124,16 @@ def main() -> None:
     most = max(runs)
     speedup = runs[most]["trials_per_hour"] / runs[1]["trials_per_hour"]
     write_result(
-        "workers", round(speedup, 2), args.target, speedup >= args.target, f"x trials/hour of {most} workers vs 1",
+        "workers",
+        round(speedup, 2),
+        args.target,
+        speedup >= args.target,
+        f"x trials/hour of {most} workers vs 1",
         per_workers=list(runs.values()),
         speedups={k: round(r["trials_per_hour"] / runs[1]["trials_per_hour"], 2) for k, r in runs.items()},
-        wall_speedups={k: round(r["wall_trials_per_hour"] / runs[1]["wall_trials_per_hour"], 2) for k, r in runs.items()},
+        wall_speedups={
+            k: round(r["wall_trials_per_hour"] / runs[1]["wall_trials_per_hour"], 2) for k, r in runs.items()
+        },
         trial_work=f"{args.epochs} epochs x {args.sleep} s sleep + a {OPTIONS['hidden']} MLP on {OPTIONS['n_train']} samples",
         postgres_startup_s=round(startup or 0.0, 2),
     )

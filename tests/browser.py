@@ -13,9 +13,17 @@ from pathlib import Path
 
 #: flags for a closed network and a root user (see the machine notes: background networking must be off)
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-default-apps", "--hide-scrollbars", "--mute-audio",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--hide-scrollbars",
+    "--mute-audio",
 ]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
@@ -23,7 +31,9 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 def chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if path is None:
-        raise RuntimeError("headless Chromium is needed for this test: `make test` installs it (apt-get install chromium)")
+        raise RuntimeError(
+            "headless Chromium is needed for this test: `make test` installs it (apt-get install chromium)"
+        )
     return path
 
 

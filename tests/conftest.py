@@ -102,8 +102,13 @@ def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
 def make_spec(demo_corpus: Path, tmp_path: Path) -> Callable[..., Any]:
     """``make_spec(**overrides)``: a StudySpec training a tiny PyanNet on the tiny corpus."""
     return spec_factory(
-        name="tiny", objective="pyannote_segmentation", search_space=REPO / "search_spaces" / "pyannote.yaml",
-        data=demo_corpus, fixed={"batch_size": 8}, options=TINY_OPTIONS, trainer={"limit_train_batches": 4},
+        name="tiny",
+        objective="pyannote_segmentation",
+        search_space=REPO / "search_spaces" / "pyannote.yaml",
+        data=demo_corpus,
+        fixed={"batch_size": 8},
+        options=TINY_OPTIONS,
+        trainer={"limit_train_batches": 4},
     )
 
 
@@ -112,7 +117,13 @@ def spec_factory(*, search_space: Path, data: Path, **defaults: Any) -> Callable
     from tuner import StudySpec
 
     def make(**overrides: Any) -> StudySpec:
-        values: dict[str, Any] = {"search_space": str(search_space), "data": str(data), "n_trials": 2, "max_epochs": 2, **defaults}
+        values: dict[str, Any] = {
+            "search_space": str(search_space),
+            "data": str(data),
+            "n_trials": 2,
+            "max_epochs": 2,
+            **defaults,
+        }
         values.update(overrides)
         return StudySpec(**values)
 
@@ -121,31 +132,61 @@ def spec_factory(*, search_space: Path, data: Path, **defaults: Any) -> Callable
 
 # ------------------------------------------------ tiny WavLM SV and SepFormer studies (shared by several modules)
 TINY_WAVLM = {
-    "relative_position_embedding": True, "num_buckets": 32, "max_distance": 128, "gru_rel_pos": True,
-    "encoder_layerdrop": 0.0, "encoder_layers": 3, "encoder_embed_dim": 32, "encoder_ffn_embed_dim": 64,
-    "encoder_attention_heads": 2, "conv_feature_layers": "[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2",
-    "conv_pos": 16, "conv_pos_groups": 2,
+    "relative_position_embedding": True,
+    "num_buckets": 32,
+    "max_distance": 128,
+    "gru_rel_pos": True,
+    "encoder_layerdrop": 0.0,
+    "encoder_layers": 3,
+    "encoder_embed_dim": 32,
+    "encoder_ffn_embed_dim": 64,
+    "encoder_attention_heads": 2,
+    "conv_feature_layers": "[(32,10,5)] + [(32,3,2)] * 4 + [(32,2,2)] * 2",
+    "conv_pos": 16,
+    "conv_pos_groups": 2,
 }
-TINY_SV_OPTIONS = {"wavlm": TINY_WAVLM, "head": {"channels": 32, "emb_dim": 64}, "crop_seconds": 1.0, "max_eval_seconds": 2.0}
+TINY_SV_OPTIONS = {
+    "wavlm": TINY_WAVLM,
+    "head": {"channels": 32, "emb_dim": 64},
+    "crop_seconds": 1.0,
+    "max_eval_seconds": 2.0,
+}
 
 
 @pytest.fixture(scope="session")
 def sv_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tuner.data.demo import ensure_verification_corpus
 
-    return ensure_verification_corpus(tmp_path_factory.mktemp("sv") / "verification", seed=0, utterances_per_speaker=4, n_dev_trials=40)
+    return ensure_verification_corpus(
+        tmp_path_factory.mktemp("sv") / "verification", seed=0, utterances_per_speaker=4, n_dev_trials=40
+    )
 
 
 @pytest.fixture
 def sv_spec(sv_corpus: Path) -> Callable[..., Any]:
     return spec_factory(
-        name="sv_tiny", objective="wavlm_sv", search_space=REPO / "search_spaces" / "wavlm_sv.yaml", data=sv_corpus,
-        fixed={"batch_size": 8}, options=TINY_SV_OPTIONS, trainer={"limit_train_batches": 2},
+        name="sv_tiny",
+        objective="wavlm_sv",
+        search_space=REPO / "search_spaces" / "wavlm_sv.yaml",
+        data=sv_corpus,
+        fixed={"batch_size": 8},
+        options=TINY_SV_OPTIONS,
+        trainer={"limit_train_batches": 2},
     )
 
 
-TINY_SEPFORMER = {"encoder_channels": 16, "kernel_size": 16, "stride": 8, "d_model": 16, "nhead": 2, "d_ffn": 32,
-                  "intra_layers": 1, "inter_layers": 1, "num_blocks": 2, "chunk_size": 50}
+TINY_SEPFORMER = {
+    "encoder_channels": 16,
+    "kernel_size": 16,
+    "stride": 8,
+    "d_model": 16,
+    "nhead": 2,
+    "d_ffn": 32,
+    "intra_layers": 1,
+    "inter_layers": 1,
+    "num_blocks": 2,
+    "chunk_size": 50,
+}
 TINY_SEP_OPTIONS = {"model": TINY_SEPFORMER, "crop_seconds": 0.5, "max_eval_seconds": 1.0}
 
 
@@ -159,12 +200,19 @@ def sep_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def sep_spec(sep_corpus: Path) -> Callable[..., Any]:
     return spec_factory(
-        name="sep_tiny", objective="sepformer_separation", search_space=REPO / "search_spaces" / "sepformer.yaml",
-        data=sep_corpus, fixed={"batch_size": 2}, options=TINY_SEP_OPTIONS, trainer={"limit_train_batches": 2},
+        name="sep_tiny",
+        objective="sepformer_separation",
+        search_space=REPO / "search_spaces" / "sepformer.yaml",
+        data=sep_corpus,
+        fixed={"batch_size": 2},
+        options=TINY_SEP_OPTIONS,
+        trainer={"limit_train_batches": 2},
     )
 
 
-def fit_capturing(objective: Any, config: Any, max_epochs: int = 1, trainer: dict[str, Any] | None = None) -> tuple[Any, Any, dict[str, Any], Any]:
+def fit_capturing(
+    objective: Any, config: Any, max_epochs: int = 1, trainer: dict[str, Any] | None = None
+) -> tuple[Any, Any, dict[str, Any], Any]:
     """Fit, returning ``(result, module, parameters as they were when training started, trainer)``."""
     import lightning.pytorch as pl
 
@@ -177,7 +225,14 @@ def fit_capturing(objective: Any, config: Any, max_epochs: int = 1, trainer: dic
             seen["before"] = {name: p.detach().clone() for name, p in pl_module.named_parameters()}
             seen["module"], seen["trainer"] = pl_module, trainer
 
-    result = fit(objective, config, seed=0, max_epochs=max_epochs, trainer_options=trainer or {"limit_train_batches": 2}, callbacks=[Snapshot()])
+    result = fit(
+        objective,
+        config,
+        seed=0,
+        max_epochs=max_epochs,
+        trainer_options=trainer or {"limit_train_batches": 2},
+        callbacks=[Snapshot()],
+    )
     return result, seen["module"], seen["before"], seen["trainer"]
 
 

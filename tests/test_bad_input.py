@@ -38,6 +38,7 @@ def _insert_line(path: Path, line: str, lineno: int) -> None:
 
 # ================================================================================ data: accepted forms
 
+
 def _check_summary(summary: dict) -> None:
     assert summary["train"]["files"] == 3
     assert summary["development"]["files"] == 2
@@ -72,6 +73,7 @@ def test_layout_without_database_yml_is_accepted(corpus_copy: Path, tmp_path: Pa
 
 
 # ================================================================================ data: errors
+
 
 def test_missing_audio_file(corpus_copy: Path, tmp_path: Path) -> None:
     wav = corpus_copy / "train" / "wav" / f"{TRAIN_URI}.wav"
@@ -249,6 +251,7 @@ def test_malformed_protocol_name(corpus_copy: Path, tmp_path: Path) -> None:
 
 # ================================================================================ study files
 
+
 def _study_file(tmp_path: Path, body: str, name: str = "my_study.py") -> Path:
     path = tmp_path / name
     path.write_text(body, encoding="utf-8")
@@ -332,6 +335,7 @@ def test_unknown_objective_name_suggests_the_right_one() -> None:
 
 # ================================================================================ CLI
 
+
 @pytest.fixture(scope="module")
 def pyannote_objective_imported() -> None:
     """`tuner run` imports the objective (pyannote.audio: several seconds) before reading the search
@@ -370,10 +374,14 @@ def test_cli_run_with_a_bad_search_space_exits_2_without_traceback(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     space = tmp_path / "bad_space.yaml"
-    space.write_text("optimizer: {choices: [Adam, SGD]}\nlr: {low: 1.0e-4, high: 1.0e-2, log: true}\n", encoding="utf-8")
+    space.write_text(
+        "optimizer: {choices: [Adam, SGD]}\nlr: {low: 1.0e-4, high: 1.0e-2, log: true}\n", encoding="utf-8"
+    )
     study_file = _cli_study_file(tmp_path, corpus_copy, space)
     db = tmp_path / "x.db"
-    code, err = _cli(["run", str(study_file), "--storage", f"sqlite:///{db}", "--workdir", str(tmp_path / "work")], capsys)
+    code, err = _cli(
+        ["run", str(study_file), "--storage", f"sqlite:///{db}", "--workdir", str(tmp_path / "work")], capsys
+    )
     assert code == 2
     assert str(space) in err
     assert "key 'optimizer'" in err and "'SGD'" in err
@@ -392,7 +400,9 @@ def test_cli_run_with_a_broken_corpus_exits_2_naming_the_file(
     space.write_text("optimizer: Adam\nlr: 1.0e-3\n", encoding="utf-8")
     study_file = _cli_study_file(tmp_path, corpus_copy, space)
     db = tmp_path / "x.db"
-    code, err = _cli(["run", str(study_file), "--storage", f"sqlite:///{db}", "--workdir", str(tmp_path / "work")], capsys)
+    code, err = _cli(
+        ["run", str(study_file), "--storage", f"sqlite:///{db}", "--workdir", str(tmp_path / "work")], capsys
+    )
     assert code == 2
     assert "demo_dev_001.wav" in err and "soundfile" in err
     assert "Traceback" not in err
@@ -400,7 +410,9 @@ def test_cli_run_with_a_broken_corpus_exits_2_naming_the_file(
 
 
 @pytest.mark.usefixtures("restore_logging")
-def test_cli_run_with_a_missing_study_file(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_run_with_a_missing_study_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     missing = tmp_path / "studies" / "nope.py"
     code, err = _cli(["run", str(missing), "--storage", f"sqlite:///{tmp_path / 'x.db'}"], capsys)
@@ -410,9 +422,14 @@ def test_cli_run_with_a_missing_study_file(tmp_path: Path, capsys: pytest.Captur
 
 
 @pytest.mark.usefixtures("restore_logging")
-def test_cli_export_of_an_unknown_study(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_export_of_an_unknown_study(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
-    code, err = _cli(["export", "nosuchstudy", "--storage", f"sqlite:///{tmp_path / 'x.db'}", "--out", str(tmp_path / "best.yaml")], capsys)
+    code, err = _cli(
+        ["export", "nosuchstudy", "--storage", f"sqlite:///{tmp_path / 'x.db'}", "--out", str(tmp_path / "best.yaml")],
+        capsys,
+    )
     assert code == 2
     assert "'nosuchstudy'" in err
     assert "Studies there: none" in err
@@ -421,7 +438,9 @@ def test_cli_export_of_an_unknown_study(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 @pytest.mark.usefixtures("restore_logging")
-def test_cli_usage_error_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_usage_error_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     code, err = _cli(["run"], capsys)
     assert code == 2

@@ -43,6 +43,7 @@ def _wav(corpus: Path, uri: str = TRAIN_URI) -> Path:
 
 # ------------------------------------------------------------------------------------------- audio
 
+
 def test_truncated_wav(corpus_copy: Path, tmp_path: Path) -> None:
     wav = _wav(corpus_copy)
     _truncate(wav)
@@ -51,10 +52,13 @@ def test_truncated_wav(corpus_copy: Path, tmp_path: Path) -> None:
     assert "copy or export it again, or remove it from the corpus" in message
 
 
-@pytest.mark.parametrize(("keep", "expected"), [
-    (36, "is a WAV file whose header is damaged or cut short (Error opening"),  # RIFF + fmt, no data chunk
-    (0, "is empty (0 bytes)"),
-])
+@pytest.mark.parametrize(
+    ("keep", "expected"),
+    [
+        (36, "is a WAV file whose header is damaged or cut short (Error opening"),  # RIFF + fmt, no data chunk
+        (0, "is empty (0 bytes)"),
+    ],
+)
 def test_wav_cut_inside_its_header(corpus_copy: Path, tmp_path: Path, keep: int, expected: str) -> None:
     """A WAV cut before its samples begin is damaged, not in a format to convert (no ffmpeg hint)."""
     wav = _wav(corpus_copy)
@@ -95,7 +99,9 @@ def test_file_at_another_rate_than_the_model_is_named_in_a_warning(
     assert objective.data_summary["train"]["files"] == 3
 
 
-def test_corpus_at_the_model_rate_gives_no_rate_warning(corpus_copy: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_corpus_at_the_model_rate_gives_no_rate_warning(
+    corpus_copy: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.WARNING, logger="tuner.data.diarization"):
         resolve_diarization_corpus(corpus_copy, workdir=tmp_path).validate(sample_rate=16000)
     assert not [r for r in caplog.records if "Hz" in r.getMessage()]
@@ -117,6 +123,7 @@ def test_setup_succeeds_once_the_file_is_repaired(corpus_copy: Path, tmp_path: P
 
 
 # ------------------------------------------------------------------------------------------- UEM
+
 
 def test_uem_region_past_the_end_of_the_audio(corpus_copy: Path, tmp_path: Path) -> None:
     """pyannote would crop training chunks past the end and crash mid-trial; tuner refuses it up front."""
@@ -154,7 +161,9 @@ def test_a_chunk_longer_than_every_file_leaves_nothing_to_train_on(corpus_copy: 
     """The study's chunk duration reaches the check: setup fails before any trial, saying what to change."""
     from tuner.objectives.pyannote import PyannoteSegmentation
 
-    objective = PyannoteSegmentation(str(corpus_copy), options={**TINY_OPTIONS, "duration": 60.0}, workdir=tmp_path / "work")
+    objective = PyannoteSegmentation(
+        str(corpus_copy), options={**TINY_OPTIONS, "duration": 60.0}, workdir=tmp_path / "work"
+    )
     with pytest.raises(DataError) as info:
         objective.setup()
     message = str(info.value)
@@ -166,7 +175,9 @@ def test_uem_line_of_another_uri(corpus_copy: Path, tmp_path: Path) -> None:
     uem = corpus_copy / "train" / "uem" / f"{TRAIN_URI}.uem"
     uem.write_text(f"{TRAIN_URI} 1 0.000 10.000\ndemo_train_01 1 10.000 20.000\n")
     message = _data_error(corpus_copy, tmp_path)
-    assert message.startswith(f"{uem}:2: UEM region of uri 'demo_train_01', but this file is the UEM file of uri '{TRAIN_URI}'")
+    assert message.startswith(
+        f"{uem}:2: UEM region of uri 'demo_train_01', but this file is the UEM file of uri '{TRAIN_URI}'"
+    )
     assert "Fix the uri on this line" in message
 
 
@@ -188,6 +199,7 @@ def test_missing_uem_file(corpus_copy: Path, tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------- RTTM
 
+
 def test_rttm_line_of_another_uri(corpus_copy: Path, tmp_path: Path) -> None:
     """A per-file RTTM line naming another uri (a renamed file, a typo) would be dropped silently by pyannote."""
     rttm = corpus_copy / "train" / "rttm" / f"{TRAIN_URI}.rttm"
@@ -195,7 +207,9 @@ def test_rttm_line_of_another_uri(corpus_copy: Path, tmp_path: Path) -> None:
     lines[2] = lines[2].replace(TRAIN_URI, "demo_train_1")
     rttm.write_text("\n".join(lines) + "\n")
     message = _data_error(corpus_copy, tmp_path)
-    assert message.startswith(f"{rttm}:3: RTTM turn of uri 'demo_train_1', but this file is the RTTM file of uri '{TRAIN_URI}'")
+    assert message.startswith(
+        f"{rttm}:3: RTTM turn of uri 'demo_train_1', but this file is the RTTM file of uri '{TRAIN_URI}'"
+    )
     assert "move the line to the file of 'demo_train_1'" in message
 
 
@@ -222,6 +236,7 @@ def test_rttm_turn_running_past_the_end_is_accepted(corpus_copy: Path, tmp_path:
 
 # ------------------------------------------------------------------------------------------- database.yml
 
+
 def test_database_yml_syntax_error_names_its_line(corpus_copy: Path, tmp_path: Path) -> None:
     database_yml = corpus_copy / "database.yml"
     lines = database_yml.read_text().splitlines()
@@ -244,11 +259,16 @@ def test_database_yml_that_is_a_list(corpus_copy: Path, tmp_path: Path) -> None:
     [
         ("Protocols: [Demo]\n", "Protocols", "list"),
         ("Protocols:\n  Demo:\n    SpeakerDiarization: [Default]\n", "Protocols.Demo.SpeakerDiarization", "list"),
-        ("Protocols:\n  Demo:\n    SpeakerDiarization:\n      Default:\n        train: train.txt\n",
-         "Protocols.Demo.SpeakerDiarization.Default.train", "str"),
+        (
+            "Protocols:\n  Demo:\n    SpeakerDiarization:\n      Default:\n        train: train.txt\n",
+            "Protocols.Demo.SpeakerDiarization.Default.train",
+            "str",
+        ),
     ],
 )
-def test_database_yml_with_a_level_that_is_not_a_mapping(corpus_copy: Path, tmp_path: Path, text: str, key: str, got: str) -> None:
+def test_database_yml_with_a_level_that_is_not_a_mapping(
+    corpus_copy: Path, tmp_path: Path, text: str, key: str, got: str
+) -> None:
     database_yml = corpus_copy / "database.yml"
     database_yml.write_text(text)
     message = _data_error(f"{database_yml}:Demo.SpeakerDiarization.Default", tmp_path)
@@ -265,6 +285,7 @@ def test_uri_list_that_is_not_utf8(corpus_copy: Path, tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------- the store
 
+
 def test_completed_trials_survive_a_corpus_that_breaks_before_a_resume(
     make_spec: Callable[..., Any], corpus_copy: Path, tmp_path: Path
 ) -> None:
@@ -275,7 +296,9 @@ def test_completed_trials_survive_a_corpus_that_breaks_before_a_resume(
     from tuner import run_study
 
     url = f"sqlite:///{tmp_path / 'tuner.db'}"
-    spec = make_spec(data=str(corpus_copy), n_trials=1, max_epochs=1, trainer={"limit_train_batches": 1, "limit_val_batches": 1})
+    spec = make_spec(
+        data=str(corpus_copy), n_trials=1, max_epochs=1, trainer={"limit_train_batches": 1, "limit_val_batches": 1}
+    )
     run_study(spec, url, workdir=tmp_path / "work", show_progress=False)
     before = optuna.load_study(study_name=spec.name, storage=url).trials
     assert [t.state for t in before] == [optuna.trial.TrialState.COMPLETE]
@@ -286,6 +309,8 @@ def test_completed_trials_survive_a_corpus_that_breaks_before_a_resume(
         run_study(spec, url, n_trials=1, workdir=tmp_path / "work", show_progress=False)
     assert str(wav) in str(info.value)
     after = optuna.load_study(study_name=spec.name, storage=url).trials
-    assert [(t.number, t.state, t.value, t.params) for t in after] == [(t.number, t.state, t.value, t.params) for t in before]
+    assert [(t.number, t.state, t.value, t.params) for t in after] == [
+        (t.number, t.state, t.value, t.params) for t in before
+    ]
     assert after[0].user_attrs == before[0].user_attrs
     assert np.isfinite(after[0].value)

@@ -57,12 +57,15 @@ def _truncate(path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------- audio
 
+
 def test_truncated_mixture(sep_copy: Path, tmp_path: Path) -> None:
     csv = sep_copy / TRAIN_CSV
     wav = _file(csv, 3, "mixture_path")
     _truncate(wav)
     message = _setup_error(sep_copy, tmp_path)
-    assert message.startswith(f"{csv}:3: mixture '{_row(csv, 3)['mixture_ID']}': mixture: audio file {wav} is truncated")
+    assert message.startswith(
+        f"{csv}:3: mixture '{_row(csv, 3)['mixture_ID']}': mixture: audio file {wav} is truncated"
+    )
     assert "copy or export it again" in message
     assert "length column" not in message  # not mistaken for a wrong length in the CSV
 
@@ -109,11 +112,14 @@ def test_source_at_an_unsupported_rate(sep_copy: Path, tmp_path: Path) -> None:
 def test_train_and_dev_at_different_rates(sep_copy: Path, tmp_path: Path) -> None:
     from tuner.data.demo import generate_separation_corpus
 
-    other = generate_separation_corpus(tmp_path / "wav16k_corpus", seed=1, sample_rate=16000, n_train=2, n_dev=2, n_test=1,
-                                       mixture_seconds=(1.0, 1.2))
+    other = generate_separation_corpus(
+        tmp_path / "wav16k_corpus", seed=1, sample_rate=16000, n_train=2, n_dev=2, n_test=1, mixture_seconds=(1.0, 1.2)
+    )
     dev_csv = other / DEV_CSV
     message = _setup_error(sep_copy, tmp_path, dev_csv=str(dev_csv))
-    assert message.startswith(f"{dev_csv}: its mixtures are 16000 Hz but those of the train CSV {sep_copy / TRAIN_CSV} are 8000 Hz")
+    assert message.startswith(
+        f"{dev_csv}: its mixtures are 16000 Hz but those of the train CSV {sep_copy / TRAIN_CSV} are 8000 Hz"
+    )
     assert "options['dev_csv']" in message and "wav8k" in message
 
 
@@ -123,7 +129,9 @@ def test_train_and_dev_with_different_numbers_of_sources(sep_copy: Path, tmp_pat
     text = csv.read_text().replace("noise_path", "source_3_path", 1)
     csv.write_text(text)
     message = _setup_error(sep_copy, tmp_path)
-    assert message.startswith(f"{csv}: its mixtures have 3 sources but those of the train CSV {sep_copy / TRAIN_CSV} have 2")
+    assert message.startswith(
+        f"{csv}: its mixtures have 3 sources but those of the train CSV {sep_copy / TRAIN_CSV} have 2"
+    )
     assert "same LibriMix variant" in message
 
 
@@ -141,6 +149,7 @@ def test_setup_succeeds_once_the_file_is_repaired(sep_copy: Path, tmp_path: Path
 
 
 # ------------------------------------------------------------------------------------------- CSVs
+
 
 def test_misspelled_train_csv_option(sep_copy: Path, tmp_path: Path) -> None:
     message = _setup_error(sep_copy, tmp_path, train_csv="metadata/mixture_train_mix_bth.csv")
@@ -181,7 +190,9 @@ def test_row_with_a_length_in_seconds(sep_copy: Path, tmp_path: Path) -> None:
     lines[1] = ",".join(fields)
     csv.write_text("\n".join(lines) + "\n")
     message = _setup_error(sep_copy, tmp_path)
-    assert message.startswith(f"{csv}:2: mixture '{fields[0]}': length '2.56' is not a positive whole number of samples")
+    assert message.startswith(
+        f"{csv}:2: mixture '{fields[0]}': length '2.56' is not a positive whole number of samples"
+    )
 
 
 def test_row_with_absolute_paths_of_another_machine(sep_copy: Path, tmp_path: Path) -> None:
@@ -198,8 +209,10 @@ def test_row_with_absolute_paths_of_another_machine(sep_copy: Path, tmp_path: Pa
 
 def test_mixing_parameters_file_instead_of_the_mixture_list(sep_copy: Path, tmp_path: Path) -> None:
     csv = sep_copy / "metadata" / "libri2mix_dev.csv"
-    csv.write_text("mixture_ID,source_1_path,source_1_gain,source_2_path,source_2_gain,noise_path,noise_gain\n"
-                   "a_b,dev/a.flac,0.5,dev/b.flac,0.4,noise/n.wav,0.1\n")
+    csv.write_text(
+        "mixture_ID,source_1_path,source_1_gain,source_2_path,source_2_gain,noise_path,noise_gain\n"
+        "a_b,dev/a.flac,0.5,dev/b.flac,0.4,noise/n.wav,0.1\n"
+    )
     message = _setup_error(sep_copy, tmp_path, dev_csv="metadata/libri2mix_dev.csv")
     assert message.startswith(f"{csv}: unknown separation CSV header") and "mixing-parameters file" in message
     assert "mixture_<split>_mix_both.csv" in message
@@ -212,6 +225,7 @@ def test_missing_corpus_folder(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------- CLI
+
 
 @pytest.mark.usefixtures("restore_logging")
 def test_cli_run_on_a_csv_row_pointing_nowhere(
@@ -233,7 +247,18 @@ def test_cli_run_on_a_csv_row_pointing_nowhere(
     )
     db = tmp_path / "x.db"
     with pytest.raises(SystemExit) as info:
-        main(["run", str(study_file), "--data", str(sep_copy), "--storage", f"sqlite:///{db}", "--workdir", str(tmp_path / "work")])
+        main(
+            [
+                "run",
+                str(study_file),
+                "--data",
+                str(sep_copy),
+                "--storage",
+                f"sqlite:///{db}",
+                "--workdir",
+                str(tmp_path / "work"),
+            ]
+        )
     err = capsys.readouterr().err
     assert info.value.code == 2
     (line,) = [line for line in err.splitlines() if line.startswith("error: ")]  # the error is one line

@@ -43,6 +43,7 @@ def _space_error(objective: str, space: str | Path | dict, **spec: object) -> st
 
 # ------------------------------------------------------------------------------------ study files
 
+
 @pytest.mark.parametrize("objective", sorted(SPACES))
 def test_misspelled_studyspec_keyword_names_its_line(tmp_path: Path, objective: str) -> None:
     path = _study_file(
@@ -60,7 +61,9 @@ def test_misspelled_studyspec_keyword_names_its_line(tmp_path: Path, objective: 
 
 
 def test_misspelled_budget_keyword(tmp_path: Path) -> None:
-    path = _study_file(tmp_path, "study = StudySpec(name='x', objective='wavlm_sv', search_space='s.yaml', max_epoch=3)\n")
+    path = _study_file(
+        tmp_path, "study = StudySpec(name='x', objective='wavlm_sv', search_space='s.yaml', max_epoch=3)\n"
+    )
     message = _study_file_error(path)
     assert message.startswith(f"{path}:3: StudySpec has no keyword 'max_epoch' (did you mean 'max_epochs'?)")
 
@@ -73,7 +76,8 @@ def test_studyspec_without_its_search_space(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"), [("'wavlm_sv_'", "did you mean 'wavlm_sv'"), ("'sepformer'", "Available: pyannote_segmentation")]
+    ("value", "expected"),
+    [("'wavlm_sv_'", "did you mean 'wavlm_sv'"), ("'sepformer'", "Available: pyannote_segmentation")],
 )
 def test_unknown_objective_in_a_study_file(tmp_path: Path, value: str, expected: str) -> None:
     from tuner.runner import prepare_objective
@@ -86,15 +90,21 @@ def test_unknown_objective_in_a_study_file(tmp_path: Path, value: str, expected:
 
 @pytest.mark.parametrize(
     ("objective", "key", "suggestion"),
-    [("pyannote_segmentation", "duraton", "duration"), ("wavlm_sv", "crop_secs", "crop_seconds"),
-     ("sepformer_separation", "train_cvs", "train_csv")],
+    [
+        ("pyannote_segmentation", "duraton", "duration"),
+        ("wavlm_sv", "crop_secs", "crop_seconds"),
+        ("sepformer_separation", "train_cvs", "train_csv"),
+    ],
 )
 def test_misspelled_objective_option(tmp_path: Path, objective: str, key: str, suggestion: str) -> None:
     """Options are checked when the objective is made, before any data is read; the message names the study file."""
     from tuner.runner import prepare_objective
 
-    path = _study_file(tmp_path, f"study = StudySpec(name='x', objective={objective!r}, search_space={str(SPACES[objective])!r},\n"
-                                 f"                  data='/nonexistent', options={{{key!r}: 1}})\n")
+    path = _study_file(
+        tmp_path,
+        f"study = StudySpec(name='x', objective={objective!r}, search_space={str(SPACES[objective])!r},\n"
+        f"                  data='/nonexistent', options={{{key!r}: 1}})\n",
+    )
     with pytest.raises(ConfigError) as info:
         prepare_objective(load_study_file(path))
     message = str(info.value)
@@ -105,6 +115,7 @@ def test_misspelled_objective_option(tmp_path: Path, objective: str, key: str, s
 
 
 # ------------------------------------------------------------------------------------ search spaces
+
 
 @pytest.mark.parametrize(
     ("objective", "text", "key", "suggestion"),
@@ -137,9 +148,24 @@ def test_an_objective_parameter_is_unknown_to_another_objective(tmp_path: Path) 
 @pytest.mark.parametrize(
     ("objective", "text", "where", "expected"),
     [
-        ("pyannote_segmentation", "lr: {low: 1.0e-4, hihg: 1.0e-2, log: true}\n", "key 'lr'", "unknown field 'hihg' (did you mean 'high'?)"),
-        ("wavlm_sv", "loss: {choices: [aam, tripplet]}\n", "key 'loss'", "unknown value 'tripplet' (did you mean 'triplet'?)"),
-        ("sepformer_separation", "schedule: cosin\n", "key 'schedule'", "unknown value 'cosin' (did you mean 'cosine'?)"),
+        (
+            "pyannote_segmentation",
+            "lr: {low: 1.0e-4, hihg: 1.0e-2, log: true}\n",
+            "key 'lr'",
+            "unknown field 'hihg' (did you mean 'high'?)",
+        ),
+        (
+            "wavlm_sv",
+            "loss: {choices: [aam, tripplet]}\n",
+            "key 'loss'",
+            "unknown value 'tripplet' (did you mean 'triplet'?)",
+        ),
+        (
+            "sepformer_separation",
+            "schedule: cosin\n",
+            "key 'schedule'",
+            "unknown value 'cosin' (did you mean 'cosine'?)",
+        ),
     ],
 )
 def test_misspelled_field_or_value(tmp_path: Path, objective: str, text: str, where: str, expected: str) -> None:
@@ -175,12 +201,25 @@ def test_unknown_optimizer_in_an_inline_space(objective: str) -> None:
     assert "did you mean 'AdamW'" in message
 
 
-@pytest.mark.parametrize(("objective", "value", "expected"), [
-    ("pyannote_segmentation", "loss/valid", "prune_on='loss/valid' is not a per-epoch value of objective 'pyannote_segmentation' (did you mean 'loss/val'?)"),
-    ("wavlm_sv", "loss/val", "prune_on='loss/val' is not a per-epoch value of objective 'wavlm_sv'"),
-    ("sepformer_separation", "loss/val", "prune_on='loss/val' is a loss (lower is better), but the study maximizes SI-SNRi"),
-])
-def test_prune_on_a_value_the_objective_does_not_report_or_in_the_wrong_direction(objective: str, value: str, expected: str) -> None:
+@pytest.mark.parametrize(
+    ("objective", "value", "expected"),
+    [
+        (
+            "pyannote_segmentation",
+            "loss/valid",
+            "prune_on='loss/valid' is not a per-epoch value of objective 'pyannote_segmentation' (did you mean 'loss/val'?)",
+        ),
+        ("wavlm_sv", "loss/val", "prune_on='loss/val' is not a per-epoch value of objective 'wavlm_sv'"),
+        (
+            "sepformer_separation",
+            "loss/val",
+            "prune_on='loss/val' is a loss (lower is better), but the study maximizes SI-SNRi",
+        ),
+    ],
+)
+def test_prune_on_a_value_the_objective_does_not_report_or_in_the_wrong_direction(
+    objective: str, value: str, expected: str
+) -> None:
     from tuner.runner import pruning_value
 
     study = StudySpec(name="x", objective=objective, search_space=SPACES[objective], prune_on=value)
@@ -196,6 +235,7 @@ def test_prune_on_must_be_a_name() -> None:
 
 # ------------------------------------------------------------------------------------ CLI
 
+
 @pytest.mark.usefixtures("restore_logging")
 def test_cli_run_of_a_study_file_with_a_misspelled_keyword(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
@@ -203,8 +243,10 @@ def test_cli_run_of_a_study_file_with_a_misspelled_keyword(
     from tuner.cli import main
 
     monkeypatch.chdir(tmp_path)
-    path = _study_file(tmp_path, "study = StudySpec(name='x', objective='wavlm_sv', search_space='s.yaml',\n"
-                                 "                  n_trails=4)\n")
+    path = _study_file(
+        tmp_path,
+        "study = StudySpec(name='x', objective='wavlm_sv', search_space='s.yaml',\n                  n_trails=4)\n",
+    )
     db = tmp_path / "x.db"
     with pytest.raises(SystemExit) as info:
         main(["run", str(path), "--storage", f"sqlite:///{db}"])

@@ -55,6 +55,7 @@ def _insert_trial(root: Path, line: str, lineno: int = 3) -> Path:
 
 # ------------------------------------------------------------------------------------------- audio
 
+
 def test_truncated_training_utterance(sv_copy: Path, tmp_path: Path) -> None:
     wav = sv_copy / TRAIN_WAV
     _truncate(wav)
@@ -130,6 +131,7 @@ def test_setup_succeeds_once_the_file_is_repaired(sv_copy: Path, tmp_path: Path)
 
 # ------------------------------------------------------------------------------------------- splits
 
+
 def test_misspelled_train_split(sv_copy: Path, tmp_path: Path) -> None:
     message = _setup_error(sv_copy, tmp_path, train_split="trian")
     assert str(sv_copy / "trian") in message and "split folder not found" in message
@@ -164,6 +166,7 @@ def test_utterances_outside_speaker_folders(sv_copy: Path, tmp_path: Path) -> No
 
 
 # ------------------------------------------------------------------------------------------- trial list
+
 
 def test_missing_dev_trial_list(sv_copy: Path, tmp_path: Path) -> None:
     message = _setup_error(sv_copy, tmp_path, dev_trials="trials/dev.tx")
@@ -210,6 +213,7 @@ def test_trial_list_without_non_target_trials(sv_copy: Path, tmp_path: Path) -> 
 
 # ------------------------------------------------------------------------------------------- options
 
+
 def test_misspelled_option(sv_corpus: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         _objective(sv_corpus, tmp_path, dev_trial="trials/dev.txt")
@@ -223,6 +227,7 @@ def test_missing_corpus_folder(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------- CLI
+
 
 @pytest.mark.usefixtures("restore_logging")
 def test_cli_run_on_a_corpus_with_a_truncated_file(
@@ -242,7 +247,18 @@ def test_cli_run_on_a_corpus_with_a_truncated_file(
     )
     db = tmp_path / "x.db"
     with pytest.raises(SystemExit) as info:
-        main(["run", str(study_file), "--data", str(sv_copy), "--storage", f"sqlite:///{db}", "--workdir", str(tmp_path / "work")])
+        main(
+            [
+                "run",
+                str(study_file),
+                "--data",
+                str(sv_copy),
+                "--storage",
+                f"sqlite:///{db}",
+                "--workdir",
+                str(tmp_path / "work"),
+            ]
+        )
     err = capsys.readouterr().err
     assert info.value.code == 2
     (line,) = [line for line in err.splitlines() if line.startswith("error: ")]  # the error is one line

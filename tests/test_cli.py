@@ -36,7 +36,8 @@ def cli_study(tmp_path_factory, demo_corpus):
     """A tiny study run through the real `tuner run` command, in its own working directory."""
     work = tmp_path_factory.mktemp("cli")
     (work / "studies").mkdir()
-    (work / "studies" / "tiny.py").write_text(textwrap.dedent(f"""
+    (work / "studies" / "tiny.py").write_text(
+        textwrap.dedent(f"""
         import optuna
         from tuner import StudySpec
 
@@ -52,7 +53,8 @@ def cli_study(tmp_path_factory, demo_corpus):
             options={TINY_OPTIONS!r},
             trainer={{"limit_train_batches": 2}},
         )
-    """))
+    """)
+    )
     result = _run(str(BIN / "tuner"), "run", "studies/tiny.py", cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
     return work, result
@@ -110,7 +112,9 @@ def test_optuna_dashboard_serves_the_store(cli_study):
     port = _free_port()
     server = subprocess.Popen(
         [str(BIN / "optuna-dashboard"), "sqlite:///storage/tuner.db", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=work,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.time() + 60

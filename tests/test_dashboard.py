@@ -37,9 +37,15 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 def _study(storage: str | None = None) -> optuna.Study:
     study = optuna.create_study(study_name="notes", direction="minimize", storage=storage)
-    for key, value in {"objective": "pyannote_segmentation", "metric": "DER", "direction": "minimize",
-                       "components": ["Confusion", "Miss"], "max_epochs": 3, "n_trials": 4,
-                       "baseline": {"DER": 1.25, "Confusion": 0.5, "Miss": 0.5}}.items():
+    for key, value in {
+        "objective": "pyannote_segmentation",
+        "metric": "DER",
+        "direction": "minimize",
+        "components": ["Confusion", "Miss"],
+        "max_epochs": 3,
+        "n_trials": 4,
+        "baseline": {"DER": 1.25, "Confusion": 0.5, "Miss": 0.5},
+    }.items():
         study.set_user_attr(key, value)
     return study
 
@@ -49,14 +55,29 @@ def _epoch(der: float, lr: float) -> dict[str, float]:
 
 
 def _trial(state: optuna.trial.TrialState = optuna.trial.TrialState.COMPLETE, **extra) -> optuna.trial.FrozenTrial:
-    distributions = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
-                     "optimizer": optuna.distributions.CategoricalDistribution(["Adam", "AdamW"])}
-    user_attrs = {"config": {"optimizer": "AdamW", "lr": 0.00123, "batch_size": 16, "warmup_epochs": 0},
-                  "seed": 7, "max_epochs": 3, "epoch/000": _epoch(0.5625, 0.00123), "epoch/001": _epoch(0.4375, 0.0006),
-                  "best_epoch": 1, "epochs_run": 2, "seconds": 12.25}
+    distributions = {
+        "lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
+        "optimizer": optuna.distributions.CategoricalDistribution(["Adam", "AdamW"]),
+    }
+    user_attrs = {
+        "config": {"optimizer": "AdamW", "lr": 0.00123, "batch_size": 16, "warmup_epochs": 0},
+        "seed": 7,
+        "max_epochs": 3,
+        "epoch/000": _epoch(0.5625, 0.00123),
+        "epoch/001": _epoch(0.4375, 0.0006),
+        "best_epoch": 1,
+        "epochs_run": 2,
+        "seconds": 12.25,
+    }
     user_attrs.update(extra.pop("user_attrs", {}))
-    trial = optuna.trial.create_trial(state=state, params={"lr": 0.00123, "optimizer": "AdamW"}, distributions=distributions,
-                                      user_attrs=user_attrs, value=0.4375 if state == optuna.trial.TrialState.COMPLETE else None, **extra)
+    trial = optuna.trial.create_trial(
+        state=state,
+        params={"lr": 0.00123, "optimizer": "AdamW"},
+        distributions=distributions,
+        user_attrs=user_attrs,
+        value=0.4375 if state == optuna.trial.TrialState.COMPLETE else None,
+        **extra,
+    )
     trial.number = 0  # as the study numbers it (create_trial leaves -1)
     return trial
 
@@ -78,9 +99,14 @@ def test_trial_note_of_pruned_and_failed_trials():
     study = _study()
     pruned = trial_note(_trial(optuna.trial.TrialState.PRUNED, user_attrs={"best_epoch": None}), study)
     assert "Trial 0: pruned" in pruned and "best DER **0.4375** at epoch 1" in pruned  # from the epoch records
-    failed = trial_note(optuna.trial.create_trial(
-        state=optuna.trial.TrialState.FAIL, user_attrs={"config": {"lr": 0.01}, "seed": 3},
-        system_attrs={"fail_reason": "RuntimeError: CUDA out of memory\nTraceback ..."}), study)
+    failed = trial_note(
+        optuna.trial.create_trial(
+            state=optuna.trial.TrialState.FAIL,
+            user_attrs={"config": {"lr": 0.01}, "seed": 3},
+            system_attrs={"fail_reason": "RuntimeError: CUDA out of memory\nTraceback ..."},
+        ),
+        study,
+    )
     assert ": fail" in failed and "Failed: `RuntimeError: CUDA out of memory`" in failed
     assert "no DER recorded" in failed and "| lr | 0.0100 | fixed |" in failed and "| epoch |" not in failed
 
@@ -167,7 +193,9 @@ def test_dashboard_command_help_and_errors(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(dashboard, "open_storage", lambda url, heartbeat: ("storage", url))
     monkeypatch.setattr("optuna_dashboard.wsgi", lambda storage, artifact_store=None: ("app", storage))
-    monkeypatch.setattr(dashboard, "_make_server", lambda host, port, app: served.update(host=host, port=port, app=app) or Server())
+    monkeypatch.setattr(
+        dashboard, "_make_server", lambda host, port, app: served.update(host=host, port=port, app=app) or Server()
+    )
     main(["dashboard", "--storage", "postgresql://tuner:s3cret@db-host/tuner", "--port", "9999"])
     out = capsys.readouterr().out
     assert "http://127.0.0.1:9999/dashboard/" in out and "postgresql://tuner:***@db-host/tuner" in out
@@ -202,8 +230,12 @@ def test_real_study_in_the_dashboard(make_spec, tmp_path):
     from tuner.runner import run_study
 
     url = f"sqlite:///{tmp_path / 'tuner.db'}"
-    spec = make_spec(name="dash_tiny", max_epochs=1, sampler=optuna.samplers.RandomSampler(seed=0),
-                     trainer={"limit_train_batches": 2})
+    spec = make_spec(
+        name="dash_tiny",
+        max_epochs=1,
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        trainer={"limit_train_batches": 2},
+    )
     study = run_study(spec, url, workdir=tmp_path / "work", show_progress=False)
     trials = study.get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
@@ -225,8 +257,12 @@ def test_real_study_in_the_dashboard(make_spec, tmp_path):
     log = tmp_path / "dashboard.log"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with log.open("w") as sink:
-        server = subprocess.Popen([str(BIN / "tuner"), "dashboard", "--storage", url, "--port", str(port)],
-                                  stdout=sink, stderr=subprocess.STDOUT, env=env)
+        server = subprocess.Popen(
+            [str(BIN / "tuner"), "dashboard", "--storage", url, "--port", str(port)],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 60
@@ -261,8 +297,12 @@ def test_real_study_in_the_dashboard(make_spec, tmp_path):
         png.unlink(missing_ok=True)
         with ThreadPoolExecutor(len(pages) + 2) as pool:
             doms = {name: pool.submit(dump_dom, base + path, budget_ms=20000) for name, path in pages.items()}
-            shots = [pool.submit(screenshot, base + pages["study"], png, height=2400, budget_ms=20000),
-                     pool.submit(screenshot, base + pages["trial0"], ARTIFACTS / "dashboard_trial.png", height=1600, budget_ms=20000)]
+            shots = [
+                pool.submit(screenshot, base + pages["study"], png, height=2400, budget_ms=20000),
+                pool.submit(
+                    screenshot, base + pages["trial0"], ARTIFACTS / "dashboard_trial.png", height=1600, budget_ms=20000
+                ),
+            ]
             doms = {name: future.result() for name, future in doms.items()}
             for future in shots:
                 future.result()
@@ -271,7 +311,9 @@ def test_real_study_in_the_dashboard(make_spec, tmp_path):
         assert "dash_tiny" in text["list"]
         assert "dash_tiny" in text["study"] and "trial #0" in text["study"] and "trial #1" in text["study"]
         for figure_id in figure_ids:  # the report's figures, drawn by plotly on the study page
-            assert re.search(rf'id="user-defined-plot:{figure_id}"[^>]*>\s*<div class="plot-container', doms["study"]), figure_id
+            assert re.search(
+                rf'id="user-defined-plot:{figure_id}"[^>]*>\s*<div class="plot-container', doms["study"]
+            ), figure_id
         for title in titles:
             assert _text(title) in text["study"], title
         page = text["trial0"]

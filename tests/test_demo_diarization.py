@@ -43,6 +43,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # ------------------------------------------------------------------------------------ generation
 
+
 def test_same_seed_gives_identical_bytes_and_other_seed_differs(tmp_path: Path, corpus: Path) -> None:
     again = _files(generate_diarization_corpus(tmp_path / "again", seed=0, **SMALL))
     reference = _files(corpus)
@@ -93,12 +94,12 @@ def test_turns_lie_within_files_and_match_the_audio(corpus: Path) -> None:
             assert len(turns) >= 2 and len({t.speaker for t in turns}) >= 2
             for t in turns:
                 assert t.uri == wav.stem
-                assert 0 <= t.start and t.end <= duration
+                assert t.start >= 0 and t.end <= duration
                 assert 1.0 <= t.duration <= 6.0
             # speech is far louder than the -45 dBFS noise floor, which is all there is outside turns
             speech = np.zeros(len(audio), dtype=bool)
             for t in turns:
-                speech[round(t.start * sr):round(t.end * sr)] = True
+                speech[round(t.start * sr) : round(t.end * sr)] = True
             rms = lambda x: float(np.sqrt(np.mean(np.square(x))))  # noqa: E731
             assert rms(audio[~speech]) < 10 ** (-40 / 20) and rms(audio[speech]) > 10 ** (-35 / 20)
 
@@ -109,7 +110,7 @@ def test_corpus_contains_overlaps_but_no_self_overlap(corpus: Path) -> None:
         for rttm in sorted((corpus / split / "rttm").glob("*.rttm")):
             turns = read_rttm(rttm)
             for i, a in enumerate(turns):
-                for b in turns[i + 1:]:
+                for b in turns[i + 1 :]:
                     if b.start < a.end and a.start < b.end:
                         assert a.speaker != b.speaker
                         overlaps += 1
@@ -125,7 +126,9 @@ def test_dev_and_test_speakers_are_unseen_in_train(corpus: Path) -> None:
     assert train <= train_ids and evaluation <= eval_ids and not train_ids & eval_ids
 
 
-def test_database_yml_loads_with_pyannote_database(corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_database_yml_loads_with_pyannote_database(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pyannote.database import FileFinder
     from pyannote.database.registry import Registry
 
@@ -143,7 +146,8 @@ def test_database_yml_loads_with_pyannote_database(corpus: Path, tmp_path: Path,
                 for t in read_rttm(corpus / split / "rttm" / f"{f['uri']}.rttm")
             )
             got = sorted(
-                (round(s.start, 3), round(s.end, 3), label) for s, _, label in f["annotation"].itertracks(yield_label=True)
+                (round(s.start, 3), round(s.end, 3), label)
+                for s, _, label in f["annotation"].itertracks(yield_label=True)
             )
             assert got == expected
             assert [(s.start, s.end) for s in f["annotated"]] == [(0.0, 15.0)]
@@ -183,6 +187,7 @@ def test_one_info_line_per_split(tmp_path: Path, caplog: pytest.LogCaptureFixtur
 
 
 # ------------------------------------------------------------------------------------ speakers
+
 
 def test_speaker_material() -> None:
     waveform, sr, turns = load_sample()

@@ -23,7 +23,12 @@ State = optuna.trial.TrialState
 pytestmark = pytest.mark.bad_input
 
 #: the common vocabulary with a learning-rate range wide enough to diverge
-WIDE_LR_SPACE = {"optimizer": "Adam", "schedule": "constant", "batch_size": 64, "lr": {"low": 1e-4, "high": 1e8, "log": True}}
+WIDE_LR_SPACE = {
+    "optimizer": "Adam",
+    "schedule": "constant",
+    "batch_size": 64,
+    "lr": {"low": 1e-4, "high": 1e8, "log": True},
+}
 
 
 @pytest.fixture
@@ -32,8 +37,13 @@ def synthetic_spec() -> Callable[..., StudySpec]:
 
     def make(**overrides: Any) -> StudySpec:
         values: dict[str, Any] = {
-            "name": "fail", "objective": "synthetic", "search_space": str(REPO / "search_spaces" / "synthetic.yaml"),
-            "data": None, "n_trials": 3, "max_epochs": 2, "options": {"n_train": 256, "n_val": 64},
+            "name": "fail",
+            "objective": "synthetic",
+            "search_space": str(REPO / "search_spaces" / "synthetic.yaml"),
+            "data": None,
+            "n_trials": 3,
+            "max_epochs": 2,
+            "options": {"n_train": 256, "n_val": 64},
         }
         values.update(overrides)
         return StudySpec(**values)
@@ -59,7 +69,9 @@ def test_a_diverging_trial_fails_with_its_reason_and_the_study_goes_on(synthetic
 
 
 @pytest.mark.parametrize("storage_url", ["sqlite"], indirect=True)
-def test_out_of_memory_in_a_trial_is_recorded_and_the_next_trial_runs(synthetic_spec, storage_url, tmp_path, monkeypatch):
+def test_out_of_memory_in_a_trial_is_recorded_and_the_next_trial_runs(
+    synthetic_spec, storage_url, tmp_path, monkeypatch
+):
     from tuner.objectives.synthetic import RegressionModule
 
     step = RegressionModule.training_step
@@ -86,7 +98,9 @@ def test_cuda_out_of_memory_is_told_apart_from_other_errors():
     assert describe_failure(RuntimeError("shape mismatch\nmore")) == "RuntimeError: shape mismatch"
 
 
-def test_a_corpus_error_mid_study_stops_it_and_a_rerun_finishes_the_budget(synthetic_spec, storage_url, tmp_path, monkeypatch):
+def test_a_corpus_error_mid_study_stops_it_and_a_rerun_finishes_the_budget(
+    synthetic_spec, storage_url, tmp_path, monkeypatch
+):
     from tuner.objectives.synthetic import SyntheticRegression
 
     build = SyntheticRegression.build
@@ -144,6 +158,8 @@ def test_a_read_only_store_refuses_trials_and_still_serves_reads(synthetic_spec,
 def test_a_misspelled_trainer_option_is_refused_before_the_store_is_touched(synthetic_spec, tmp_path):
     from tuner.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"trainer option 'limit_train_batch' \(did you mean 'limit_train_batches'\?\)"):
+    with pytest.raises(
+        ConfigError, match=r"trainer option 'limit_train_batch' \(did you mean 'limit_train_batches'\?\)"
+    ):
         _run(synthetic_spec(trainer={"limit_train_batch": 2}), f"sqlite:///{tmp_path / 'never.db'}", tmp_path)
     assert not (tmp_path / "never.db").exists()

@@ -83,9 +83,7 @@ def test_constant_schedule_without_warmup_has_no_scheduler() -> None:
     assert build_scheduler(_optimizer(), TrialConfig(schedule="constant", warmup_epochs=0), max_epochs=5) is None
 
 
-@pytest.mark.parametrize(
-    ("schedule", "warmup"), [("cosine", 0), ("cosine", 2), ("constant", 2)]
-)
+@pytest.mark.parametrize(("schedule", "warmup"), [("cosine", 0), ("cosine", 2), ("constant", 2)])
 def test_scheduler_is_a_lambda_lr_otherwise(schedule: str, warmup: int) -> None:
     scheduler = build_scheduler(_optimizer(), TrialConfig(schedule=schedule, warmup_epochs=warmup), max_epochs=6)
     assert isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR)
@@ -137,7 +135,12 @@ def _model() -> nn.Sequential:
 
 @pytest.mark.parametrize(
     ("name", "cls"),
-    [("Adam", torch.optim.Adam), ("AdamW", torch.optim.AdamW), ("RAdam", torch.optim.RAdam), ("NAdam", torch.optim.NAdam)],
+    [
+        ("Adam", torch.optim.Adam),
+        ("AdamW", torch.optim.AdamW),
+        ("RAdam", torch.optim.RAdam),
+        ("NAdam", torch.optim.NAdam),
+    ],
 )
 def test_build_optimizer_class_lr_and_weight_decay(name: str, cls: type) -> None:
     model = _model()

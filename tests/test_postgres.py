@@ -26,8 +26,16 @@ SMALL = {"n_train": 128, "n_val": 64, "n_features": 8, "hidden": [16, 16, 16]}
 
 
 def _spec(**overrides):
-    values = {"name": "pg_tiny", "objective": "synthetic", "data": None, "options": SMALL, "fixed": {"batch_size": 32},
-              "search_space": str(REPO / "search_spaces" / "synthetic.yaml"), "n_trials": 2, "max_epochs": 2}
+    values = {
+        "name": "pg_tiny",
+        "objective": "synthetic",
+        "data": None,
+        "options": SMALL,
+        "fixed": {"batch_size": 32},
+        "search_space": str(REPO / "search_spaces" / "synthetic.yaml"),
+        "n_trials": 2,
+        "max_epochs": 2,
+    }
     return StudySpec(**{**values, **overrides})
 
 
@@ -62,7 +70,9 @@ def test_the_server_takes_password_logins_on_loopback(postgres_server, database)
     assert url.startswith(f"postgresql+psycopg2://tuner:{postgres_server.password}@127.0.0.1:{postgres_server.port}/")
     assert _scalar(url, "SELECT current_user") == "tuner"
     assert _scalar(url, "SELECT current_database()") == name
-    assert _scalar(url, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user") is False  # a plain role, as in production
+    assert (
+        _scalar(url, "SELECT rolsuper FROM pg_roles WHERE rolname = current_user") is False
+    )  # a plain role, as in production
     assert _scalar(url, "SHOW password_encryption") == "scram-sha-256"
     assert _scalar(postgres_server.url, "SELECT current_database()") == "tuner"
     with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
@@ -89,7 +99,9 @@ def test_a_study_round_trips_without_showing_the_password(postgres_server, datab
     with caplog.at_level(logging.DEBUG, logger="tuner"):
         run_study(_spec(), url, workdir=tmp_path, show_progress=False)
     stored = optuna.load_study(study_name="pg_tiny", storage=url)
-    finished = [t for t in stored.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    finished = [
+        t for t in stored.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    ]
     assert len(finished) == 2
     for trial in finished:
         assert [e["epoch"] for e in epoch_rows(trial)] == list(range(trial.user_attrs["epochs_run"]))
@@ -146,7 +158,10 @@ def test_a_server_is_stopped_and_removed_even_when_its_block_fails():
 
 def test_missing_binaries_say_how_to_install_them(tmp_path):
     server = LocalPostgres(bindir=tmp_path)  # a folder without initdb
-    with pytest.raises(PostgresUnavailable, match=r"lacks initdb, pg_ctl, postgres\. Install Debian's PostgreSQL server: `apt-get install postgresql`"):
+    with pytest.raises(
+        PostgresUnavailable,
+        match=r"lacks initdb, pg_ctl, postgres\. Install Debian's PostgreSQL server: `apt-get install postgresql`",
+    ):
         server.start()
     assert server.root is None and server.port is None
 
@@ -157,13 +172,33 @@ def test_without_postgresql_its_tests_fail_unless_told_to_skip(tmp_path, skip):
     TUNER_TESTS_WITHOUT_POSTGRES=1; the SQLite ones run either way."""
     env = {**os.environ, "TUNER_POSTGRES_BINDIR": str(tmp_path), "TUNER_TESTS_WITHOUT_POSTGRES": "1" if skip else ""}
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--durations=0", "-rs",
-         "tests/test_postgres.py", "-k", "every_store_backend"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--durations=0",
+            "-rs",
+            "tests/test_postgres.py",
+            "-k",
+            "every_store_backend",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     out = result.stdout + result.stderr
     assert "apt-get install postgresql" in out
     if skip:
-        assert result.returncode == 0 and re.search(r"1 passed, .*1 skipped", out) and "TUNER_TESTS_WITHOUT_POSTGRES=1" in out
+        assert (
+            result.returncode == 0
+            and re.search(r"1 passed, .*1 skipped", out)
+            and "TUNER_TESTS_WITHOUT_POSTGRES=1" in out
+        )
     else:
         assert result.returncode == 1 and re.search(r"1 passed, .*1 error", out) and "PostgresUnavailable" in out

@@ -44,14 +44,23 @@ def test_trial_trains_with_the_requested_optimizer(make_spec, optimizer):
             seen["batch"] = trainer.train_dataloader.batch_size
 
     config = space.config_from({"optimizer": optimizer, "lr": 2e-3, "weight_decay": 1e-4, "batch_size": 4})
-    fit(objective, config, seed=0, max_epochs=1, trainer_options={"limit_train_batches": 1, "limit_val_batches": 1}, callbacks=[Spy()])
+    fit(
+        objective,
+        config,
+        seed=0,
+        max_epochs=1,
+        trainer_options={"limit_train_batches": 1, "limit_val_batches": 1},
+        callbacks=[Spy()],
+    )
     assert seen == {"optimizer": optimizer, "lr": 2e-3, "weight_decay": 1e-4, "batch": 4}
 
 
 def test_frozen_layers_do_not_change(make_spec):
     objective, space = prepare_objective(make_spec())
     # unfrozen_layers=1: the classifier (head) and the last block (linear) train; lstm and sincnet are frozen
-    result, module, before = fit_capturing(objective, space.config_from({"unfrozen_layers": 1, "lr": 1e-2}), trainer={"limit_train_batches": 3})[:3]
+    result, module, before = fit_capturing(
+        objective, space.config_from({"unfrozen_layers": 1, "lr": 1e-2}), trainer={"limit_train_batches": 3}
+    )[:3]
     assert not any(changed(before, module, "sincnet")), "sincnet is frozen but changed"
     assert not any(changed(before, module, "lstm")), "lstm is frozen but changed"
     assert all(changed(before, module, "linear")), "linear is unfrozen but did not change"
@@ -62,11 +71,15 @@ def test_frozen_layers_do_not_change(make_spec):
 
 def test_zero_unfrozen_layers_trains_only_the_head(make_spec):
     objective, space = prepare_objective(make_spec())
-    result, module, before = fit_capturing(objective, space.config_from({"unfrozen_layers": 0, "lr": 1e-2}), trainer={"limit_train_batches": 3})[:3]
+    result, module, before = fit_capturing(
+        objective, space.config_from({"unfrozen_layers": 0, "lr": 1e-2}), trainer={"limit_train_batches": 3}
+    )[:3]
     for prefix in ("sincnet", "lstm", "linear"):
         assert not any(changed(before, module, prefix)), f"{prefix} is frozen but changed"
     assert all(changed(before, module, "classifier"))
-    assert result.info["trainable_parameters"] == sum(p.numel() for n, p in module.named_parameters() if n.startswith("classifier"))
+    assert result.info["trainable_parameters"] == sum(
+        p.numel() for n, p in module.named_parameters() if n.startswith("classifier")
+    )
 
 
 @pytest.mark.bad_input
@@ -75,7 +88,13 @@ def test_too_many_unfrozen_layers_is_a_clear_error(make_spec):
 
     objective, space = prepare_objective(make_spec())
     with pytest.raises(ConfigError, match=r"unfrozen_layers=7 .* 3 freezable blocks \(sincnet, lstm, linear\)"):
-        fit(objective, space.config_from({"unfrozen_layers": 7}), seed=0, max_epochs=1, trainer_options={"limit_train_batches": 1})
+        fit(
+            objective,
+            space.config_from({"unfrozen_layers": 7}),
+            seed=0,
+            max_epochs=1,
+            trainer_options={"limit_train_batches": 1},
+        )
 
 
 @pytest.mark.parametrize("layout", ["ckpt", "pytorch_model.bin", "directory"])
@@ -84,12 +103,18 @@ def test_pretrained_round_trip(make_spec, tmp_path: Path, layout: str):
     objective, space = prepare_objective(make_spec())
     _, trained, _, _ = fit_capturing(objective, space.config_from({"lr": 1e-2}), trainer={"limit_train_batches": 3})
     trainer = trained.trainer
-    path = {"ckpt": tmp_path / "model.ckpt", "pytorch_model.bin": tmp_path / "pytorch_model.bin", "directory": tmp_path / "pytorch_model.bin"}[layout]
+    path = {
+        "ckpt": tmp_path / "model.ckpt",
+        "pytorch_model.bin": tmp_path / "pytorch_model.bin",
+        "directory": tmp_path / "pytorch_model.bin",
+    }[layout]
     trainer.save_checkpoint(path)
     source = tmp_path if layout == "directory" else path
 
     reloaded, reloaded_space = prepare_objective(make_spec(pretrained=str(source)))
-    inputs = reloaded.build(reloaded_space.config_from({}), seed=123)  # another seed: weights must still come from the file
+    inputs = reloaded.build(
+        reloaded_space.config_from({}), seed=123
+    )  # another seed: weights must still come from the file
     model = inputs.module
     model.prepare_data()
     model.setup("validate")  # attaches the task: rebuilds the task-dependent classifier, keeps its weights

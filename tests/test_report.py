@@ -33,16 +33,38 @@ class PruneTrialOne(optuna.pruners.BasePruner):
 
 
 def _spec(objective: str, corpus: Path) -> StudySpec:
-    common: dict[str, Any] = {"name": NAMES[objective], "objective": objective, "data": str(corpus), "n_trials": 2,
-                              "max_epochs": 2, "sampler": optuna.samplers.RandomSampler(seed=3), "trainer": {"limit_train_batches": 2}}
+    common: dict[str, Any] = {
+        "name": NAMES[objective],
+        "objective": objective,
+        "data": str(corpus),
+        "n_trials": 2,
+        "max_epochs": 2,
+        "sampler": optuna.samplers.RandomSampler(seed=3),
+        "trainer": {"limit_train_batches": 2},
+    }
     if objective == "pyannote_segmentation":
-        return StudySpec(**common, search_space=str(REPO / "search_spaces" / "pyannote.yaml"), fixed={"batch_size": 8},
-                         options=TINY_OPTIONS, pruner=PruneTrialOne())
+        return StudySpec(
+            **common,
+            search_space=str(REPO / "search_spaces" / "pyannote.yaml"),
+            fixed={"batch_size": 8},
+            options=TINY_OPTIONS,
+            pruner=PruneTrialOne(),
+        )
     if objective == "wavlm_sv":
-        return StudySpec(**{**common, "max_epochs": 1}, search_space=str(REPO / "search_spaces" / "wavlm_sv.yaml"),
-                         fixed={"batch_size": 8}, options=TINY_SV_OPTIONS, pruner=optuna.pruners.NopPruner())
-    return StudySpec(**common, search_space=str(REPO / "search_spaces" / "sepformer.yaml"), fixed={"batch_size": 2},
-                     options=TINY_SEP_OPTIONS, pruner=optuna.pruners.NopPruner())
+        return StudySpec(
+            **{**common, "max_epochs": 1},
+            search_space=str(REPO / "search_spaces" / "wavlm_sv.yaml"),
+            fixed={"batch_size": 8},
+            options=TINY_SV_OPTIONS,
+            pruner=optuna.pruners.NopPruner(),
+        )
+    return StudySpec(
+        **common,
+        search_space=str(REPO / "search_spaces" / "sepformer.yaml"),
+        fixed={"batch_size": 2},
+        options=TINY_SEP_OPTIONS,
+        pruner=optuna.pruners.NopPruner(),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +154,9 @@ def test_csv_matches_the_store(objective, store, reports):
         config = trial.user_attrs["config"]
         for name in ("optimizer", "schedule"):
             assert row[name] == config[name]
-        assert int(row["batch_size"]) == config["batch_size"] and int(row["unfrozen_layers"]) == config["unfrozen_layers"]
+        assert (
+            int(row["batch_size"]) == config["batch_size"] and int(row["unfrozen_layers"]) == config["unfrozen_layers"]
+        )
         assert float(row["lr"]) == config["lr"] and float(row["weight_decay"]) == config["weight_decay"]
         for name in trial.params:  # the objective's own searched parameters are columns too
             assert row[name] != "" and (row[name] == str(trial.params[name]) or float(row[name]) == trial.params[name])
@@ -158,11 +182,15 @@ def test_markdown_has_the_header_and_every_epoch_of_every_trial(objective, store
     assert f"trials: 2 ({counts['COMPLETE']} complete, {counts['PRUNED']} pruned" in header
 
     trial_table = _md_tables(md)[0]
-    assert [int(r["trial"]) for r in trial_table] == [int(r["trial"]) for r in csv.DictReader(reports[objective]["csv"].open())]
+    assert [int(r["trial"]) for r in trial_table] == [
+        int(r["trial"]) for r in csv.DictReader(reports[objective]["csv"].open())
+    ]
     for trial in study.trials:
         section = _trial_section(md, trial.number)
         config = trial.user_attrs["config"]
-        assert section.startswith(f"## Trial {trial.number} ({trial.state.name}): {config['optimizer']}, {config['schedule']}, batch {config['batch_size']}, lr ")
+        assert section.startswith(
+            f"## Trial {trial.number} ({trial.state.name}): {config['optimizer']}, {config['schedule']}, batch {config['batch_size']}, lr "
+        )
         (table,) = _md_tables(section)
         records = _epochs(trial)
         assert [int(r["epoch"]) for r in table] == [r["epoch"] for r in records] and records
@@ -170,10 +198,16 @@ def test_markdown_has_the_header_and_every_epoch_of_every_trial(objective, store
         for row, record in zip(table, records):
             columns = list(row)  # seed 001's shape: epoch, loss/val, metric, components, loss/train, lr
             start = ["epoch", "loss/val", metric] if "loss/val" in record else ["epoch", metric]
-            assert columns[: len(start)] == start and columns.index(metric) < columns.index("loss/train") < columns.index("lr")
+            assert columns[: len(start)] == start and columns.index(metric) < columns.index(
+                "loss/train"
+            ) < columns.index("lr")
             for name, value in record.items():
                 if name != "epoch":
-                    assert float(row[name]) == pytest.approx(value, rel=1e-5, abs=1e-12), (trial.number, record["epoch"], name)
+                    assert float(row[name]) == pytest.approx(value, rel=1e-5, abs=1e-12), (
+                        trial.number,
+                        record["epoch"],
+                        name,
+                    )
             assert (row["best"] == "*") == (record["epoch"] == best_epoch)
 
 
@@ -215,7 +249,9 @@ def test_objective_figures_show_the_stored_values(store):
             assert bars[part][label] == best[part]
     assert bars["FalseAlarm"]["untrained model"] == study.user_attrs["baseline"]["FalseAlarm"]
     lines = {trace.name: trace for trace in figures["Intermediate values"].data}
-    assert lines["trial 1 (pruned)"].line.dash == "dash" and list(lines["trial 1 (pruned)"].y) == [study.trials[1].intermediate_values[0]]
+    assert lines["trial 1 (pruned)"].line.dash == "dash" and list(lines["trial 1 (pruned)"].y) == [
+        study.trials[1].intermediate_values[0]
+    ]
     assert "Parameter importances" not in figures  # one completed trial: a note instead
 
     # EER per trial and the best trial's DET curve (probit axes) from details/best
@@ -246,7 +282,12 @@ def test_compare_two_studies_of_one_metric(store, tmp_path):
     from tuner.report import write_comparison
 
     storage = optuna.storages.RDBStorage(store)
-    optuna.copy_study(from_study_name=NAMES["pyannote_segmentation"], from_storage=storage, to_storage=storage, to_study_name="report_dia_copy")
+    optuna.copy_study(
+        from_study_name=NAMES["pyannote_segmentation"],
+        from_storage=storage,
+        to_storage=storage,
+        to_study_name="report_dia_copy",
+    )
     rows, paths = write_comparison([NAMES["pyannote_segmentation"], "report_dia_copy"], storage=store, out_dir=tmp_path)
     study = _stored(store, "pyannote_segmentation")
     with paths["csv"].open(newline="") as handle:
@@ -265,9 +306,13 @@ def test_compare_refuses_different_metrics(store, tmp_path):
     from tuner.report import write_comparison
 
     with pytest.raises(TunerError) as error:
-        write_comparison([NAMES["pyannote_segmentation"], NAMES["sepformer_separation"]], storage=store, out_dir=tmp_path)
+        write_comparison(
+            [NAMES["pyannote_segmentation"], NAMES["sepformer_separation"]], storage=store, out_dir=tmp_path
+        )
     message = str(error.value)
-    assert "\n" not in message and "DER" in message and "SI-SNRi" in message and NAMES["sepformer_separation"] in message
+    assert (
+        "\n" not in message and "DER" in message and "SI-SNRi" in message and NAMES["sepformer_separation"] in message
+    )
     assert not (tmp_path / "compare.md").exists()
 
 
@@ -291,7 +336,9 @@ def test_a_study_without_trials_gets_a_report_saying_so(tmp_path):
     study.set_user_attr("components", ["Confusion"])
     paths = write_report("empty", storage=url, out_dir=tmp_path / "out")
     assert "no trials yet" in paths["md"].read_text()
-    assert paths["csv"].read_text().splitlines() == ["trial,state,optimizer,schedule,batch_size,lr,weight_decay,unfrozen_layers,epochs,best_epoch,DER,Confusion"]
+    assert paths["csv"].read_text().splitlines() == [
+        "trial,state,optimizer,schedule,batch_size,lr,weight_decay,unfrozen_layers,epochs,best_epoch,DER,Confusion"
+    ]
     assert "no trials yet" in paths["html"].read_text() and study_figures(study) == {}
 
 
@@ -300,23 +347,40 @@ def test_failed_and_running_trials_are_listed_last(tmp_path):
 
     url = f"sqlite:///{tmp_path / 'states.db'}"
     study = optuna.create_study(study_name="states", storage=url, direction="maximize")
-    for key, value in {"metric": "SI-SNRi", "direction": "maximize", "components": ["SDRi"], "objective": "sepformer_separation",
-                       "baseline": {"SI-SNRi": -3.0, "SDRi": -2.0}}.items():
+    for key, value in {
+        "metric": "SI-SNRi",
+        "direction": "maximize",
+        "components": ["SDRi"],
+        "objective": "sepformer_separation",
+        "baseline": {"SI-SNRi": -3.0, "SDRi": -2.0},
+    }.items():
         study.set_user_attr(key, value)
     distributions = {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)}
-    for number, (state, values) in enumerate([(optuna.trial.TrialState.COMPLETE, [1.5, 2.5]),
-                                              (optuna.trial.TrialState.FAIL, []),
-                                              (optuna.trial.TrialState.COMPLETE, [4.0, float("nan")])]):
+    for number, (state, values) in enumerate(
+        [
+            (optuna.trial.TrialState.COMPLETE, [1.5, 2.5]),
+            (optuna.trial.TrialState.FAIL, []),
+            (optuna.trial.TrialState.COMPLETE, [4.0, float("nan")]),
+        ]
+    ):
         records = {f"epoch/{e:03d}": {"SI-SNRi": v, "SDRi": v / 2, "lr": 1e-3} for e, v in enumerate(values)}
-        study.add_trial(optuna.trial.create_trial(
-            state=state, value=max(v for v in values if not math.isnan(v)) if values else None, params={"lr": 1e-3 * (number + 1)},
-            distributions=distributions, user_attrs={"config": {"lr": 1e-3 * (number + 1), "optimizer": "Adam"}, **records},
-            intermediate_values=dict(enumerate(values)),
-        ))
+        study.add_trial(
+            optuna.trial.create_trial(
+                state=state,
+                value=max(v for v in values if not math.isnan(v)) if values else None,
+                params={"lr": 1e-3 * (number + 1)},
+                distributions=distributions,
+                user_attrs={"config": {"lr": 1e-3 * (number + 1), "optimizer": "Adam"}, **records},
+                intermediate_values=dict(enumerate(values)),
+            )
+        )
     paths = write_report("states", storage=url, out_dir=tmp_path / "out")
     rows = list(csv.DictReader(paths["csv"].open(newline="")))
     assert [(r["trial"], r["state"], r["SI-SNRi"], r["best_epoch"]) for r in rows] == [
-        ("2", "COMPLETE", "4.0", "0"), ("0", "COMPLETE", "2.5", "1"), ("1", "FAIL", "", "")]
+        ("2", "COMPLETE", "4.0", "0"),
+        ("0", "COMPLETE", "2.5", "1"),
+        ("1", "FAIL", "", ""),
+    ]
     md = paths["md"].read_text()
     assert "_No epoch finished._" in _trial_section(md, 1) and "nan" in _trial_section(md, 2)
     assert "trials: 3 (2 complete, 0 pruned, 1 failed)" in md
@@ -339,13 +403,28 @@ def test_cli_report_and_compare(store, tmp_path, capsys):
     out = tmp_path / "cli"
     assert _cli("report", NAMES["wavlm_sv"], "--storage", store, "--out", str(out)) == 0
     assert {p.name for p in out.iterdir()} == {f"{NAMES['wavlm_sv']}.{ext}" for ext in ("md", "csv", "html")}
-    assert f"tuner report {NAMES['wavlm_sv']} --storage {store} --out {out}" in (out / f"{NAMES['wavlm_sv']}.md").read_text()
+    assert (
+        f"tuner report {NAMES['wavlm_sv']} --storage {store} --out {out}"
+        in (out / f"{NAMES['wavlm_sv']}.md").read_text()
+    )
     assert str(out / f"{NAMES['wavlm_sv']}.html") in capsys.readouterr().out
 
     assert _cli("report", "--compare", NAMES["wavlm_sv"], NAMES["wavlm_sv"], "--storage", store, "--out", str(out)) == 0
     assert NAMES["wavlm_sv"] in capsys.readouterr().out and (out / "compare.csv").is_file()
 
-    assert _cli("report", "--compare", NAMES["wavlm_sv"], NAMES["pyannote_segmentation"], "--storage", store, "--out", str(out)) == 2
+    assert (
+        _cli(
+            "report",
+            "--compare",
+            NAMES["wavlm_sv"],
+            NAMES["pyannote_segmentation"],
+            "--storage",
+            store,
+            "--out",
+            str(out),
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and len(err.splitlines()) == 1 and "EER" in err and "DER" in err
     assert _cli("report", "missing", "--storage", store, "--out", str(out)) == 2

@@ -52,6 +52,7 @@ def _trial_configs(space: SearchSpace, n: int, seed: int = 0) -> list[TrialConfi
 
 # ------------------------------------------------------------------------------ the shipped file
 
+
 def test_shipped_space_loads_with_the_declared_dimensions_and_fixed_values() -> None:
     space = SearchSpace.from_yaml(SHIPPED)
     assert space.source == str(SHIPPED)
@@ -114,7 +115,9 @@ def test_to_dict_round_trips_through_from_dict() -> None:
 
 
 def test_round_trip_keeps_step_and_pinned_values() -> None:
-    space = SearchSpace.from_dict({"lr": {"low": 0.001, "high": 0.01, "step": 0.001}, "batch_size": {"low": 8, "high": 64, "step": 8}})
+    space = SearchSpace.from_dict(
+        {"lr": {"low": 0.001, "high": 0.01, "step": 0.001}, "batch_size": {"low": 8, "high": 64, "step": 8}}
+    )
     space = space.with_fixed({"optimizer": "RAdam"})
     again = SearchSpace.from_dict(space.to_dict())
     assert again.dimensions == space.dimensions
@@ -138,6 +141,7 @@ def test_config_from_fills_defaults_and_fixed_values() -> None:
 
 
 # ------------------------------------------------------------------------------ errors
+
 
 @pytest.mark.bad_input
 def test_unknown_key_suggests_the_right_one(tmp_path: Path) -> None:
@@ -302,6 +306,7 @@ def test_a_directory_is_not_a_search_space_file(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------ with_fixed
 
+
 def test_with_fixed_pins_a_searched_parameter() -> None:
     space = SearchSpace.from_yaml(SHIPPED)
     pinned = space.with_fixed({"batch_size": 8, "optimizer": "AdamW"}, source="study 'x'")
@@ -337,7 +342,10 @@ def test_with_fixed_rejects_an_unknown_name() -> None:
 
 # ------------------------------------------------------------------------------ numbers
 
-@pytest.mark.parametrize("text", ["lr: 1e-4\n", "lr: {low: 1e-4, high: 1e-2, log: true}\n", "lr: {choices: [1e-4, 3e-4]}\n"])
+
+@pytest.mark.parametrize(
+    "text", ["lr: 1e-4\n", "lr: {low: 1e-4, high: 1e-2, log: true}\n", "lr: {choices: [1e-4, 3e-4]}\n"]
+)
 def test_scientific_notation_without_a_dot_is_a_float(tmp_path: Path, text: str) -> None:
     space = SearchSpace.from_yaml(_write(tmp_path, text))
     if "lr" in space.fixed:

@@ -26,8 +26,10 @@ from tuner.errors import DataError
 
 SMALL = dict(n_train=4, n_dev=2, n_test=2, mixture_seconds=(1.0, 1.5))
 LIBRIMIX = "mixture_ID,mixture_path,source_1_path,source_2_path,noise_path,length\n"
-SPEECHBRAIN = ("ID,duration,mix_wav,mix_wav_format,mix_wav_opts,s1_wav,s1_wav_format,s1_wav_opts,"
-               "s2_wav,s2_wav_format,s2_wav_opts,noise_wav,noise_wav_format,noise_wav_opts\n")
+SPEECHBRAIN = (
+    "ID,duration,mix_wav,mix_wav_format,mix_wav_opts,s1_wav,s1_wav_format,s1_wav_opts,"
+    "s2_wav,s2_wav_format,s2_wav_opts,noise_wav,noise_wav_format,noise_wav_opts\n"
+)
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -70,6 +72,7 @@ def tiny(tmp_path: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------- demo corpus
+
 
 def test_demo_corpus_layout_size_and_speed(timed_corpus: tuple[Path, float]) -> None:
     root, seconds = timed_corpus
@@ -122,8 +125,9 @@ def test_mixture_is_exactly_the_sum_of_its_parts(corpus: Path) -> None:
 
 
 def test_dev_and_test_speakers_are_not_train_speakers(corpus: Path) -> None:
-    train, dev, test = (_speakers(read_mixture_csv(corpus / "speechbrain" / f"{split}.csv"))
-                        for split in ("train", "dev", "test"))
+    train, dev, test = (
+        _speakers(read_mixture_csv(corpus / "speechbrain" / f"{split}.csv")) for split in ("train", "dev", "test")
+    )
     assert len(train) > 6 and len(dev) >= 3 and len(test) >= 3
     assert not train & dev and not train & test and not dev & test
     for m in read_mixture_csv(corpus / "speechbrain" / "train.csv"):
@@ -167,6 +171,7 @@ def test_invalid_parameters(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------ reader
 
+
 def test_hand_made_speechbrain_csv_with_format_columns(tmp_path: Path, tiny: Path) -> None:
     rows = "".join(
         f"{i},1.0,{tiny.parent}/mix/{n}.wav,wav,,s1/{n}.wav,wav,,s2/{n}.wav,wav,,,wav,\n"
@@ -176,8 +181,12 @@ def test_hand_made_speechbrain_csv_with_format_columns(tmp_path: Path, tiny: Pat
     mixtures = read_mixture_csv(tmp_path / "sb.csv")
     assert [m.id for m in mixtures] == ["0", "1"] and all(m.noise is None for m in mixtures)
     assert mixtures[1].sources[1] == tiny.parent / "s2" / "c_d.wav"
-    assert check_mixtures(mixtures, tmp_path / "sb.csv") == {"mixtures": 2, "sources": 2, "sample_rate": 8000,
-                                                            "hours": 1600 / 8000 / 3600}
+    assert check_mixtures(mixtures, tmp_path / "sb.csv") == {
+        "mixtures": 2,
+        "sources": 2,
+        "sample_rate": 8000,
+        "hours": 1600 / 8000 / 3600,
+    }
 
 
 @pytest.mark.bad_input
@@ -278,8 +287,11 @@ def test_malformed_rows(tiny: Path) -> None:
 def test_inconsistent_number_of_sources(tmp_path: Path, tiny: Path) -> None:
     _wav(tiny.parent / "s3" / "a_b.wav", 800)
     header = "mixture_ID,mixture_path,source_1_path,source_2_path,source_3_path,length\n"
-    tiny.write_text(header + "a_b,mix/a_b.wav,s1/a_b.wav,s2/a_b.wav,s3/a_b.wav,800\n"
-                    + "c_d,mix/c_d.wav,s1/c_d.wav,s2/c_d.wav,,800\n")
+    tiny.write_text(
+        header
+        + "a_b,mix/a_b.wav,s1/a_b.wav,s2/a_b.wav,s3/a_b.wav,800\n"
+        + "c_d,mix/c_d.wav,s1/c_d.wav,s2/c_d.wav,,800\n"
+    )
     expected = f"{tiny}:3: mixture 'c_d' has 2 sources but the row on line 2 has 3"
     with pytest.raises(DataError, match=re.escape(expected)):
         read_mixture_csv(tiny)

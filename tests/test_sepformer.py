@@ -39,7 +39,10 @@ def test_swapped_sources_are_handled_by_pit():
     estimates = sources + 0.3 * _signals(seed=1)
     swapped = estimates[..., [1, 0]]
     assert torch.allclose(pit_si_snr(estimates, sources), pit_si_snr(swapped, sources), atol=1e-4)
-    metrics, metrics_swapped = separation_metrics(estimates, sources, sources.sum(-1)), separation_metrics(swapped, sources, sources.sum(-1))
+    metrics, metrics_swapped = (
+        separation_metrics(estimates, sources, sources.sum(-1)),
+        separation_metrics(swapped, sources, sources.sum(-1)),
+    )
     assert metrics == pytest.approx(metrics_swapped, abs=1e-3)
 
 
@@ -56,7 +59,11 @@ def test_sdr_survives_several_threads():
     """torch 2.11's MKL fails batched float64 solves on several threads; pit_sdr must not."""
     torch.set_num_threads(2)
     sources = _signals()
-    assert torch.all(torch.isfinite(separation_metrics(sources + 0.2 * _signals(seed=5), sources, sources.sum(-1))["SDR"] * torch.ones(1)))
+    assert torch.all(
+        torch.isfinite(
+            separation_metrics(sources + 0.2 * _signals(seed=5), sources, sources.sum(-1))["SDR"] * torch.ones(1)
+        )
+    )
     assert torch.get_num_threads() == 2
 
 
@@ -65,10 +72,12 @@ def test_si_snr_matches_its_definition():
     s[..., 1] = _signals(seed=3, batch=1)[..., 0]
     noise = 0.5 * _signals(seed=4, batch=1)
     e = s + noise
+
     def si_snr(est, ref):
         est, ref = est - est.mean(), ref - ref.mean()
         target = (est @ ref) / (ref @ ref) * ref
         return 10 * math.log10(float(target @ target) / float((est - target) @ (est - target)))
+
     expected = (si_snr(e[0, :, 0], s[0, :, 0]) + si_snr(e[0, :, 1], s[0, :, 1])) / 2
     assert float(pit_si_snr(e, s)[0]) == pytest.approx(expected, abs=1e-2)
 

@@ -80,12 +80,26 @@ def test_a_callback_that_stops_the_study_ends_the_run_after_its_trial(make_spec,
     assert states == [optuna.trial.TrialState.COMPLETE] + [optuna.trial.TrialState.WAITING] * 2
     # the trials left in the queue run on the next call
     run_study(spec, storage_url, workdir=tmp_path, show_progress=False)
-    assert [t.state for t in optuna.load_study(study_name="tiny", storage=storage_url).trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    assert [t.state for t in optuna.load_study(study_name="tiny", storage=storage_url).trials] == [
+        optuna.trial.TrialState.COMPLETE
+    ] * 3
 
 
 def test_resume_adds_trials_to_the_same_study(make_spec, storage_url, tmp_path):
-    run_study(make_spec(max_epochs=1, sampler=optuna.samplers.RandomSampler(seed=0)), storage_url, n_trials=2, workdir=tmp_path, show_progress=False)
-    run_study(make_spec(max_epochs=1, sampler=optuna.samplers.RandomSampler(seed=0)), storage_url, n_trials=2, workdir=tmp_path, show_progress=False)
+    run_study(
+        make_spec(max_epochs=1, sampler=optuna.samplers.RandomSampler(seed=0)),
+        storage_url,
+        n_trials=2,
+        workdir=tmp_path,
+        show_progress=False,
+    )
+    run_study(
+        make_spec(max_epochs=1, sampler=optuna.samplers.RandomSampler(seed=0)),
+        storage_url,
+        n_trials=2,
+        workdir=tmp_path,
+        show_progress=False,
+    )
     summaries = optuna.get_all_study_summaries(storage_url)
     assert [s.study_name for s in summaries] == ["tiny"]
     trials = optuna.load_study(study_name="tiny", storage=storage_url).trials
@@ -132,4 +146,17 @@ def test_trial_table_is_sorted_by_the_metric(make_spec, storage_url, tmp_path):
     study = run_study(make_spec(max_epochs=1), storage_url, n_trials=2, workdir=tmp_path, show_progress=False)
     rows = trial_rows(study)
     assert [r["DER"] for r in rows] == sorted(r["DER"] for r in rows)
-    assert {"trial", "state", "optimizer", "schedule", "batch_size", "lr", "unfrozen_layers", "epochs", "best_epoch", "Confusion", "FalseAlarm", "Miss"} <= set(rows[0])
+    assert {
+        "trial",
+        "state",
+        "optimizer",
+        "schedule",
+        "batch_size",
+        "lr",
+        "unfrozen_layers",
+        "epochs",
+        "best_epoch",
+        "Confusion",
+        "FalseAlarm",
+        "Miss",
+    } <= set(rows[0])

@@ -19,14 +19,23 @@ SMALL = {"n_train": 128, "n_val": 64, "n_features": 8, "hidden": [16, 16, 16]}
 
 
 def _spec(**overrides):
-    values = {"name": "synthetic_tiny", "objective": "synthetic", "data": None, "options": SMALL,
-              "search_space": str(REPO / "search_spaces" / "synthetic.yaml"), "n_trials": 1, "max_epochs": 3}
+    values = {
+        "name": "synthetic_tiny",
+        "objective": "synthetic",
+        "data": None,
+        "options": SMALL,
+        "search_space": str(REPO / "search_spaces" / "synthetic.yaml"),
+        "n_trials": 1,
+        "max_epochs": 3,
+    }
     return StudySpec(**{**values, **overrides})
 
 
 def test_a_tiny_trial_records_every_epoch_and_learns(tmp_path):
     url = f"sqlite:///{tmp_path / 'tuner.db'}"
-    spec = _spec(fixed={"optimizer": "Adam", "lr": 1e-2, "schedule": "constant", "batch_size": 32, "unfrozen_layers": 3})
+    spec = _spec(
+        fixed={"optimizer": "Adam", "lr": 1e-2, "schedule": "constant", "batch_size": 32, "unfrozen_layers": 3}
+    )
     run_study(spec, url, n_trials=1, workdir=tmp_path, show_progress=False)
     stored = optuna.load_study(study_name="synthetic_tiny", storage=url)
     (trial,) = stored.trials
@@ -71,8 +80,13 @@ def test_a_study_leaves_no_scratch_folder_and_the_collector_as_it_found_it(tmp_p
     fixed = {"optimizer": "Adam", "lr": 1e-2, "schedule": "constant", "batch_size": 32, "unfrozen_layers": 3}
     frozen_before = gc.get_freeze_count()
     frozen_during: list[int] = []
-    run_study(_spec(fixed=fixed, n_trials=2), f"sqlite:///{tmp_path / 'tuner.db'}", workdir=tmp_path, show_progress=False,
-              callbacks=[lambda study, trial: frozen_during.append(gc.get_freeze_count())])
+    run_study(
+        _spec(fixed=fixed, n_trials=2),
+        f"sqlite:///{tmp_path / 'tuner.db'}",
+        workdir=tmp_path,
+        show_progress=False,
+        callbacks=[lambda study, trial: frozen_during.append(gc.get_freeze_count())],
+    )
     assert list(scratch.iterdir()) == []  # each trial's checkpoint folder is gone, kept or not
     # while trials run, the heap from before (torch, the objective) is out of the collector's way ...
     assert len(frozen_during) == 2 and min(frozen_during) > frozen_before
@@ -81,7 +95,9 @@ def test_a_study_leaves_no_scratch_folder_and_the_collector_as_it_found_it(tmp_p
 
 def test_frozen_layers_stay_unchanged(tmp_path):
     objective, space = prepare_objective(_spec())
-    result, module, before = fit_capturing(objective, space.config_from({"unfrozen_layers": 1, "lr": 1e-2, "batch_size": 32}))[:3]
+    result, module, before = fit_capturing(
+        objective, space.config_from({"unfrozen_layers": 1, "lr": 1e-2, "batch_size": 32})
+    )[:3]
     assert not any(changed(before, module, "model.blocks.0")) and not any(changed(before, module, "model.blocks.1"))
     assert all(changed(before, module, "model.blocks.2")), "the last hidden layer is unfrozen but did not change"
     assert all(changed(before, module, "model.head")), "the output layer must always train"
@@ -92,7 +108,9 @@ def test_frozen_layers_stay_unchanged(tmp_path):
 def test_batch_size_and_block_count_are_honoured():
     objective, space = prepare_objective(_spec())
     assert objective.num_blocks() == 3
-    _, _, _, trainer = fit_capturing(objective, space.config_from({"batch_size": 16}), trainer={"limit_train_batches": 1.0})
+    _, _, _, trainer = fit_capturing(
+        objective, space.config_from({"batch_size": 16}), trainer={"limit_train_batches": 1.0}
+    )
     assert trainer.train_dataloader.batch_size == 16 and trainer.num_training_batches == 128 // 16
     with pytest.raises(ConfigError, match="unfrozen_layers"):  # the space's 1..3 against a 2-block MLP
         prepare_objective(_spec(options={**SMALL, "hidden": [16, 16]}))

@@ -84,7 +84,12 @@ def test_cli_trains_in_a_fresh_process_and_reports(exported):
     env = {**os.environ, "PYANNOTE_METRICS_ENABLED": "false", "COLUMNS": "200"}
     result = subprocess.run(
         [str(BIN / "tuner"), "train", str(path), "--workdir", str(work)],
-        cwd=work, env=env, capture_output=True, text=True, timeout=600, check=False,
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = work / "train" / f"tiny_train-trial{best.number}"
@@ -124,12 +129,18 @@ def _broken(tmp_path, path, change) -> Path:
     [
         (lambda e: e["trained_on"].pop("seed"), r"missing key 'trained_on.seed'"),
         (lambda e: e.pop("params"), r"missing key 'params'"),
-        (lambda e: e.update(objective="pyannote_segmentaton"), r"key 'objective': unknown objective 'pyannote_segmentaton' \(did you mean 'pyannote_segmentation'\?\)"),
+        (
+            lambda e: e.update(objective="pyannote_segmentaton"),
+            r"key 'objective': unknown objective 'pyannote_segmentaton' \(did you mean 'pyannote_segmentation'\?\)",
+        ),
         (lambda e: e.update(fixed=[1, 2]), r"key 'fixed' must be a mapping"),
         (lambda e: e["trained_on"].update(max_epochs="two"), r"key 'trained_on.max_epochs' must be int"),
         (lambda e: e["params"].update(optimizer="SGD"), r"key 'optimizer': unknown value 'SGD'"),
         (lambda e: e["params"].update(momentum=0.9), r"unknown key 'momentum'"),
-        (lambda e: e["metric"].update(name="EER"), r"key 'metric.name' is 'EER' but objective 'pyannote_segmentation' reports 'DER'"),
+        (
+            lambda e: e["metric"].update(name="EER"),
+            r"key 'metric.name' is 'EER' but objective 'pyannote_segmentation' reports 'DER'",
+        ),
     ],
 )
 def test_broken_export_names_the_file_and_key(exported, tmp_path, change, expected):
@@ -158,7 +169,15 @@ def test_cli_broken_export_is_one_line_with_status_2(tmp_path):
     bad = tmp_path / "best.yaml"
     bad.write_text("study: x\nobjective: pyannote_segmentation\n")
     env = {**os.environ, "PYANNOTE_METRICS_ENABLED": "false"}
-    result = subprocess.run([str(BIN / "tuner"), "train", str(bad)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [str(BIN / "tuner"), "train", str(bad)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 2
     assert f"error: {bad}: missing key 'trial'" in result.stderr and "Traceback" not in result.stderr
 
@@ -172,9 +191,15 @@ def test_wavlm_export_reproduces_too(tmp_path_factory):
     work = tmp_path_factory.mktemp("train_sv")
     corpus = ensure_verification_corpus(work / "verification", seed=0, utterances_per_speaker=4, n_dev_trials=40)
     spec = StudySpec(
-        name="sv_train", objective="wavlm_sv", data=str(corpus),
-        search_space=str(REPO / "search_spaces" / "wavlm_sv.yaml"), n_trials=1, max_epochs=2,
-        fixed={"batch_size": 8, "loss": "aam"}, options=TINY_SV_OPTIONS, trainer={"limit_train_batches": 2},
+        name="sv_train",
+        objective="wavlm_sv",
+        data=str(corpus),
+        search_space=str(REPO / "search_spaces" / "wavlm_sv.yaml"),
+        n_trials=1,
+        max_epochs=2,
+        fixed={"batch_size": 8, "loss": "aam"},
+        options=TINY_SV_OPTIONS,
+        trainer={"limit_train_batches": 2},
     )
     url = f"sqlite:///{work / 'tuner.db'}"
     run_study(spec, url, workdir=work, show_progress=False)
@@ -184,6 +209,8 @@ def test_wavlm_export_reproduces_too(tmp_path_factory):
     assert result.reproduction.matches, result.reproduction
     for epoch, record in result.fit.history.items():
         stored = best.user_attrs[f"epoch/{epoch:03d}"]
-        assert {k: v for k, v in record.items() if k != "seconds"} == pytest.approx({k: v for k, v in stored.items() if k != "seconds"}, abs=DEFAULT_TOLERANCE)
+        assert {k: v for k, v in record.items() if k != "seconds"} == pytest.approx(
+            {k: v for k, v in stored.items() if k != "seconds"}, abs=DEFAULT_TOLERANCE
+        )
     state = torch.load(result.checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     assert {name.split(".")[0] for name in state} >= {"upstream", "featurizer", "head"}  # WavLM, layer weights, ECAPA

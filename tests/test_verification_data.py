@@ -66,6 +66,7 @@ def tiny(tmp_path: Path) -> Path:
 
 # ------------------------------------------------------------------------------------ generation
 
+
 def test_default_corpus_layout_and_generation_time(timed_corpus: tuple[Path, float]) -> None:
     root, seconds = timed_corpus
     assert seconds < 20.0
@@ -142,6 +143,7 @@ def test_invalid_parameters(tmp_path: Path, bad: dict) -> None:
 
 # ------------------------------------------------------------------------------------ scanning
 
+
 def test_scan_speakers_on_demo_corpus(corpus: Path) -> None:
     train = scan_speakers(corpus, "train")
     assert len({u.speaker for u in train}) == 2 + 2 * len(TRAIN_FACTORS) == 18
@@ -165,7 +167,11 @@ def test_scan_speakers_nested_uppercase_and_hidden_files(tiny: Path) -> None:
     (tiny / "dev" / "a" / "notes.txt").write_text("ignored")
     utterances = scan_speakers(tiny, "dev")
     assert [(u.speaker, u.path.relative_to(tiny / "dev").as_posix()) for u in utterances] == [
-        ("a", "a/0.wav"), ("a", "a/1.wav"), ("b", "b/0.wav"), ("b", "b/1.wav"), ("b", "b/session/X.FLAC"),
+        ("a", "a/0.wav"),
+        ("a", "a/1.wav"),
+        ("b", "b/0.wav"),
+        ("b", "b/1.wav"),
+        ("b", "b/session/X.FLAC"),
     ]
 
 
@@ -210,6 +216,7 @@ def test_validate_audio_reports_bad_files(tiny: Path) -> None:
 
 # ------------------------------------------------------------------------------------ trials
 
+
 def test_read_trials_round_trip_on_demo_lists(corpus: Path) -> None:
     train_speakers = {u.speaker for u in scan_speakers(corpus, "train")}
     for split in ("dev", "test"):
@@ -217,8 +224,10 @@ def test_read_trials_round_trip_on_demo_lists(corpus: Path) -> None:
         trials = read_trials(path, corpus)
         lines = path.read_text().splitlines()
         assert len(trials) == len(lines) == 120
-        assert [f"{t.label} {t.enroll.relative_to(corpus).as_posix()} {t.test.relative_to(corpus).as_posix()}"
-                for t in trials] == lines
+        assert [
+            f"{t.label} {t.enroll.relative_to(corpus).as_posix()} {t.test.relative_to(corpus).as_posix()}"
+            for t in trials
+        ] == lines
         assert Counter(t.label for t in trials) == {0: 60, 1: 60}
         pairs = [frozenset((t.enroll, t.test)) for t in trials]
         assert all(len(p) == 2 for p in pairs) and len(set(pairs)) == len(pairs)
@@ -262,7 +271,9 @@ def test_read_trials_rejects_malformed_lines(tiny: Path, tmp_path: Path, line: s
 
 
 @pytest.mark.bad_input
-@pytest.mark.parametrize(("line", "which"), [("0 dev/a/9.wav dev/b/0.wav", "first"), ("0 dev/a/0.wav dev/b/9.wav", "second")])
+@pytest.mark.parametrize(
+    ("line", "which"), [("0 dev/a/9.wav dev/b/0.wav", "first"), ("0 dev/a/0.wav dev/b/9.wav", "second")]
+)
 def test_read_trials_names_missing_audio(tiny: Path, tmp_path: Path, line: str, which: str) -> None:
     path = _trial_file(tmp_path, line)
     with pytest.raises(DataError) as info:
@@ -310,7 +321,7 @@ def test_speaker_batches_hold_per_speaker_utterances_of_each_speaker() -> None:
         assert len(counts) == 4 and set(counts.values()) == {3}
         for spk in counts:  # a speaker's utterances are contiguous, and distinct when it has enough
             items = [i for i in batch if LABELS[i] == spk]
-            assert batch[batch.index(items[0]):][:3] == items
+            assert batch[batch.index(items[0]) :][:3] == items
             assert len(set(items)) == 3 or LABELS.count(spk) < 3
         seen.update(batch)
     assert len(seen) >= 0.85 * len(LABELS)  # roughly every utterance once per epoch
@@ -349,6 +360,7 @@ def test_speaker_batch_sampler_in_a_dataloader() -> None:
 
 
 # ------------------------------------------------------------------------------------ cropping
+
 
 def test_random_crop() -> None:
     rng = np.random.default_rng(0)

@@ -35,7 +35,16 @@ def test_seed001_grid_loads_and_fits_its_study(monkeypatch):
     spec = load_study_file("studies/pyannote_seed001.py")
     entries = _entries(spec)
     assert [e.index for e in entries] == list(range(1, 9))
-    assert [e.params["optimizer"] for e in entries] == ["Adam", "AdamW", "RAdam", "RAdam", "AdamW", "NAdam", "NAdam", "NAdam"]
+    assert [e.params["optimizer"] for e in entries] == [
+        "Adam",
+        "AdamW",
+        "RAdam",
+        "RAdam",
+        "AdamW",
+        "NAdam",
+        "NAdam",
+        "NAdam",
+    ]
     assert [e.params["schedule"] for e in entries] == ["constant"] * 3 + ["cosine"] * 5
     assert [e.params["batch_size"] for e in entries] == [32] * 6 + [128, 256]
     assert all(e.params["lr"] == pytest.approx(1e-3) for e in entries)
@@ -63,10 +72,19 @@ def _grid(tmp_path, text: str):
 @pytest.mark.parametrize(
     ("entry", "expected"),
     [
-        ("{name: typo, optimzer: Adam}", r"entry 2 of 2 \('typo'\), key 'optimzer': unknown parameter \(did you mean 'optimizer'\?\)"),
-        ("{name: fast, lr: 0.5}", r"entry 2 of 2 \('fast'\), key 'lr': 0.5 is outside the searched range \[0.0001, 0.01\]"),
+        (
+            "{name: typo, optimzer: Adam}",
+            r"entry 2 of 2 \('typo'\), key 'optimzer': unknown parameter \(did you mean 'optimizer'\?\)",
+        ),
+        (
+            "{name: fast, lr: 0.5}",
+            r"entry 2 of 2 \('fast'\), key 'lr': 0.5 is outside the searched range \[0.0001, 0.01\]",
+        ),
         ("{optimizer: SGD}", r"entry 2 of 2, key 'optimizer': unknown value 'SGD'"),
-        ("{name: big, batch_size: 32}", r"entry 2 of 2 \('big'\), key 'batch_size': 32 contradicts the study, which fixes 'batch_size' \(value 8"),
+        (
+            "{name: big, batch_size: 32}",
+            r"entry 2 of 2 \('big'\), key 'batch_size': 32 contradicts the study, which fixes 'batch_size' \(value 8",
+        ),
         ("{name: frozen, unfrozen_layers: 1.5}", r"entry 2 of 2 \('frozen'\), key 'unfrozen_layers': expected int"),
         ("{name: again, optimizer: NAdam, lr: 1.0e-3}", r"entry 2 of 2 \('again'\): repeats entry 1 \('first'\)"),
         ("{name: only-fixed, batch_size: 8}", r"entry 2 of 2 \('only-fixed'\): pins no searched parameter"),
@@ -74,30 +92,40 @@ def _grid(tmp_path, text: str):
     ],
 )
 def test_bad_entry_names_file_line_entry_and_key(tmp_path, entry, expected):
-    path = _grid(tmp_path, f"""\
+    path = _grid(
+        tmp_path,
+        f"""\
         - {{name: first, optimizer: NAdam, lr: 1.0e-3}}
         - {entry}
-    """)
+    """,
+    )
     with pytest.raises(ConfigError, match=rf"^{path}:2: {expected}"):
         _entries(_spec(str(path), fixed={"batch_size": 8}))
 
 
 @pytest.mark.bad_input
 def test_bad_inline_entry_names_the_study(tmp_path):
-    with pytest.raises(ConfigError, match=r"^study 'ws' warm_start: entry 1 of 1, key 'weight_decay': .* outside the searched range"):
+    with pytest.raises(
+        ConfigError, match=r"^study 'ws' warm_start: entry 1 of 1, key 'weight_decay': .* outside the searched range"
+    ):
         _entries(_spec([{"weight_decay": 1.0}]))
 
 
 @pytest.mark.bad_input
 def test_key_line_is_named_in_block_style(tmp_path):
-    path = _grid(tmp_path, """\
+    path = _grid(
+        tmp_path,
+        """\
         - name: ok
           optimizer: Adam
         - name: bad
           optimizer: Adam
           schedule: linear
-    """)
-    with pytest.raises(ConfigError, match=rf"^{path}:5: entry 2 of 2 \('bad'\), key 'schedule': unknown value 'linear'"):
+    """,
+    )
+    with pytest.raises(
+        ConfigError, match=rf"^{path}:5: entry 2 of 2 \('bad'\), key 'schedule': unknown value 'linear'"
+    ):
         _entries(_spec(str(path)))
 
 
@@ -108,9 +136,18 @@ def test_conditional_parameter_must_apply():
         "optimizer": {"choices": ["Adam", "AdamW"]},
         "weight_decay": {"low": 1e-6, "high": 1e-2, "log": True, "when": {"optimizer": ["AdamW"]}},
     }
-    spec = _spec([{"optimizer": "AdamW", "weight_decay": 1e-3}, {"weight_decay": 1e-3}, {"optimizer": "Adam", "weight_decay": 1e-3}])
+    spec = _spec(
+        [
+            {"optimizer": "AdamW", "weight_decay": 1e-3},
+            {"weight_decay": 1e-3},
+            {"optimizer": "Adam", "weight_decay": 1e-3},
+        ]
+    )
     spec = spec.override(search_space=space)
-    with pytest.raises(ConfigError, match=r"^study 'ws' warm_start: entry 3 of 3, key 'weight_decay': 'weight_decay' is searched only when optimizer is one of \['AdamW'\], and this entry has optimizer='Adam'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^study 'ws' warm_start: entry 3 of 3, key 'weight_decay': 'weight_decay' is searched only when optimizer is one of \['AdamW'\], and this entry has optimizer='Adam'",
+    ):
         _entries(spec)
 
 
@@ -156,10 +193,16 @@ def test_warm_start_runs_first_and_only_once(make_spec, storage_url, tmp_path):
         assert {k: trial.params[k] for k in given} == pytest.approx(given)
         assert trial.state == optuna.trial.TrialState.COMPLETE
     assert first.user_attrs["warm_start"] == "seed NAdam+cosine"
-    assert second.user_attrs["warm_start"] == "optimizer=RAdam, lr=0.0005, schedule=constant, unfrozen_layers=1, weight_decay=0.0001"
+    assert (
+        second.user_attrs["warm_start"]
+        == "optimizer=RAdam, lr=0.0005, schedule=constant, unfrozen_layers=1, weight_decay=0.0001"
+    )
     assert {"unfrozen_layers", "weight_decay"} <= set(first.params)  # not given: sampled as usual
     assert first.user_attrs["config"]["batch_size"] == 8  # the study's fixed value still applies
-    assert study.user_attrs["warm_start"] == {"source": "inline", "entries": ["seed NAdam+cosine", second.user_attrs["warm_start"]]}
+    assert study.user_attrs["warm_start"] == {
+        "source": "inline",
+        "entries": ["seed NAdam+cosine", second.user_attrs["warm_start"]],
+    }
 
     # resumed (a second worker or a re-run): the sampler proposes, nothing is enqueued again
     run_study(spec, storage_url, n_trials=1, workdir=tmp_path, show_progress=False)

@@ -72,10 +72,14 @@ def test_pretrained_pickle_needs_trust(sv_spec, tmp_path):
 
     path = tmp_path / "legacy.pt"
     upstream = WavLMUpstream(TINY_WAVLM)
-    torch.save({"cfg": argparse.Namespace(**TINY_WAVLM), "model": upstream.model.state_dict()}, path)  # a pickled object
+    torch.save(
+        {"cfg": argparse.Namespace(**TINY_WAVLM), "model": upstream.model.state_dict()}, path
+    )  # a pickled object
     with pytest.raises(ConfigError, match="trust_checkpoint"):
         prepare_objective(sv_spec(pretrained=str(path)))
-    objective, space = prepare_objective(sv_spec(pretrained=str(path), options={**TINY_SV_OPTIONS, "trust_checkpoint": True}))
+    objective, space = prepare_objective(
+        sv_spec(pretrained=str(path), options={**TINY_SV_OPTIONS, "trust_checkpoint": True})
+    )
     assert objective.build(space.config_from({}), seed=0).module.upstream.num_layers == 3
 
 

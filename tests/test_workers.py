@@ -49,11 +49,14 @@ SIGNALLED_EPOCHS = 16
 
 def _pyannote_study(folder: Path, corpus: Path, n_trials: int = 1, max_epochs: int = 6) -> Path:
     """The tiny pyannote study (real model, real data) as a study file."""
-    return _study_file(folder, (
-        f"name='w', objective='pyannote_segmentation', search_space={str(REPO / 'search_spaces' / 'pyannote.yaml')!r}, "
-        f"data={str(corpus)!r}, fixed={{'batch_size': 8}}, options={TINY_OPTIONS!r}, "
-        f"trainer={{'limit_train_batches': 4}}, n_trials={n_trials}, max_epochs={max_epochs}"
-    ))
+    return _study_file(
+        folder,
+        (
+            f"name='w', objective='pyannote_segmentation', search_space={str(REPO / 'search_spaces' / 'pyannote.yaml')!r}, "
+            f"data={str(corpus)!r}, fixed={{'batch_size': 8}}, options={TINY_OPTIONS!r}, "
+            f"trainer={{'limit_train_batches': 4}}, n_trials={n_trials}, max_epochs={max_epochs}"
+        ),
+    )
 
 
 class Workers:
@@ -61,16 +64,34 @@ class Workers:
 
     def __init__(self, folder: Path, url: str) -> None:
         self.folder, self.url = folder, url
-        self.env = {**os.environ, "PYANNOTE_METRICS_ENABLED": "false", "TUNER_HEARTBEAT_INTERVAL": "1",
-                    "TUNER_HEARTBEAT_GRACE": "3", "TUNER_ARTIFACTS": str(folder / "artifacts")}
+        self.env = {
+            **os.environ,
+            "PYANNOTE_METRICS_ENABLED": "false",
+            "TUNER_HEARTBEAT_INTERVAL": "1",
+            "TUNER_HEARTBEAT_GRACE": "3",
+            "TUNER_ARTIFACTS": str(folder / "artifacts"),
+        }
         self.started: list[subprocess.Popen[bytes]] = []
         self._store: Any = None
 
     def start(self, study_file: Path) -> subprocess.Popen[bytes]:
         log = (self.folder / f"worker{len(self.started)}.log").open("wb")
         process = subprocess.Popen(
-            [sys.executable, "-m", "tuner", "run", str(study_file), "--storage", self.url, "--workdir", str(self.folder)],
-            cwd=self.folder, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "tuner",
+                "run",
+                str(study_file),
+                "--storage",
+                self.url,
+                "--workdir",
+                str(self.folder),
+            ],
+            cwd=self.folder,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             # Ctrl-C as in a terminal, even when the tests themselves run in the background (`make test &`,
             # nohup): a process started with SIGINT ignored passes that on, and Python then keeps it ignored
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
@@ -86,19 +107,28 @@ class Workers:
             return process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
-            raise AssertionError(f"worker did not finish in {timeout} s:\n{self.log(self.started.index(process))}") from None
+            raise AssertionError(
+                f"worker did not finish in {timeout} s:\n{self.log(self.started.index(process))}"
+            ) from None
 
     def trials(self, name: str = "w") -> list[optuna.trial.FrozenTrial]:
         if self._store is None:  # one connection pool for all the polling (opening a store costs ~0.3 s)
             self._store = open_storage(self.url, heartbeat=False)
         return optuna.load_study(study_name=name, storage=self._store).get_trials()
 
-    def wait_for(self, condition: Callable[[list[optuna.trial.FrozenTrial]], Any], process: subprocess.Popen[bytes], timeout: float = 300) -> Any:
+    def wait_for(
+        self,
+        condition: Callable[[list[optuna.trial.FrozenTrial]], Any],
+        process: subprocess.Popen[bytes],
+        timeout: float = 300,
+    ) -> Any:
         """Poll the store until ``condition(trials)`` is truthy; fail if ``process`` ends first."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise AssertionError(f"worker exited ({process.returncode}) early:\n{self.log(self.started.index(process))}")
+                raise AssertionError(
+                    f"worker exited ({process.returncode}) early:\n{self.log(self.started.index(process))}"
+                )
             try:
                 found = condition(self.trials())
             except KeyError:  # the study does not exist yet
@@ -144,7 +174,9 @@ def _assert_resumed(original: optuna.trial.FrozenTrial, retry: optuna.trial.Froz
 
 
 @pytest.mark.parametrize("storage_url", ["postgresql"], indirect=True)  # the many-machines store
-def test_a_killed_workers_trial_is_retried_and_resumes_after_its_last_epoch(workers: Workers, demo_corpus: Path) -> None:
+def test_a_killed_workers_trial_is_retried_and_resumes_after_its_last_epoch(
+    workers: Workers, demo_corpus: Path
+) -> None:
     study_file = _pyannote_study(workers.folder, demo_corpus, n_trials=1, max_epochs=SIGNALLED_EPOCHS)
     first = workers.start(study_file)
     workers.wait_for(_checkpointed, first)
@@ -186,10 +218,13 @@ def test_ctrl_c_ends_the_trial_cleanly_and_the_next_run_resumes_it(workers: Work
 
 def test_four_workers_run_an_exact_budget_of_forty_trials(tmp_path: Path, postgres_url: str) -> None:
     pool = Workers(tmp_path, postgres_url)
-    study_file = _study_file(tmp_path, (
-        f"name='w', objective='synthetic', search_space={str(REPO / 'search_spaces' / 'synthetic.yaml')!r}, "
-        "n_trials=40, max_epochs=2, options={'n_train': 256, 'n_val': 64}"
-    ))
+    study_file = _study_file(
+        tmp_path,
+        (
+            f"name='w', objective='synthetic', search_space={str(REPO / 'search_spaces' / 'synthetic.yaml')!r}, "
+            "n_trials=40, max_epochs=2, options={'n_train': 256, 'n_val': 64}"
+        ),
+    )
     try:
         processes = [pool.start(study_file) for _ in range(4)]
         for index, process in enumerate(processes):

@@ -135,7 +135,10 @@ def fill_queue(
         if entries and len(entries) > missing:
             logger.warning(
                 "study '%s': the budget leaves room for %d of the %d warm-start configurations; the rest are "
-                "not run (raise n_trials to run them all)", study.study_name, missing, len(entries),
+                "not run (raise n_trials to run them all)",
+                study.study_name,
+                missing,
+                len(entries),
             )
             entries = entries[:missing]
         for entry in entries:
@@ -144,7 +147,12 @@ def fill_queue(
             study.enqueue_trial({})
         if warm_start and "warm_start" not in study.user_attrs:
             study.set_user_attr("warm_start", {"source": warm_start_source, "entries": [e.name for e in entries]})
-            logger.info("study '%s': enqueued %d warm-start configurations from %s", study.study_name, len(entries), warm_start_source)
+            logger.info(
+                "study '%s': enqueued %d warm-start configurations from %s",
+                study.study_name,
+                len(entries),
+                warm_start_source,
+            )
         return planned, missing
 
 

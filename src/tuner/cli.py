@@ -59,18 +59,57 @@ def cli(verbose: int) -> None:
 @cli.command()
 @click.argument("study_file", type=click.Path(dir_okay=False, path_type=Path))
 @storage_option
-@click.option("--n-trials", type=click.IntRange(min=1), help="Add this many trials to the study's budget and run them (default: the study file's budget; each worker passing --n-trials adds its N).")
-@click.option("--timeout", type=click.FloatRange(min=0), metavar="SECONDS", help="Start no new trial after this many seconds.")
-@click.option("--data", metavar="PATH", help="Corpus instead of the study file's (a folder in seed 001's layout, a database.yml[:Protocol], or 'demo').")
-@click.option("--pretrained", metavar="PATH", help="Fine-tune this local checkpoint (pytorch_model.bin, its folder, or a .ckpt) instead of a randomly initialised model.")
+@click.option(
+    "--n-trials",
+    type=click.IntRange(min=1),
+    help="Add this many trials to the study's budget and run them (default: the study file's budget; each worker passing --n-trials adds its N).",
+)
+@click.option(
+    "--timeout", type=click.FloatRange(min=0), metavar="SECONDS", help="Start no new trial after this many seconds."
+)
+@click.option(
+    "--data",
+    metavar="PATH",
+    help="Corpus instead of the study file's (a folder in seed 001's layout, a database.yml[:Protocol], or 'demo').",
+)
+@click.option(
+    "--pretrained",
+    metavar="PATH",
+    help="Fine-tune this local checkpoint (pytorch_model.bin, its folder, or a .ckpt) instead of a randomly initialised model.",
+)
 @click.option("--max-epochs", type=click.IntRange(min=1), help="Epochs per trial (default: the study file's).")
 @click.option("--study-name", metavar="NAME", help="Name of the study in the store (default: the study file's).")
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default="storage", show_default=True, help="Where demo corpora and caches are written.")
-@click.option("--device", metavar="DEVICE", help="Where trials train: auto (default: a GPU if there is one), cpu, cuda, or a GPU index (0, cuda:1). One trial at a time per worker: start one worker per GPU.")
-@click.option("--artifacts", metavar="DIR", envvar="TUNER_ARTIFACTS", help="Folder for trial checkpoints (default: $TUNER_ARTIFACTS, else 'artifacts' beside a SQLite store, else storage/artifacts). Workers on several machines need one they all mount.")
-def run(study_file: Path, storage: str | None, n_trials: int | None, timeout: float | None, data: str | None,
-        pretrained: str | None, max_epochs: int | None, study_name: str | None, workdir: Path, device: str | None,
-        artifacts: str | None) -> None:
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default="storage",
+    show_default=True,
+    help="Where demo corpora and caches are written.",
+)
+@click.option(
+    "--device",
+    metavar="DEVICE",
+    help="Where trials train: auto (default: a GPU if there is one), cpu, cuda, or a GPU index (0, cuda:1). One trial at a time per worker: start one worker per GPU.",
+)
+@click.option(
+    "--artifacts",
+    metavar="DIR",
+    envvar="TUNER_ARTIFACTS",
+    help="Folder for trial checkpoints (default: $TUNER_ARTIFACTS, else 'artifacts' beside a SQLite store, else storage/artifacts). Workers on several machines need one they all mount.",
+)
+def run(
+    study_file: Path,
+    storage: str | None,
+    n_trials: int | None,
+    timeout: float | None,
+    data: str | None,
+    pretrained: str | None,
+    max_epochs: int | None,
+    study_name: str | None,
+    workdir: Path,
+    device: str | None,
+    artifacts: str | None,
+) -> None:
     """Run or resume the study declared in STUDY_FILE.
 
     Re-running the same command resumes the study: trials already in the store count towards the
@@ -86,10 +125,16 @@ def run(study_file: Path, storage: str | None, n_trials: int | None, timeout: fl
     from tuner.study import load_study_file
     from tuner.tables import rich_table, trial_rows
 
-    spec = load_study_file(study_file).override(data=data, pretrained=pretrained, max_epochs=max_epochs, name=study_name)
-    study = run_study(spec, storage, n_trials=n_trials, timeout=timeout, workdir=workdir, device=device, artifacts=artifacts)
+    spec = load_study_file(study_file).override(
+        data=data, pretrained=pretrained, max_epochs=max_epochs, name=study_name
+    )
+    study = run_study(
+        spec, storage, n_trials=n_trials, timeout=timeout, workdir=workdir, device=device, artifacts=artifacts
+    )
     console = _stdout_console()
-    console.print(rich_table(trial_rows(study), title=f"study {study.study_name}: trials by {study.user_attrs.get('metric')}"))
+    console.print(
+        rich_table(trial_rows(study), title=f"study {study.study_name}: trials by {study.user_attrs.get('metric')}")
+    )
     _print_outcome(console, study)
 
 
@@ -131,7 +176,13 @@ def studies(storage: str | None) -> None:
 @cli.command()
 @click.argument("study_name")
 @storage_option
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default="best.yaml", show_default=True, help="YAML file to write.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default="best.yaml",
+    show_default=True,
+    help="YAML file to write.",
+)
 def export(study_name: str, storage: str | None, out: Path) -> None:
     """Write the best trial of STUDY_NAME as YAML: parameters, metric and epoch, and what it was trained
     on (objective, data, pretrained source, options, seed)."""
@@ -139,14 +190,26 @@ def export(study_name: str, storage: str | None, out: Path) -> None:
 
     exported = export_best(study_name, out, storage)
     metric = exported["metric"]
-    click.echo(f"wrote {out}: trial {exported['trial']}, {metric['name']} = {metric['value']:.4f} at epoch {metric['epoch']}")
+    click.echo(
+        f"wrote {out}: trial {exported['trial']}, {metric['name']} = {metric['value']:.4f} at epoch {metric['epoch']}"
+    )
 
 
 @cli.command()
 @click.argument("study_names", metavar="STUDY...", nargs=-1, required=True)
 @storage_option
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="storage/reports", show_default=True, help="Folder to write the reports to.")
-@click.option("--compare", is_flag=True, help="Compare the studies (they must share a metric) in one table: DIR/compare.md and DIR/compare.csv, also printed.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default="storage/reports",
+    show_default=True,
+    help="Folder to write the reports to.",
+)
+@click.option(
+    "--compare",
+    is_flag=True,
+    help="Compare the studies (they must share a metric) in one table: DIR/compare.md and DIR/compare.csv, also printed.",
+)
 def report(study_names: tuple[str, ...], storage: str | None, out: Path, compare: bool) -> None:
     """Write the report of each STUDY from the store alone: DIR/STUDY.md (header, trials by metric, each
     trial's epochs), DIR/STUDY.csv (the trial table) and DIR/STUDY.html (figures and tables; one file
@@ -161,7 +224,9 @@ def report(study_names: tuple[str, ...], storage: str | None, out: Path, compare
 
     if compare:
         rows, paths = write_comparison(study_names, storage, out)
-        _stdout_console().print(rich_table(compare_table_rows(rows), title=f"studies by {rows[0]['metric']} ({rows[0]['direction']})"))
+        _stdout_console().print(
+            rich_table(compare_table_rows(rows), title=f"studies by {rows[0]['metric']} ({rows[0]['direction']})")
+        )
         click.echo(f"wrote {paths['md']} and {paths['csv']}")
         return
     for name in study_names:
@@ -173,7 +238,12 @@ def report(study_names: tuple[str, ...], storage: str | None, out: Path, compare
 @storage_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port to listen on.")
-@click.option("--artifacts", metavar="DIR", envvar="TUNER_ARTIFACTS", help="The trials' checkpoint folder, to list and download them (default: as `tuner run`).")
+@click.option(
+    "--artifacts",
+    metavar="DIR",
+    envvar="TUNER_ARTIFACTS",
+    help="The trials' checkpoint folder, to list and download them (default: as `tuner run`).",
+)
 def dashboard(storage: str | None, host: str, port: int, artifacts: str | None) -> None:
     """Serve optuna-dashboard on the store until Ctrl+C, and print its address.
 
@@ -192,15 +262,46 @@ def dashboard(storage: str | None, host: str, port: int, artifacts: str | None) 
 
 @cli.command()
 @click.argument("export_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--max-epochs", type=click.IntRange(min=1), help="Epochs to train (default: the export's max_epochs, as long as its trial).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), help="Folder for final.ckpt and metrics.json (default: <workdir>/train/<study>-trial<k>).")
+@click.option(
+    "--max-epochs",
+    type=click.IntRange(min=1),
+    help="Epochs to train (default: the export's max_epochs, as long as its trial).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for final.ckpt and metrics.json (default: <workdir>/train/<study>-trial<k>).",
+)
 @click.option("--data", metavar="PATH", help="Corpus instead of the export's (same forms as `tuner run --data`).")
-@click.option("--pretrained", metavar="PATH", help="Start from this checkpoint instead of the export's pretrained source.")
-@click.option("--tolerance", type=click.FloatRange(min=0), default=1e-4, show_default=True, help="Largest |metric difference| at the exported epoch that counts as reproducing the trial (metric units).")
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default="storage", show_default=True, help="Where demo corpora, caches and the default output folder go.")
+@click.option(
+    "--pretrained", metavar="PATH", help="Start from this checkpoint instead of the export's pretrained source."
+)
+@click.option(
+    "--tolerance",
+    type=click.FloatRange(min=0),
+    default=1e-4,
+    show_default=True,
+    help="Largest |metric difference| at the exported epoch that counts as reproducing the trial (metric units).",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default="storage",
+    show_default=True,
+    help="Where demo corpora, caches and the default output folder go.",
+)
 @click.option("--device", metavar="DEVICE", help="auto (default), cpu, cuda, or a GPU index (0, cuda:1).")
-def train(export_file: Path, max_epochs: int | None, out_dir: Path | None, data: str | None, pretrained: str | None,
-          tolerance: float, workdir: Path, device: str | None) -> None:
+def train(
+    export_file: Path,
+    max_epochs: int | None,
+    out_dir: Path | None,
+    data: str | None,
+    pretrained: str | None,
+    tolerance: float,
+    workdir: Path,
+    device: str | None,
+) -> None:
     """Train the configuration in EXPORT_FILE (written by `tuner export`) to the end.
 
     Rebuilds the trial's objective (data, pretrained model, options, trainer options, seed) with its
@@ -210,8 +311,17 @@ def train(export_file: Path, max_epochs: int | None, out_dir: Path | None, data:
     """
     from tuner.train import train_exported
 
-    result = train_exported(export_file, max_epochs, out_dir, data=data, pretrained=pretrained, workdir=workdir,
-                            tolerance=tolerance, show_progress=True, device=device)
+    result = train_exported(
+        export_file,
+        max_epochs,
+        out_dir,
+        data=data,
+        pretrained=pretrained,
+        workdir=workdir,
+        tolerance=tolerance,
+        show_progress=True,
+        device=device,
+    )
     console = _stdout_console()
     console.print(result.table())
     for line in result.summary():
@@ -222,8 +332,20 @@ _DEMO_KINDS = ("diarization", "verification")
 
 
 @cli.command("demo-data")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default="storage/demo", show_default=True, help="Folder to write the corpora to (one sub-folder per kind).")
-@click.option("--kind", type=click.Choice([*_DEMO_KINDS, "all"]), default="all", show_default=True, help="Which corpus to generate.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default="storage/demo",
+    show_default=True,
+    help="Folder to write the corpora to (one sub-folder per kind).",
+)
+@click.option(
+    "--kind",
+    type=click.Choice([*_DEMO_KINDS, "all"]),
+    default="all",
+    show_default=True,
+    help="Which corpus to generate.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (same seed, same files).")
 @click.option("--force", is_flag=True, help="Regenerate even if a complete corpus is there.")
 def demo_data(out: Path, kind: str, seed: int, force: bool) -> None:

@@ -73,8 +73,14 @@ def dashboard_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}/dashboard/"
 
 
-def serve(storage: str | None = None, host: str = "127.0.0.1", port: int = 8080, *, echo: Any = print,
-          artifacts: str | Path | None = None) -> None:
+def serve(
+    storage: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    *,
+    echo: Any = print,
+    artifacts: str | Path | None = None,
+) -> None:
     """Serve optuna-dashboard on the store (``storage``, else ``$TUNER_STORAGE``, else the default
     SQLite file) until interrupted. ``echo`` receives the one line saying where to look. The trials'
     checkpoints in the artifact folder (``artifacts``, see :func:`tuner.storage.resolve_artifact_dir`)
@@ -104,7 +110,9 @@ def serve(storage: str | None = None, host: str = "127.0.0.1", port: int = 8080,
     try:
         server = _make_server(host, port, app)
     except OSError as error:  # port in use, address not local, ...
-        raise TunerError(f"cannot serve the dashboard on {host}:{port}: {error.strerror or error} (try another --port)") from None
+        raise TunerError(
+            f"cannot serve the dashboard on {host}:{port}: {error.strerror or error} (try another --port)"
+        ) from None
     echo(f"optuna-dashboard on {mask_url(url)}: {dashboard_url(host, server.server_port)} (Ctrl+C to stop)")
     try:
         server.serve_forever()
@@ -209,10 +217,14 @@ def study_note(study: optuna.Study) -> str:
     if components:
         what += " with " + ", ".join(components)
     lines.append(what + ".")
-    details = [f"data `{attrs['data']}`" if attrs.get("data") else None,
-               f"pretrained `{attrs['pretrained']}`" if attrs.get("pretrained") else "trained from random weights",
-               f"up to {attrs['max_epochs']} epoch{'s' if attrs['max_epochs'] != 1 else ''} per trial" if attrs.get("max_epochs") else None,
-               f"budget {attrs['n_trials']} finished trials" if attrs.get("n_trials") else None]
+    details = [
+        f"data `{attrs['data']}`" if attrs.get("data") else None,
+        f"pretrained `{attrs['pretrained']}`" if attrs.get("pretrained") else "trained from random weights",
+        f"up to {attrs['max_epochs']} epoch{'s' if attrs['max_epochs'] != 1 else ''} per trial"
+        if attrs.get("max_epochs")
+        else None,
+        f"budget {attrs['n_trials']} finished trials" if attrs.get("n_trials") else None,
+    ]
     lines += ["", "; ".join(d for d in details if d) + "."]
     summary = ", ".join(f"{n} {state.name.lower()}" for state, n in counts.items() if n)
     lines += ["", f"Trials: {len(trials)}" + (f" ({summary})" if summary else "") + "."]
@@ -230,8 +242,11 @@ def study_note(study: optuna.Study) -> str:
 
             epoch = next((e for e in epoch_rows(best) if e["epoch"] == best.user_attrs.get("best_epoch")), {})
             values = [best.value, *(epoch.get(c) for c in components)]
-            lines.append(f"| best: trial {best.number}, epoch {_fmt(best.user_attrs.get('best_epoch'))} | "
-                         + " | ".join(_fmt(v) for v in values) + " |")
+            lines.append(
+                f"| best: trial {best.number}, epoch {_fmt(best.user_attrs.get('best_epoch'))} | "
+                + " | ".join(_fmt(v) for v in values)
+                + " |"
+            )
     if best is not None:
         config = best.user_attrs.get("config") or best.params
         lines += ["", "Best configuration: " + ", ".join(f"{k}={_fmt(v)}" for k, v in config.items()) + "."]
@@ -351,18 +366,26 @@ def publish_trial_note(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> 
     """:func:`save_trial_note`, logging a warning instead of raising (called after every trial)."""
     try:
         save_trial_note(study, trial)
-    except Exception as error:  # noqa: BLE001 - the dashboard must never break a study
-        logger.warning("could not write the dashboard note of trial %d: %s: %s", trial.number, type(error).__name__, error)
+    except Exception as error:
+        logger.warning(
+            "could not write the dashboard note of trial %d: %s: %s", trial.number, type(error).__name__, error
+        )
 
 
 def publish_study(study: optuna.Study) -> None:
     """Attach the report figures and write the study note, logging a warning for whatever fails."""
     try:
         attach_figures(study)
-    except Exception as error:  # noqa: BLE001
-        logger.warning("could not attach the report figures to study '%s' for optuna-dashboard: %s: %s",
-                       study.study_name, type(error).__name__, error)
+    except Exception as error:
+        logger.warning(
+            "could not attach the report figures to study '%s' for optuna-dashboard: %s: %s",
+            study.study_name,
+            type(error).__name__,
+            error,
+        )
     try:
         save_study_note(study)
-    except Exception as error:  # noqa: BLE001
-        logger.warning("could not write the dashboard note of study '%s': %s: %s", study.study_name, type(error).__name__, error)
+    except Exception as error:
+        logger.warning(
+            "could not write the dashboard note of study '%s': %s: %s", study.study_name, type(error).__name__, error
+        )

@@ -121,7 +121,11 @@ def _state_counts(study: optuna.Study) -> dict[str, int]:
 def _counts_text(counts: Mapping[str, int]) -> str:
     total = sum(counts.values())
     named = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}
-    parts = [f"{n} {named.get(state, state.lower())}" for state, n in counts.items() if n or state in ("COMPLETE", "PRUNED", "FAIL")]
+    parts = [
+        f"{n} {named.get(state, state.lower())}"
+        for state, n in counts.items()
+        if n or state in ("COMPLETE", "PRUNED", "FAIL")
+    ]
     return f"{total} ({', '.join(parts)})"
 
 
@@ -179,7 +183,16 @@ def _csv_value(value: Any) -> Any:
 
 
 def _command(study_names: Sequence[str], url: str, out_dir: Path, compare: bool = False) -> str:
-    parts = ["tuner", "report", *(["--compare"] if compare else []), *study_names, "--storage", mask_url(url), "--out", str(out_dir)]
+    parts = [
+        "tuner",
+        "report",
+        *(["--compare"] if compare else []),
+        *study_names,
+        "--storage",
+        mask_url(url),
+        "--out",
+        str(out_dir),
+    ]
     return " ".join(_shell_quote(p) for p in parts)
 
 
@@ -239,7 +252,9 @@ def _trial_summary(trial: optuna.trial.FrozenTrial, row: Mapping[str, Any], metr
         facts.append(f"best epoch {row['best_epoch']}: {metric} {_fmt(row.get(metric))}")
     if trial.state.name == "FAIL":
         reason = trial.system_attrs.get("fail_reason")
-        facts.append("failed" + (f": {str(reason).splitlines()[-1] if str(reason).strip() else reason}" if reason else ""))
+        facts.append(
+            "failed" + (f": {str(reason).splitlines()[-1] if str(reason).strip() else reason}" if reason else "")
+        )
     return "; ".join(facts)
 
 
@@ -261,13 +276,21 @@ def _header_lines(study: optuna.Study, url: str, command: str) -> list[tuple[str
     best = _best_trial(study)
     if best is not None:
         epoch = best.user_attrs.get("best_epoch")
-        items.append(("best", f"trial {best.number}, {metric} = {_fmt(best.value)}" + (f" at epoch {epoch}" if epoch is not None else "")))
+        items.append(
+            (
+                "best",
+                f"trial {best.number}, {metric} = {_fmt(best.value)}"
+                + (f" at epoch {epoch}" if epoch is not None else ""),
+            )
+        )
     else:
         items.append(("best", "no completed trial yet"))
     baseline = info["baseline"]
     if metric in baseline:
         others = ", ".join(f"{k} {_fmt(v)}" for k, v in baseline.items() if k != metric)
-        items.append(("baseline (untrained model)", f"{metric} = {_fmt(baseline[metric])}" + (f" ({others})" if others else "")))
+        items.append(
+            ("baseline (untrained model)", f"{metric} = {_fmt(baseline[metric])}" + (f" ({others})" if others else ""))
+        )
     else:
         items.append(("baseline (untrained model)", "not recorded"))
     items.append(("store", mask_url(url)))
@@ -344,13 +367,22 @@ def _figure_sections(study: optuna.Study) -> dict[str, Any]:
     completed = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and _finite(t.value)]
     builders = [
         (HISTORY, lambda: _history(study, metric) if completed else None, "no completed trial yet"),
-        (INTERMEDIATE, lambda: _intermediate(study, info["prune_on"]) if any(t.intermediate_values for t in trials) else None,
-         "no trial has reported an epoch yet"),
-        (PARALLEL, lambda: _parallel(study, metric) if completed and any(t.params for t in completed) else None,
-         "no completed trial yet"),
+        (
+            INTERMEDIATE,
+            lambda: _intermediate(study, info["prune_on"]) if any(t.intermediate_values for t in trials) else None,
+            "no trial has reported an epoch yet",
+        ),
+        (
+            PARALLEL,
+            lambda: _parallel(study, metric) if completed and any(t.params for t in completed) else None,
+            "no completed trial yet",
+        ),
         (IMPORTANCES, lambda: _importances(study, metric, completed, notes), None),
-        (_OBJECTIVE_FIGURES.get(info["objective"], f"{metric} per trial at the best epoch"),
-         lambda: _objective_figure(study, info), f"no trial has a {metric} yet"),
+        (
+            _OBJECTIVE_FIGURES.get(info["objective"], f"{metric} per trial at the best epoch"),
+            lambda: _objective_figure(study, info),
+            f"no trial has a {metric} yet",
+        ),
     ]
     previous = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # optuna's "no trials" warnings are notes here
@@ -358,8 +390,14 @@ def _figure_sections(study: optuna.Study) -> dict[str, Any]:
         for title, build, why in builders:
             try:
                 figure = build()
-            except Exception as error:  # noqa: BLE001 - one figure failing must not lose the report
-                logger.warning("report figure '%s' of study '%s' failed: %s: %s", title, study.study_name, type(error).__name__, error)
+            except Exception as error:
+                logger.warning(
+                    "report figure '%s' of study '%s' failed: %s: %s",
+                    title,
+                    study.study_name,
+                    type(error).__name__,
+                    error,
+                )
                 sections[title] = f"could not be drawn ({type(error).__name__}: {error})"
                 continue
             if figure is None:
@@ -407,13 +445,17 @@ def _parallel(study: optuna.Study, metric: str) -> go.Figure:
     return plot_parallel_coordinate(study, target_name=metric)
 
 
-def _importances(study: optuna.Study, metric: str, completed: Sequence[optuna.trial.FrozenTrial], notes: dict[str, str]) -> go.Figure | None:
+def _importances(
+    study: optuna.Study, metric: str, completed: Sequence[optuna.trial.FrozenTrial], notes: dict[str, str]
+) -> go.Figure | None:
     """fANOVA importances (seeded), or a note when there is too little to rank."""
     from optuna.importance import FanovaImportanceEvaluator
     from optuna.visualization import plot_param_importances
 
     if len(completed) < 2:
-        notes[IMPORTANCES] = f"need at least 2 completed trials with differing parameters (this study has {len(completed)} completed)"
+        notes[IMPORTANCES] = (
+            f"need at least 2 completed trials with differing parameters (this study has {len(completed)} completed)"
+        )
         return None
     names = set().union(*(t.params for t in completed))
     varying = [n for n in names if len({repr(t.params.get(n)) for t in completed}) > 1]
@@ -460,7 +502,11 @@ def _der_components(rows: Sequence[Mapping[str, Any]], info: Mapping[str, Any]) 
 
     metric = info["metric"]
     baseline = info["baseline"]
-    parts = [c for c in ("Confusion", "FalseAlarm", "Miss") if c in info["components"]] or ["Confusion", "FalseAlarm", "Miss"]
+    parts = [c for c in ("Confusion", "FalseAlarm", "Miss") if c in info["components"]] or [
+        "Confusion",
+        "FalseAlarm",
+        "Miss",
+    ]
     bars = [(_label(r), r) for r in rows]
     if all(p in baseline for p in parts):
         bars.insert(0, ("untrained model", baseline))
@@ -469,11 +515,17 @@ def _der_components(rows: Sequence[Mapping[str, Any]], info: Mapping[str, Any]) 
     for part in parts:
         figure.add_bar(name=part, x=labels, y=[values.get(part) for _, values in bars])
     figure.add_scatter(
-        name=metric, x=labels, y=[values.get(metric) for _, values in bars], mode="markers+text",
+        name=metric,
+        x=labels,
+        y=[values.get(metric) for _, values in bars],
+        mode="markers+text",
         marker={"symbol": "diamond", "size": 10, "color": "black"},
-        text=[_fmt(values.get(metric)) for _, values in bars], textposition="top center",
+        text=[_fmt(values.get(metric)) for _, values in bars],
+        textposition="top center",
     )
-    figure.update_layout(barmode="stack", xaxis_title="trial (best first), at its best epoch", yaxis_title=f"{metric} and its components")
+    figure.update_layout(
+        barmode="stack", xaxis_title="trial (best first), at its best epoch", yaxis_title=f"{metric} and its components"
+    )
     return figure
 
 
@@ -491,15 +543,34 @@ def _eer_and_det(study: optuna.Study, rows: Sequence[Mapping[str, Any]], info: M
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     best = _best_trial(study)
     candidates = ([best.number] if best is not None else []) + [r["trial"] for r in rows]
-    det_trial = next((trials[n] for n in candidates if isinstance(trials[n].user_attrs.get("details/best", {}).get("det"), Mapping)), None)
+    det_trial = next(
+        (trials[n] for n in candidates if isinstance(trials[n].user_attrs.get("details/best", {}).get("det"), Mapping)),
+        None,
+    )
     det_title = f"DET curve of trial {det_trial.number}" if det_trial is not None else "DET curve (none recorded)"
-    figure = make_subplots(rows=1, cols=2, subplot_titles=(f"{metric} per trial (best epoch)", det_title), horizontal_spacing=0.12)
-    figure.add_bar(name=metric, x=[_label(r) for r in rows], y=[r[metric] for r in rows],
-                   text=[_fmt(r[metric]) for r in rows], textposition="auto", row=1, col=1)
+    figure = make_subplots(
+        rows=1, cols=2, subplot_titles=(f"{metric} per trial (best epoch)", det_title), horizontal_spacing=0.12
+    )
+    figure.add_bar(
+        name=metric,
+        x=[_label(r) for r in rows],
+        y=[r[metric] for r in rows],
+        text=[_fmt(r[metric]) for r in rows],
+        textposition="auto",
+        row=1,
+        col=1,
+    )
     baseline = info["baseline"].get(metric)
     if _finite(baseline):
-        figure.add_hline(y=baseline, line_dash="dash", line_color="gray", row=1, col=1,
-                         annotation_text=f"untrained {_fmt(baseline)}", annotation_position="top left")
+        figure.add_hline(
+            y=baseline,
+            line_dash="dash",
+            line_color="gray",
+            row=1,
+            col=1,
+            annotation_text=f"untrained {_fmt(baseline)}",
+            annotation_position="top left",
+        )
     figure.update_xaxes(title_text="trial (best first)", row=1, col=1)
     figure.update_yaxes(title_text=f"{metric} (%)", row=1, col=1)
     if det_trial is not None:
@@ -513,19 +584,40 @@ def _eer_and_det(study: optuna.Study, rows: Sequence[Mapping[str, Any]], info: M
 
         fpr, fnr = list(det.get("fpr", [])), list(det.get("fnr", []))
         epoch = details.get("epoch")
-        figure.add_scatter(name=f"trial {det_trial.number}" + (f", epoch {epoch}" if epoch is not None else ""),
-                           x=probit(fpr), y=probit(fnr), mode="lines+markers", marker={"size": 4},
-                           customdata=[[100 * a, 100 * b] for a, b in zip(fpr, fnr)],
-                           hovertemplate="false alarm %{customdata[0]:.1f}%<br>miss %{customdata[1]:.1f}%<extra></extra>",
-                           row=1, col=2)
+        figure.add_scatter(
+            name=f"trial {det_trial.number}" + (f", epoch {epoch}" if epoch is not None else ""),
+            x=probit(fpr),
+            y=probit(fnr),
+            mode="lines+markers",
+            marker={"size": 4},
+            customdata=[[100 * a, 100 * b] for a, b in zip(fpr, fnr)],
+            hovertemplate="false alarm %{customdata[0]:.1f}%<br>miss %{customdata[1]:.1f}%<extra></extra>",
+            row=1,
+            col=2,
+        )
         diagonal = probit([eps, 1 - eps])
-        figure.add_scatter(name="EER line", x=diagonal, y=diagonal, mode="lines", line={"dash": "dot", "color": "gray"},
-                           hoverinfo="skip", row=1, col=2)
+        figure.add_scatter(
+            name="EER line",
+            x=diagonal,
+            y=diagonal,
+            mode="lines",
+            line={"dash": "dot", "color": "gray"},
+            hoverinfo="skip",
+            row=1,
+            col=2,
+        )
         eer_row = next((r for r in rows if r["trial"] == det_trial.number), None)
         if eer_row is not None and _finite(eer_row.get(metric)):
             point = probit([eer_row[metric] / 100])[0]
-            figure.add_scatter(name=f"{metric} {_fmt(eer_row[metric])}%", x=[point], y=[point], mode="markers",
-                               marker={"size": 11, "symbol": "circle-open", "color": "red"}, row=1, col=2)
+            figure.add_scatter(
+                name=f"{metric} {_fmt(eer_row[metric])}%",
+                x=[point],
+                y=[point],
+                mode="markers",
+                marker={"size": 11, "symbol": "circle-open", "color": "red"},
+                row=1,
+                col=2,
+            )
         ticks = _probit_axis([0.5, 1, 2, 5, 10, 20, 40, 60, 80, 90, 95, 98, 99.5])
         limits = probit([eps * 2, 1 - eps * 2])
         figure.update_xaxes(title_text="false alarm rate (%)", range=limits, **ticks, row=1, col=2)
@@ -542,10 +634,21 @@ def _before_after(rows: Sequence[Mapping[str, Any]], info: Mapping[str, Any]) ->
     baseline = info["baseline"].get(metric)
     figure = go.Figure()
     if _finite(baseline):
-        figure.add_bar(name="before: untrained model", x=labels, y=[baseline] * len(rows), marker_color="lightgray",
-                       text=[_fmt(baseline)] * len(rows), textposition="auto")
-    figure.add_bar(name="after: best epoch", x=labels, y=[r[metric] for r in rows],
-                   text=[_fmt(r[metric]) for r in rows], textposition="auto")
+        figure.add_bar(
+            name="before: untrained model",
+            x=labels,
+            y=[baseline] * len(rows),
+            marker_color="lightgray",
+            text=[_fmt(baseline)] * len(rows),
+            textposition="auto",
+        )
+    figure.add_bar(
+        name="after: best epoch",
+        x=labels,
+        y=[r[metric] for r in rows],
+        text=[_fmt(r[metric]) for r in rows],
+        textposition="auto",
+    )
     figure.update_layout(barmode="group", xaxis_title="trial (best first)", yaxis_title=f"{metric} (dB)")
     return figure
 
@@ -578,7 +681,9 @@ details { margin: .4em 0; } summary { cursor: pointer; font-weight: 600; }
 """
 
 
-def report_html(study: optuna.Study, url: str = "", command: str = "", sections: Mapping[str, Any] | None = None) -> str:
+def report_html(
+    study: optuna.Study, url: str = "", command: str = "", sections: Mapping[str, Any] | None = None
+) -> str:
     """One self-contained HTML page: header, figures (plotly.js inline, once), trial table, epoch tables.
 
     ``sections`` (title -> figure or note) defaults to the figures of :func:`study_figures` with a note
@@ -609,7 +714,9 @@ def report_html(study: optuna.Study, url: str = "", command: str = "", sections:
             parts.append(f'<p class="note"><b>{html.escape(title)}:</b> {html.escape(item)}</p>')
             continue
         div_id = "figure-" + (re.sub(r"[^A-Za-z0-9]+", "-", title).strip("-").lower() or "plot")
-        figure_html = pio.to_html(item, include_plotlyjs=first, full_html=False, div_id=div_id, config={"displaylogo": False})
+        figure_html = pio.to_html(
+            item, include_plotlyjs=first, full_html=False, div_id=div_id, config={"displaylogo": False}
+        )
         parts.append(f'<div class="figure">{figure_html}</div>')
         first = False
 
@@ -638,8 +745,9 @@ def report_html(study: optuna.Study, url: str = "", command: str = "", sections:
 # ------------------------------------------------------------------------------------------ writing
 
 
-def write_report(study_name: str, storage: str | None = None, out_dir: str | Path = DEFAULT_REPORT_DIR,
-                 command: str | None = None) -> dict[str, Path]:
+def write_report(
+    study_name: str, storage: str | None = None, out_dir: str | Path = DEFAULT_REPORT_DIR, command: str | None = None
+) -> dict[str, Path]:
     """Write ``out_dir/STUDY.md``, ``.csv`` and ``.html`` from the store; returns ``{"md", "csv", "html"}``
     -> path. ``command`` is the line recorded as having generated the report (default: the equivalent
     ``tuner report`` command)."""
@@ -665,8 +773,22 @@ def _safe_stem(name: str) -> str:
 # ---------------------------------------------------------------------------------------- comparing
 
 #: columns of the comparison table
-COMPARE_COLUMNS = ("study", "objective", "metric", "direction", "trials", "complete", "pruned", "failed", "running",
-                   "best", "best_trial", "best_epoch", "baseline", "params")
+COMPARE_COLUMNS = (
+    "study",
+    "objective",
+    "metric",
+    "direction",
+    "trials",
+    "complete",
+    "pruned",
+    "failed",
+    "running",
+    "best",
+    "best_trial",
+    "best_epoch",
+    "baseline",
+    "params",
+)
 
 
 def compare_rows(study_names: Sequence[str], storage: str | None = None) -> list[dict[str, Any]]:
@@ -681,28 +803,32 @@ def compare_rows(study_names: Sequence[str], storage: str | None = None) -> list
     metrics = {(_info(s)["metric"], _info(s)["direction"]) for s in studies}
     if len(metrics) > 1:
         listing = ", ".join(f"{s.study_name} ({_info(s)['metric']}, {_info(s)['direction']})" for s in studies)
-        raise ConfigError(f"studies with different metrics cannot be compared: {listing}. Compare studies of one metric.")
+        raise ConfigError(
+            f"studies with different metrics cannot be compared: {listing}. Compare studies of one metric."
+        )
     rows = []
     for study in studies:
         info = _info(study)
         counts = _state_counts(study)
         best = _best_trial(study)
-        rows.append({
-            "study": study.study_name,
-            "objective": info["objective"],
-            "metric": info["metric"],
-            "direction": info["direction"],
-            "trials": sum(counts.values()),
-            "complete": counts["COMPLETE"],
-            "pruned": counts["PRUNED"],
-            "failed": counts["FAIL"],
-            "running": counts["RUNNING"],
-            "best": best.value if best is not None else None,
-            "best_trial": best.number if best is not None else None,
-            "best_epoch": best.user_attrs.get("best_epoch") if best is not None else None,
-            "baseline": info["baseline"].get(info["metric"]),
-            "params": dict(best.params) if best is not None else {},
-        })
+        rows.append(
+            {
+                "study": study.study_name,
+                "objective": info["objective"],
+                "metric": info["metric"],
+                "direction": info["direction"],
+                "trials": sum(counts.values()),
+                "complete": counts["COMPLETE"],
+                "pruned": counts["PRUNED"],
+                "failed": counts["FAIL"],
+                "running": counts["RUNNING"],
+                "best": best.value if best is not None else None,
+                "best_trial": best.number if best is not None else None,
+                "best_epoch": best.user_attrs.get("best_epoch") if best is not None else None,
+                "baseline": info["baseline"].get(info["metric"]),
+                "params": dict(best.params) if best is not None else {},
+            }
+        )
     return rows
 
 
@@ -710,8 +836,12 @@ def _params_text(params: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={_fmt(v)}" for k, v in params.items()) or "-"
 
 
-def write_comparison(study_names: Sequence[str], storage: str | None = None, out_dir: str | Path = DEFAULT_REPORT_DIR,
-                     command: str | None = None) -> tuple[list[dict[str, Any]], dict[str, Path]]:
+def write_comparison(
+    study_names: Sequence[str],
+    storage: str | None = None,
+    out_dir: str | Path = DEFAULT_REPORT_DIR,
+    command: str | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, Path]]:
     """Compare ``study_names`` (one metric) in ``out_dir/compare.md`` and ``compare.csv``; returns the rows
     and ``{"md", "csv"}`` -> path."""
     url = resolve_storage_url(storage)
@@ -725,7 +855,9 @@ def write_comparison(study_names: Sequence[str], storage: str | None = None, out
         top = (max if direction == "maximize" else min)(scored, key=lambda r: r["best"])
         lines.append(f"- best: study {top['study']}, trial {top['best_trial']}, {metric} = {_fmt(top['best'])}")
     lines += [f"- store: {mask_url(url)}", f"- generated by: `{command}` at {_now()}", ""]
-    lines += _md_table(COMPARE_COLUMNS, ([_params_text(r[c]) if c == "params" else r[c] for c in COMPARE_COLUMNS] for r in rows))
+    lines += _md_table(
+        COMPARE_COLUMNS, ([_params_text(r[c]) if c == "params" else r[c] for c in COMPARE_COLUMNS] for r in rows)
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"md": out_dir / "compare.md", "csv": out_dir / "compare.csv"}
     paths["md"].write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -741,4 +873,3 @@ def write_comparison(study_names: Sequence[str], storage: str | None = None, out
 def compare_table_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """``rows`` with the parameters as text (for printing with :func:`tuner.tables.rich_table`)."""
     return [{c: (_params_text(r[c]) if c == "params" else r[c]) for c in COMPARE_COLUMNS} for r in rows]
-

@@ -205,8 +205,12 @@ def evaluate_untrained(
     options = {k: v for k, v in trainer_options.items() if k.startswith("limit_val")}
     with _quiet_libraries():
         trainer = pl.Trainer(
-            accelerator=accelerator, devices=devices, logger=False, enable_progress_bar=False,
-            enable_model_summary=False, **options,
+            accelerator=accelerator,
+            devices=devices,
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            **options,
         )
         results = trainer.validate(
             inputs.module,
@@ -243,7 +247,9 @@ def device_settings(device: str | None) -> tuple[str, Any]:
     return "gpu", [index]
 
 
-def _attach_optimization(module: pl.LightningModule, objective: Objective, config: TrialConfig, max_epochs: int) -> None:
+def _attach_optimization(
+    module: pl.LightningModule, objective: Objective, config: TrialConfig, max_epochs: int
+) -> None:
     """Make ``module`` train with the trial's optimizer, schedule and unfrozen layers.
 
     Freezing happens inside ``configure_optimizers`` because that is the first hook where every
@@ -391,8 +397,11 @@ def run_study(
         _check_or_record_study(study, spec, objective, space, url, prune_on)
         source = str(spec.warm_start) if isinstance(spec.warm_start, (str, Path)) else "inline"
         planned, added = fill_queue(
-            study, None if n_trials else spec.n_trials, add=n_trials or 0,
-            warm_start=load_warm_start(spec, space), warm_start_source=source,
+            study,
+            None if n_trials else spec.n_trials,
+            add=n_trials or 0,
+            warm_start=load_warm_start(spec, space),
+            warm_start_source=source,
         )
         if planned:
             # a resumed study or another worker: a sampler seeded as in the first run would propose the
@@ -410,29 +419,45 @@ def run_study(
     if not waiting and not running:
         logger.info(
             "study '%s' has run its budget of %d trials: nothing to run. Pass --n-trials N to add trials.",
-            spec.name, planned + added,
+            spec.name,
+            planned + added,
         )
         publish_study(study)  # optuna-dashboard: report figures and study note
         return study
     logger.info(
         "study '%s' in %s: %d of %d trials finished, %d waiting, %d running elsewhere (%s, %s on %s)",
-        spec.name, mask_url(url), finished, planned + added, waiting, running,
-        type(study.sampler).__name__, type(study.pruner).__name__, prune_on,
+        spec.name,
+        mask_url(url),
+        finished,
+        planned + added,
+        waiting,
+        running,
+        type(study.sampler).__name__,
+        type(study.pruner).__name__,
+        prune_on,
     )
 
     worker = _Worker(study, spec, objective, space, prune_on, artifact_store, device, show_progress)
     deadline = None if timeout is None else time.monotonic() + timeout
     queue = backend(study)
     queue.queue_only = True  # take only enqueued trials: the budget is exact
-    with StudyProgress(waiting) as display, _sigint_restored(), _frozen_heap(), store_errors(url, f"running study '{spec.name}'"):
+    with (
+        StudyProgress(waiting) as display,
+        _sigint_restored(),
+        _frozen_heap(),
+        store_errors(url, f"running study '{spec.name}'"),
+    ):
         worker.display = display
         try:
             while True:
                 left = None if deadline is None else max(0.0, deadline - time.monotonic())
                 try:
                     study.optimize(
-                        worker.run_trial, timeout=left, callbacks=[worker.after_trial, *callbacks],
-                        catch=(TrialFailed,), gc_after_trial=True,
+                        worker.run_trial,
+                        timeout=left,
+                        callbacks=[worker.after_trial, *callbacks],
+                        catch=(TrialFailed,),
+                        gc_after_trial=True,
                     )
                 except QueueEmpty:
                     pass
@@ -481,7 +506,9 @@ def _wait_for_other_workers(study: optuna.Study, deadline: float | None) -> bool
         if not said:
             logger.info(
                 "no trial left to start; waiting for %d trial(s) running on other workers (one whose worker "
-                "stops sending heartbeats for %d s is retried here). Ctrl-C stops waiting.", running, grace,
+                "stops sending heartbeats for %d s is retried here). Ctrl-C stops waiting.",
+                running,
+                grace,
             )
             said = True
         time.sleep(min(interval, 5))
@@ -506,8 +533,17 @@ def _sigint_restored() -> Iterator[None]:
 class _Worker:
     """One worker's side of a study: runs the trials it takes, records them, and cleans up after them."""
 
-    def __init__(self, study: optuna.Study, spec: StudySpec, objective: Objective, space: SearchSpace, prune_on: str,
-                 artifact_store: Any, device: str | None, show_progress: bool) -> None:
+    def __init__(
+        self,
+        study: optuna.Study,
+        spec: StudySpec,
+        objective: Objective,
+        space: SearchSpace,
+        prune_on: str,
+        artifact_store: Any,
+        device: str | None,
+        show_progress: bool,
+    ) -> None:
         self.study, self.spec, self.objective, self.space, self.prune_on = study, spec, objective, space, prune_on
         self.artifact_store, self.device, self.show_progress = artifact_store, device, show_progress
         self.display: Any = None
@@ -533,11 +569,22 @@ class _Worker:
             started = time.perf_counter()
             progress = [BatchProgress(self.display, f"trial {trial.number}")] if self.show_progress else []
             try:
-                result = fit(objective, config, seed, spec.max_epochs, trial=trial, trainer_options=spec.trainer,
-                             callbacks=[checkpoints, *progress], device=self.device, resume_from=resume_from,
-                             prune_on=self.prune_on)
+                result = fit(
+                    objective,
+                    config,
+                    seed,
+                    spec.max_epochs,
+                    trial=trial,
+                    trainer_options=spec.trainer,
+                    callbacks=[checkpoints, *progress],
+                    device=self.device,
+                    resume_from=resume_from,
+                    prune_on=self.prune_on,
+                )
             except KeyboardInterrupt:
-                trial.set_user_attr("fail_reason", "interrupted (Ctrl-C); re-queued to resume from its last finished epoch")
+                trial.set_user_attr(
+                    "fail_reason", "interrupted (Ctrl-C); re-queued to resume from its last finished epoch"
+                )
                 raise
             except _TRIAL_FAILURES as error:
                 if isinstance(error, TunerError):
@@ -587,9 +634,17 @@ class _Worker:
         if self.display is not None:
             self.display.trial_finished(f"last: #{trial.number} {trial.state.name.lower()}{value}")
         if trial.state == optuna.trial.TrialState.COMPLETE:
-            logger.info("trial %d complete:%s (best so far: %.4f, trial %d)", trial.number, value, study.best_value, study.best_trial.number)
+            logger.info(
+                "trial %d complete:%s (best so far: %.4f, trial %d)",
+                trial.number,
+                value,
+                study.best_value,
+                study.best_trial.number,
+            )
         elif trial.state == optuna.trial.TrialState.FAIL:
-            logger.warning("trial %d failed: %s", trial.number, trial.user_attrs.get("fail_reason", "see the log above"))
+            logger.warning(
+                "trial %d failed: %s", trial.number, trial.user_attrs.get("fail_reason", "see the log above")
+            )
         publish_trial_note(study, trial)  # optuna-dashboard note; never raises
 
     def requeue_interrupted(self, error: BaseException) -> None:
@@ -599,10 +654,13 @@ class _Worker:
             return
         try:
             self._requeue(trial, error)
-        except Exception as failure:  # noqa: BLE001 - the store itself may be what failed
+        except Exception as failure:
             logger.warning(
                 "could not re-queue trial %d (%s: %s); its heartbeat has stopped, so the next worker retries it "
-                "after the grace period", trial.number, type(failure).__name__, failure,
+                "after the grace period",
+                trial.number,
+                type(failure).__name__,
+                failure,
             )
 
     def _requeue(self, trial: optuna.Trial, error: BaseException) -> None:
@@ -621,7 +679,11 @@ class _Worker:
             after = f"after epoch {record['epoch'] + 1}" if record else "from its start (no epoch had finished)"
             logger.warning(
                 "trial %d %s: marked failed and re-queued as trial %d, which resumes %s. Run the same command "
-                "again to continue the study.", frozen.number, why, retry, after,
+                "again to continue the study.",
+                frozen.number,
+                why,
+                retry,
+                after,
             )
 
 
@@ -668,7 +730,10 @@ def _check_or_record_study(
             if attrs.get(key) != described.get(key):
                 logger.warning(
                     "study '%s' was started with %s=%r; this run uses %r (trials will mix both)",
-                    spec.name, key, attrs.get(key), described.get(key),
+                    spec.name,
+                    key,
+                    attrs.get(key),
+                    described.get(key),
                 )
         return
     record = {

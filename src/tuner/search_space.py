@@ -59,14 +59,10 @@ class Param:
             except ValueError:
                 pass
         if not isinstance(value, self.type) or isinstance(value, bool):
-            raise ConfigError(
-                f"{where}: expected {self.type.__name__}, got {value!r} ({type(value).__name__})."
-            )
+            raise ConfigError(f"{where}: expected {self.type.__name__}, got {value!r} ({type(value).__name__}).")
         if self.allowed is not None and value not in self.allowed:
             hint = _did_you_mean(str(value), [str(a) for a in self.allowed])
-            raise ConfigError(
-                f"{where}: unknown value {value!r}{hint}. Allowed: {', '.join(map(str, self.allowed))}."
-            )
+            raise ConfigError(f"{where}: unknown value {value!r}{hint}. Allowed: {', '.join(map(str, self.allowed))}.")
         if self.type is float and not math.isfinite(value):
             raise ConfigError(f"{where}: {value!r} is not a finite number.")
         if self.positive and value <= 0:
@@ -84,9 +80,7 @@ COMMON_PARAMS: dict[str, Param] = {
     "schedule": Param(str, "constant", allowed=SCHEDULES, help="learning-rate schedule over the epochs"),
     "warmup_epochs": Param(int, 0, minimum=0, help="linear warm-up epochs before the schedule"),
     "batch_size": Param(int, 32, positive=True, help="training batch size"),
-    "unfrozen_layers": Param(
-        int, None, minimum=0, help="top blocks that train besides the head (absent: all train)"
-    ),
+    "unfrozen_layers": Param(int, None, minimum=0, help="top blocks that train besides the head (absent: all train)"),
 }
 
 
@@ -136,9 +130,7 @@ class _Dimension:
         if self.choices is not None:
             return trial.suggest_categorical(self.name, list(self.choices))
         if self.is_int:
-            return trial.suggest_int(
-                self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log
-            )
+            return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
         return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
 
     def as_yaml(self) -> Any:
@@ -200,8 +192,7 @@ class SearchSpace:
         vocabulary = {**COMMON_PARAMS, **(extra or {})}
         if not isinstance(content, Mapping):
             raise ConfigError(
-                f"{source}: a search space must be a mapping of parameter names, got "
-                f"{type(content).__name__}."
+                f"{source}: a search space must be a mapping of parameter names, got {type(content).__name__}."
             )
         dimensions: dict[str, _Dimension] = {}
         fixed: dict[str, Any] = {}
@@ -218,9 +209,7 @@ class SearchSpace:
                 when = _parse_when(spec.pop("when", None), vocabulary, dimensions, fixed, where)
                 dimensions[name] = replace(_parse_dimension(name, spec, param, where), when=when)
             elif isinstance(spec, list):
-                raise ConfigError(
-                    f"{where}: a list is ambiguous; write {{choices: {spec}}} to search these values."
-                )
+                raise ConfigError(f"{where}: a list is ambiguous; write {{choices: {spec}}} to search these values.")
             else:
                 fixed[name] = param.check(spec, where)
         return cls(dimensions, fixed, vocabulary, source)
@@ -302,9 +291,7 @@ def _parse_when(
                 f"{where}: 'when' names unknown parameter '{other}'{_did_you_mean(str(other), vocabulary)}."
             )
         if other not in dimensions and other not in fixed:
-            raise ConfigError(
-                f"{where}: 'when' depends on '{other}', which must be declared earlier in the file."
-            )
+            raise ConfigError(f"{where}: 'when' depends on '{other}', which must be declared earlier in the file.")
         values = values if isinstance(values, list) else [values]
         checked = tuple(vocabulary[other].check(v, f"{where}, 'when' value of '{other}'") for v in values)
         conditions.append((str(other), checked))

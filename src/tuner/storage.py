@@ -15,8 +15,15 @@ if TYPE_CHECKING:
     import optuna
 
 __all__ = [
-    "DEFAULT_STORAGE", "resolve_storage_url", "mask_url", "open_storage", "sqlite_path", "store_errors",
-    "resolve_artifact_dir", "open_artifact_store", "heartbeat_settings",
+    "DEFAULT_STORAGE",
+    "resolve_storage_url",
+    "mask_url",
+    "open_storage",
+    "sqlite_path",
+    "store_errors",
+    "resolve_artifact_dir",
+    "open_artifact_store",
+    "heartbeat_settings",
 ]
 
 T = TypeVar("T")
@@ -118,7 +125,13 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True) -> optuna.st
                     "heartbeat_stale_trial_callback": retry_callback(),
                 }
             return _create_tables_once(lambda: QueueStorage(url, engine_kwargs=engine_kwargs, **options))
-    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError, ImportError, ValueError, OSError) as error:
+    except (
+        sqlalchemy.exc.SQLAlchemyError,
+        optuna.exceptions.StorageInternalError,
+        ImportError,
+        ValueError,
+        OSError,
+    ) as error:
         raise StorageError(
             f"cannot open the trial store {mask_url(url)}: {_first_line(error)}. Check the URL "
             "(sqlite:///path/to.db, postgresql://user:password@host:5432/db), that the server is "
@@ -137,8 +150,14 @@ def _create_tables_once(open_store: Callable[[], T]) -> T:
     for attempt in range(5):
         try:
             return open_store()
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError) as error:
-            raced = any(marker in str(error) for marker in ("already exists", "duplicate key", "UNIQUE constraint failed"))
+        except (
+            sqlalchemy.exc.IntegrityError,
+            sqlalchemy.exc.ProgrammingError,
+            sqlalchemy.exc.OperationalError,
+        ) as error:
+            raced = any(
+                marker in str(error) for marker in ("already exists", "duplicate key", "UNIQUE constraint failed")
+            )
             if not raced or attempt == 4:
                 raise
             time.sleep(random.uniform(0.2, 1.0))  # the other worker's tables are there by then

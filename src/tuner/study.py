@@ -73,7 +73,9 @@ class StudySpec:
                 f"got {type(self.search_space).__name__}."
             )
         if self.prune_on is not None and (not isinstance(self.prune_on, str) or not self.prune_on.strip()):
-            raise ConfigError(f"{where}: 'prune_on' must name a per-epoch value such as 'loss/val', got {self.prune_on!r}.")
+            raise ConfigError(
+                f"{where}: 'prune_on' must name a per-epoch value such as 'loss/val', got {self.prune_on!r}."
+            )
         warm_start = self.warm_start
         if warm_start is not None and not isinstance(warm_start, (str, Path, Sequence)):
             raise ConfigError(
@@ -122,7 +124,9 @@ def load_study_file(path: str | Path) -> StudySpec:
         explained = _spec_call_error(error, path)
         if explained is not None:
             message, keyword_line = explained
-            raise ConfigError(f"{path}:{keyword_line}: {message}" if keyword_line else f"{path}{line}: {message}") from None
+            raise ConfigError(
+                f"{path}:{keyword_line}: {message}" if keyword_line else f"{path}{line}: {message}"
+            ) from None
         raise ConfigError(f"{path}{line}: {type(error).__name__}: {error}") from None
     finally:
         sys.modules.pop(module_name, None)
@@ -237,7 +241,9 @@ def load_warm_start(spec: StudySpec, space: SearchSpace) -> list[WarmStartEntry]
     return entries
 
 
-def _entry_where(source: str, index: int, total: int, name: str | None, lines: Mapping[str, int], key: str | None = None) -> str:
+def _entry_where(
+    source: str, index: int, total: int, name: str | None, lines: Mapping[str, int], key: str | None = None
+) -> str:
     line = lines.get(key) if key is not None else None
     line = line if line is not None else lines.get("")
     where = f"{source}:{line}" if line is not None else source
@@ -256,8 +262,7 @@ def _check_entry(
 
     if not isinstance(raw, Mapping):
         raise ConfigError(
-            f"{_entry_where(source, index, total, None, lines)}: expected a mapping of parameter -> value, "
-            f"got {raw!r}."
+            f"{_entry_where(source, index, total, None, lines)}: expected a mapping of parameter -> value, got {raw!r}."
         )
     raw = dict(raw)
     name = raw.pop("name", None)

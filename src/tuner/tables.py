@@ -57,14 +57,25 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
 
 def _param_columns(attrs: dict[str, Any]) -> list[str]:
     # the common knobs, then the objective's own searched ones (a loss, a margin, a clip value)
-    return [*PARAM_COLUMNS, *(k for k in attrs.get("search_space", {}) if k not in PARAM_COLUMNS and k != "warmup_epochs")]
+    return [
+        *PARAM_COLUMNS,
+        *(k for k in attrs.get("search_space", {}) if k not in PARAM_COLUMNS and k != "warmup_epochs"),
+    ]
 
 
 def trial_columns(study: optuna.Study) -> list[str]:
     """The columns of :func:`trial_rows` (also for a study without trials): trial, state, configuration,
     epochs, best_epoch, metric, components."""
     attrs = study.user_attrs
-    return ["trial", "state", *_param_columns(attrs), "epochs", "best_epoch", attrs.get("metric", "value"), *attrs.get("components", [])]
+    return [
+        "trial",
+        "state",
+        *_param_columns(attrs),
+        "epochs",
+        "best_epoch",
+        attrs.get("metric", "value"),
+        *attrs.get("components", []),
+    ]
 
 
 def _best_epoch(epochs: Sequence[dict[str, Any]], metric: str, maximize: bool) -> int | None:
@@ -123,7 +134,12 @@ def rich_table(rows: Sequence[dict[str, Any]], title: str = "") -> Table:
         table.add_column("(empty)")
         return table
     for column in rows[0]:
-        table.add_column(str(column), justify="right" if column not in ("state", "optimizer", "schedule", "study", "objective", "params") else "left")
+        table.add_column(
+            str(column),
+            justify="right"
+            if column not in ("state", "optimizer", "schedule", "study", "objective", "params")
+            else "left",
+        )
     for row in rows:
         table.add_row(*(format_value(v) for v in row.values()))
     return table

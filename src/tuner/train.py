@@ -143,14 +143,20 @@ class TrainResult:
             if row["epoch"] == self.best_epoch:
                 marks.append("best")
             if row["epoch"] == self.reproduction.epoch:
-                marks.append(f"exported {self.reproduction.exported:.4f}" if self.reproduction.exported is not None else "exported")
+                marks.append(
+                    f"exported {self.reproduction.exported:.4f}"
+                    if self.reproduction.exported is not None
+                    else "exported"
+                )
             table.add_row(*(_cell(v) for v in row.values()), ", ".join(marks))
         return table
 
     def summary(self) -> list[str]:
         best = self.fit.best(self.metric)
         lines = [
-            f"best: epoch {self.best_epoch}, {self.metric} = {best:.4f}" if self.best_epoch is not None else "no finite metric",
+            f"best: epoch {self.best_epoch}, {self.metric} = {best:.4f}"
+            if self.best_epoch is not None
+            else "no finite metric",
             self.reproduction.summary(self.metric),
             f"wrote {self.checkpoint} and {self.metrics_file} ({self.seconds:.1f} s)",
         ]
@@ -196,7 +202,9 @@ def load_export(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"export file not found: {path}. Write one with `tuner export STUDY --out {path}`.")
     content = parse_yaml(path.read_text(encoding="utf-8"), path)
     if not isinstance(content, Mapping):
-        raise ConfigError(f"{path}: not an export of `tuner export` (expected a mapping, got {type(content).__name__}).")
+        raise ConfigError(
+            f"{path}: not an export of `tuner export` (expected a mapping, got {type(content).__name__})."
+        )
     _check_keys(path, content, _REQUIRED, "")
     _check_keys(path, content["metric"], _REQUIRED_METRIC, "metric.")
     _check_keys(path, content["metric"], _OPTIONAL_METRIC, "metric.", optional=True)
@@ -211,11 +219,19 @@ def load_export(path: str | Path) -> dict[str, Any]:
             f"{_did_you_mean(str(content['objective']), OBJECTIVES)}. Available: {', '.join(OBJECTIVES)}."
         )
     if content["trained_on"]["max_epochs"] < 1:
-        raise ConfigError(f"{path}: key 'trained_on.max_epochs' must be >= 1, got {content['trained_on']['max_epochs']}.")
+        raise ConfigError(
+            f"{path}: key 'trained_on.max_epochs' must be >= 1, got {content['trained_on']['max_epochs']}."
+        )
     return dict(content)
 
 
-def _check_keys(path: Path, content: Mapping[str, Any], required: Mapping[str, tuple[type, ...]], prefix: str, optional: bool = False) -> None:
+def _check_keys(
+    path: Path,
+    content: Mapping[str, Any],
+    required: Mapping[str, tuple[type, ...]],
+    prefix: str,
+    optional: bool = False,
+) -> None:
     for key, types in required.items():
         full = f"{prefix}{key}"
         if key not in content:
@@ -296,7 +312,9 @@ def train_exported(
             f"{source}: key 'metric.name' is {metric_info['name']!r} but objective '{objective.name}' reports "
             f"'{objective.metric}'."
         )
-    out = Path(out_dir) if out_dir is not None else Path(workdir) / "train" / f"{export['study']}-trial{export['trial']}"
+    out = (
+        Path(out_dir) if out_dir is not None else Path(workdir) / "train" / f"{export['study']}-trial{export['trial']}"
+    )
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = out / "final.ckpt"
     metrics_file = out / "metrics.json"
@@ -310,7 +328,12 @@ def train_exported(
     callbacks: list[pl.Callback] = [_SaveFinal()]
     logger.info(
         "training %s trial %s (%s) for %d epochs, seed %d: %s",
-        export["study"], export["trial"], objective.name, epochs, spec.seed, config.as_dict(),
+        export["study"],
+        export["trial"],
+        objective.name,
+        epochs,
+        spec.seed,
+        config.as_dict(),
     )
     started = time.perf_counter()
     display = None
@@ -322,7 +345,9 @@ def train_exported(
     try:
         if display is not None:
             display.__enter__()
-        result = fit(objective, config, spec.seed, epochs, trainer_options=spec.trainer, callbacks=callbacks, device=device)
+        result = fit(
+            objective, config, spec.seed, epochs, trainer_options=spec.trainer, callbacks=callbacks, device=device
+        )
     finally:
         if display is not None:
             display.__exit__(None, None, None)
@@ -369,7 +394,9 @@ def _reproduction(
         return Reproduction(epoch, exported, None, tolerance, False, "the export has no metric value or epoch")
     record = result.history.get(int(epoch))
     if record is None or metric not in record:
-        return Reproduction(epoch, exported, None, tolerance, False, f"this run has no epoch {epoch} (ran {len(result.history)})")
+        return Reproduction(
+            epoch, exported, None, tolerance, False, f"this run has no epoch {epoch} (ran {len(result.history)})"
+        )
     reproduced = float(record[metric])
     reasons = []
     if data is not None and data != trained_on["data"]:
@@ -390,7 +417,12 @@ def _reproduction(
 def _write_metrics(result: TrainResult, described: Mapping[str, Any]) -> None:
     best = result.fit.best_epoch
     content = {
-        "export": {"path": str(result.source), "study": result.export.get("study"), "trial": result.export.get("trial"), "content": result.export},
+        "export": {
+            "path": str(result.source),
+            "study": result.export.get("study"),
+            "trial": result.export.get("trial"),
+            "content": result.export,
+        },
         "objective": described.get("objective"),
         "trained_on": dict(described),
         "metric": result.metric,

@@ -21,8 +21,20 @@ _UEM_EXPECTED = "'<uri> <channel> <start> <end>'"
 # NIST RTTM record types other than SPEAKER: skipped silently (they carry no speaker turn).
 _OTHER_RTTM_TYPES = frozenset(
     {
-        "SEGMENT", "NOSCORE", "NO_RT_METADATA", "LEXEME", "NON-LEX", "NON-SPEECH", "FILLER",
-        "EDIT", "IP", "CB", "A/P", "SU", "STRING", "SPKR-INFO",
+        "SEGMENT",
+        "NOSCORE",
+        "NO_RT_METADATA",
+        "LEXEME",
+        "NON-LEX",
+        "NON-SPEECH",
+        "FILLER",
+        "EDIT",
+        "IP",
+        "CB",
+        "A/P",
+        "SU",
+        "STRING",
+        "SPKR-INFO",
     }
 )
 
@@ -151,9 +163,7 @@ def write_rttm(path: str | Path, turns: Iterable[Turn]) -> None:
     for turn in turns:
         _check_token(turn.uri, "uri")
         _check_token(turn.speaker, "speaker")
-        lines.append(
-            f"SPEAKER {turn.uri} 1 {turn.start:.3f} {turn.duration:.3f} <NA> <NA> {turn.speaker} <NA> <NA>\n"
-        )
+        lines.append(f"SPEAKER {turn.uri} 1 {turn.start:.3f} {turn.duration:.3f} <NA> <NA> {turn.speaker} <NA> <NA>\n")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(lines), encoding="utf-8")

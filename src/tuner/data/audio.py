@@ -148,7 +148,9 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     try:
         data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as error:
-        raise DataError(f"cannot decode audio file {path}: {error}. The file may be truncated; {_CONVERT_HINT}.") from None
+        raise DataError(
+            f"cannot decode audio file {path}: {error}. The file may be truncated; {_CONVERT_HINT}."
+        ) from None
     return np.ascontiguousarray(data.T), int(sample_rate)
 
 

@@ -70,7 +70,9 @@ class DiarizationCorpus:
         are named in a warning, and a subset left with none is an error.
         """
         subsets = self._subset_config()
-        spans = {subset: self._validate_annotations(subset, subsets.get(subset) or {}) for subset in ("train", "development")}
+        spans = {
+            subset: self._validate_annotations(subset, subsets.get(subset) or {}) for subset in ("train", "development")
+        }
         protocol = self.protocol()
         summary: dict[str, Any] = {}
         off_rate: dict[int, list[Path]] = {}
@@ -254,7 +256,9 @@ def _warn_sample_rates(off_rate: dict[int, list[Path]], sample_rate: int) -> Non
     logger.warning(
         "%d audio file(s) are not at the model's %d Hz, e.g. %s: pyannote resamples every training chunk of "
         "them, which slows training%s. Resample the corpus once, e.g. `sox in.wav -r %d out.wav`.",
-        count, sample_rate, examples,
+        count,
+        sample_rate,
+        examples,
         " (and upsampled audio lacks the high frequencies the model was built for)" if lower else "",
         sample_rate,
     )
@@ -316,8 +320,7 @@ def _list_files(protocol: Any, subset: str, corpus: DiarizationCorpus) -> list[A
         return list(getattr(protocol, subset)())
     except FileNotFoundError as error:
         raise DataError(
-            f"{corpus}: a file of the {subset} subset is missing: {error}. Check the paths in "
-            f"{corpus.database_yml}."
+            f"{corpus}: a file of the {subset} subset is missing: {error}. Check the paths in {corpus.database_yml}."
         ) from None
     except Exception as error:  # pyannote.database parse errors: say which protocol
         raise DataError(f"{corpus}: cannot read the {subset} subset: {error}") from None
@@ -350,7 +353,9 @@ def resolve_diarization_corpus(data: str | Path | None, workdir: str | Path = "s
         if (path / "database.yml").is_file():
             path = path / "database.yml"
         elif (path / "train.txt").is_file():
-            return DiarizationCorpus(_layout_database_yml(path, workdir), f"{_database_name(path)}.SpeakerDiarization.Default")
+            return DiarizationCorpus(
+                _layout_database_yml(path, workdir), f"{_database_name(path)}.SpeakerDiarization.Default"
+            )
         else:
             raise DataError(
                 f"{path}: neither a database.yml nor seed 001's layout (train.txt, dev.txt, test.txt "
@@ -364,8 +369,7 @@ def _single_protocol(database_yml: Path) -> str:
     if len(names) != 1:
         found = ", ".join(names) or "none"
         raise DataError(
-            f"{database_yml}: name one SpeakerDiarization protocol as '{database_yml}:<protocol>' "
-            f"(found: {found})."
+            f"{database_yml}: name one SpeakerDiarization protocol as '{database_yml}:<protocol>' (found: {found})."
         )
     return names[0]
 

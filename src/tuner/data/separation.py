@@ -116,17 +116,35 @@ def _layout(header: list[str], path: Path) -> _Layout:
         known = {"mixture_ID", "mixture_path", "length", "noise_path"}
         extra = [n for n in names if n not in known and not _LIBRIMIX_SOURCE.fullmatch(n)]
         if sources is not None and not extra and len(position) == len(names):
-            return _Layout("LibriMix", position["mixture_ID"], position["mixture_path"], sources,
-                           position.get("noise_path"), position["length"], True, tuple(names))
+            return _Layout(
+                "LibriMix",
+                position["mixture_ID"],
+                position["mixture_path"],
+                sources,
+                position.get("noise_path"),
+                position["length"],
+                True,
+                tuple(names),
+            )
     elif {"ID", "duration", "mix_wav"} <= set(position):
         sources = _sources(names, _SPEECHBRAIN_SOURCE)
         if sources is not None and len(position) == len(names):
-            return _Layout("SpeechBrain", position["ID"], position["mix_wav"], sources,
-                           position.get("noise_wav"), position["duration"], False, tuple(names))
+            return _Layout(
+                "SpeechBrain",
+                position["ID"],
+                position["mix_wav"],
+                sources,
+                position.get("noise_wav"),
+                position["duration"],
+                False,
+                tuple(names),
+            )
     hint = ""
     if "mixture_ID" in position and "mixture_path" not in position:
-        hint = (" It looks like a LibriMix mixing-parameters file (e.g. metadata/libri2mix_*.csv); pass the "
-                "mixture list instead (metadata/mixture_<split>_mix_both.csv or _mix_clean.csv).")
+        hint = (
+            " It looks like a LibriMix mixing-parameters file (e.g. metadata/libri2mix_*.csv); pass the "
+            "mixture list instead (metadata/mixture_<split>_mix_both.csv or _mix_clean.csv)."
+        )
     raise DataError(
         f"{path}: unknown separation CSV header {','.join(names)!r}.{hint} Expected either the LibriMix metadata "
         f"header {LIBRIMIX_HEADER!r} (length in samples) or SpeechBrain's LibriMix header {SPEECHBRAIN_HEADER!r} "
@@ -161,7 +179,8 @@ def read_mixture_csv(path: str | Path, root: str | Path | None = None) -> list[M
         )
     layout = _layout(records[0][1], path)
     where_rel = f"relative paths are read relative to {base}" + (
-        "" if root is not None else " (the CSV's folder; pass root= to change it)")
+        "" if root is not None else " (the CSV's folder; pass root= to change it)"
+    )
     mixtures: list[Mixture] = []
     seen_ids: dict[str, int] = {}
     existing: set[Path] = set()
@@ -173,9 +192,12 @@ def read_mixture_csv(path: str | Path, root: str | Path | None = None) -> list[M
         full = Path(os.path.normpath(candidate if candidate.is_absolute() else base / candidate))
         if full not in existing:
             if not full.is_file():
-                how = ("an absolute path in the CSV: was it written on another machine? Rewrite its prefix or "
-                       "regenerate the CSV" if candidate.is_absolute() else
-                       f"{where_rel}: check that the CSV was written for this location, or regenerate it")
+                how = (
+                    "an absolute path in the CSV: was it written on another machine? Rewrite its prefix or "
+                    "regenerate the CSV"
+                    if candidate.is_absolute()
+                    else f"{where_rel}: check that the CSV was written for this location, or regenerate it"
+                )
                 raise DataError(
                     f"{path}:{line}: mixture {mixture_id!r}: {column} file not found: {full} ({how}). "
                     "Check also that the corpus is complete."
@@ -213,9 +235,11 @@ def read_mixture_csv(path: str | Path, root: str | Path | None = None) -> list[M
                 f"{where}: mixture {mixture_id!r}: {length_name} {length_text!r} is not {unit}; fix this row."
             ) from None
         source_columns = [i for i in layout.sources if row[i]]
-        if source_columns != list(layout.sources[:len(source_columns)]):
-            raise DataError(f"{where}: mixture {mixture_id!r}: a source column is empty before a filled one; fill "
-                            "source columns in order.")
+        if source_columns != list(layout.sources[: len(source_columns)]):
+            raise DataError(
+                f"{where}: mixture {mixture_id!r}: a source column is empty before a filled one; fill "
+                "source columns in order."
+            )
         if n_sources is None:
             n_sources, first_line = len(source_columns), line
         elif len(source_columns) != n_sources:
@@ -275,10 +299,14 @@ def check_mixtures(
             except DataError as exc:
                 raise DataError(f"{where}: {role}: {exc}") from None
             if info.sample_rate not in SUPPORTED_SAMPLE_RATES or (
-                    expected_sample_rate is not None and info.sample_rate != expected_sample_rate):
+                expected_sample_rate is not None and info.sample_rate != expected_sample_rate
+            ):
                 target = expected_sample_rate or (corpus_rate[0] if corpus_rate else 8000)
-                wanted = (f"{expected_sample_rate} Hz is expected" if expected_sample_rate
-                          else "8000 or 16000 Hz is supported")
+                wanted = (
+                    f"{expected_sample_rate} Hz is expected"
+                    if expected_sample_rate
+                    else "8000 or 16000 Hz is supported"
+                )
                 raise DataError(
                     f"{where}: {role} file {file} is {info.sample_rate} Hz but {wanted}. Resample every file of the "
                     f"corpus to one rate, e.g. `sox in.wav -r {target} out.wav` or `ffmpeg -i in.wav -ar {target} "
@@ -319,8 +347,14 @@ def check_mixtures(
         "sample_rate": corpus_rate[0],
         "hours": total_frames / corpus_rate[0] / 3600,
     }
-    logger.info("%s: %d mixtures of %d sources at %d Hz, %.2f h", csv_path, summary["mixtures"], n_sources,
-                corpus_rate[0], summary["hours"])
+    logger.info(
+        "%s: %d mixtures of %d sources at %d Hz, %.2f h",
+        csv_path,
+        summary["mixtures"],
+        n_sources,
+        corpus_rate[0],
+        summary["hours"],
+    )
     return summary
 
 
@@ -370,4 +404,4 @@ def random_segment(
     if n <= num_samples:
         return np.pad(mix, (0, num_samples - n)), np.pad(sources, ((0, 0), (0, num_samples - n)))
     start = int(rng.integers(0, n - num_samples + 1))
-    return mix[start:start + num_samples].copy(), sources[:, start:start + num_samples].copy()
+    return mix[start : start + num_samples].copy(), sources[:, start : start + num_samples].copy()

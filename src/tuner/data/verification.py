@@ -87,6 +87,7 @@ class Trial:
 
 # ---------------------------------------------------------------------------------------- scanning
 
+
 def _walk_files(top: Path) -> Iterator[Path]:
     """Files below ``top`` (following symbolic links, each real directory once), hidden names skipped."""
     seen: set[str] = set()
@@ -117,8 +118,9 @@ def scan_speakers(root: str | Path, split: str) -> list[Utterance]:
             where = f"the corpus root {root} does not exist either"
         else:
             subdirs = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-            where = f"{root} holds " + (", ".join(subdirs[:10]) + (", ..." if len(subdirs) > 10 else "")
-                                        if subdirs else "no folders")
+            where = f"{root} holds " + (
+                ", ".join(subdirs[:10]) + (", ..." if len(subdirs) > 10 else "") if subdirs else "no folders"
+            )
         raise DataError(
             f"{split_dir}: split folder not found ({where}). Expected the layout {_LAYOUT}; "
             "check the data path and the split name."
@@ -146,7 +148,9 @@ def scan_speakers(root: str | Path, split: str) -> list[Utterance]:
         loose = [p for p in split_dir.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS]
         hint = (
             f"; its {len(loose)} audio file(s) lie directly in the split folder: move each speaker's files "
-            "into a folder named after the speaker" if loose else ""
+            "into a folder named after the speaker"
+            if loose
+            else ""
         )
         raise DataError(f"{split_dir}: no .wav or .flac files found in speaker folders{hint}. Expected {_LAYOUT}.")
     speakers = {u.speaker for u in utterances}
@@ -161,6 +165,7 @@ def scan_speakers(root: str | Path, split: str) -> list[Utterance]:
 
 
 # ------------------------------------------------------------------------------------------ trials
+
 
 def read_trials(path: str | Path, root: str | Path) -> list[Trial]:
     """Read a trial list (``label path1 path2`` per line, paths relative to ``root`` or absolute).
@@ -210,7 +215,9 @@ def read_trials(path: str | Path, root: str | Path) -> list[Trial]:
         raise DataError(f"{path}: trial list holds no trials; expected lines {_TRIAL_EXPECTED}.")
     n_target = sum(t.label for t in trials)
     if n_target in (0, len(trials)):
-        kind, other = ("target (label 1)", "non-target (label 0)") if n_target else ("non-target (label 0)", "target (label 1)")
+        kind, other = (
+            ("target (label 1)", "non-target (label 0)") if n_target else ("non-target (label 0)", "target (label 1)")
+        )
         raise DataError(
             f"{path}: all {len(trials)} trials are {kind} trials; the equal error rate needs both target and "
             f"non-target trials. Add {other} trials to the list."
@@ -234,6 +241,7 @@ def validate_audio(paths: Iterable[str | Path], expected_sample_rate: int | None
 
 
 # --------------------------------------------------------------------------------------- sampling
+
 
 class SpeakerBatchSampler(torch.utils.data.Sampler[list[int]]):
     """Batches of ``batch_size // per_speaker`` distinct speakers with ``per_speaker`` utterances each.
@@ -280,7 +288,10 @@ class SpeakerBatchSampler(torch.utils.data.Sampler[list[int]]):
             logger.warning(
                 "batch_size %d with %d utterances per speaker asks for %d speakers per batch but there are "
                 "only %d speakers: every batch holds all of them (%d utterances per batch)",
-                batch_size, per_speaker, self.speakers_per_batch, len(self._speakers),
+                batch_size,
+                per_speaker,
+                self.speakers_per_batch,
+                len(self._speakers),
                 len(self._speakers) * per_speaker,
             )
             self.speakers_per_batch = len(self._speakers)
@@ -346,4 +357,4 @@ def random_crop(waveform: np.ndarray, num_samples: int, rng: np.random.Generator
     if n <= num_samples:
         return np.pad(waveform, (0, num_samples - n))
     start = int(rng.integers(0, n - num_samples + 1))
-    return waveform[start:start + num_samples].copy()
+    return waveform[start : start + num_samples].copy()

@@ -15,7 +15,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MIN_DCF_P_TARGET", "compute_eer", "compute_min_dcf", "verification_metrics", "cosine_similarity", "det_points"]
+__all__ = [
+    "MIN_DCF_P_TARGET",
+    "compute_eer",
+    "compute_min_dcf",
+    "verification_metrics",
+    "cosine_similarity",
+    "det_points",
+]
 
 #: Prior probability of a target trial used for minDCF (VoxSRC / NIST SRE setting, with c_miss = c_fa = 1).
 MIN_DCF_P_TARGET = 0.01
@@ -26,9 +33,7 @@ def _validate(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
     scores_array = np.asarray(scores, dtype=np.float64)
     labels_array = np.asarray(labels)
     if scores_array.ndim != 1 or labels_array.ndim != 1:
-        raise ValueError(
-            f"scores and labels must be 1-D, got shapes {scores_array.shape} and {labels_array.shape}"
-        )
+        raise ValueError(f"scores and labels must be 1-D, got shapes {scores_array.shape} and {labels_array.shape}")
     if len(scores_array) != len(labels_array):
         raise ValueError(f"{len(scores_array)} scores but {len(labels_array)} labels: one label per score")
     if not np.all(np.isfinite(scores_array)):

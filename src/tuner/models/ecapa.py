@@ -161,9 +161,7 @@ class ECAPATDNN(nn.Module):
         self.in_dim = in_dim
         self.emb_dim = emb_dim
         self.front = _ConvUnit(in_dim, channels, kernel_size=5)
-        self.blocks = nn.ModuleList(
-            _SERes2Block(channels, dilation, scale, se_bottleneck) for dilation in (2, 3, 4)
-        )
+        self.blocks = nn.ModuleList(_SERes2Block(channels, dilation, scale, se_bottleneck) for dilation in (2, 3, 4))
         self.aggregate = _ConvUnit(3 * channels, 3 * channels)
         self.pooling = _AttentiveStatisticsPooling(3 * channels, attention_channels)
         self.pooled_norm = nn.BatchNorm1d(6 * channels)
@@ -173,9 +171,7 @@ class ECAPATDNN(nn.Module):
     def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """Embeddings of ``features`` (batch, frames, in_dim); ``lengths`` counts each item's valid frames."""
         if features.ndim != 3 or features.shape[2] != self.in_dim:
-            raise ValueError(
-                f"expected features of shape (batch, frames, {self.in_dim}), got {tuple(features.shape)}"
-            )
+            raise ValueError(f"expected features of shape (batch, frames, {self.in_dim}), got {tuple(features.shape)}")
         x = features.transpose(1, 2)
         mask = _frame_mask(lengths, x.shape[2], x.device)
         x = self.front(_apply_mask(x, mask), mask)

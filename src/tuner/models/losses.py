@@ -22,9 +22,7 @@ def _check_batch(embeddings: torch.Tensor, labels: torch.Tensor) -> None:
     if embeddings.ndim != 2:
         raise ValueError(f"embeddings must be (batch, emb_dim), got shape {tuple(embeddings.shape)}")
     if labels.ndim != 1 or labels.shape[0] != embeddings.shape[0]:
-        raise ValueError(
-            f"labels must be (batch,) = ({embeddings.shape[0]},), got shape {tuple(labels.shape)}"
-        )
+        raise ValueError(f"labels must be (batch,) = ({embeddings.shape[0]},), got shape {tuple(labels.shape)}")
 
 
 def _cosine_matrix(embeddings: torch.Tensor) -> torch.Tensor:
@@ -121,9 +119,7 @@ class BatchHardTriplet(nn.Module):
         negative = ~same
         valid = positive.any(dim=1) & negative.any(dim=1)
         if not bool(valid.any()):
-            raise ValueError(
-                "triplet loss needs an anchor with a positive (same speaker) and a negative in the batch"
-            )
+            raise ValueError("triplet loss needs an anchor with a positive (same speaker) and a negative in the batch")
         hardest_positive = distance.masked_fill(~positive, float("-inf")).amax(dim=1)
         hardest_negative = distance.masked_fill(~negative, float("inf")).amin(dim=1)
         losses = torch.relu(hardest_positive - hardest_negative + self.margin)

@@ -18,19 +18,42 @@ from torch import nn
 
 from tuner.errors import ConfigError
 
-__all__ = ["SepFormer", "SMALL_SEPFORMER", "RECIPE_SEPFORMER", "build_sepformer", "load_speechbrain_sepformer", "save_speechbrain_sepformer"]
+__all__ = [
+    "SepFormer",
+    "SMALL_SEPFORMER",
+    "RECIPE_SEPFORMER",
+    "build_sepformer",
+    "load_speechbrain_sepformer",
+    "save_speechbrain_sepformer",
+]
 
 logger = logging.getLogger(__name__)
 
 #: SpeechBrain's recipe size (sepformer-wsj02mix / libri2mix): 25.7M parameters.
 RECIPE_SEPFORMER: dict[str, Any] = {
-    "encoder_channels": 256, "kernel_size": 16, "stride": 8, "d_model": 256, "nhead": 8, "d_ffn": 1024,
-    "intra_layers": 8, "inter_layers": 8, "num_blocks": 2, "chunk_size": 250,
+    "encoder_channels": 256,
+    "kernel_size": 16,
+    "stride": 8,
+    "d_model": 256,
+    "nhead": 8,
+    "d_ffn": 1024,
+    "intra_layers": 8,
+    "inter_layers": 8,
+    "num_blocks": 2,
+    "chunk_size": 250,
 }
 #: The same classes, narrow and shallow, for CPU runs from random weights (tests, demo).
 SMALL_SEPFORMER: dict[str, Any] = {
-    "encoder_channels": 64, "kernel_size": 16, "stride": 8, "d_model": 64, "nhead": 4, "d_ffn": 128,
-    "intra_layers": 1, "inter_layers": 1, "num_blocks": 2, "chunk_size": 100,
+    "encoder_channels": 64,
+    "kernel_size": 16,
+    "stride": 8,
+    "d_model": 64,
+    "nhead": 4,
+    "d_ffn": 128,
+    "intra_layers": 1,
+    "inter_layers": 1,
+    "num_blocks": 2,
+    "chunk_size": 100,
 }
 _CHECKPOINTS = {"encoder": "encoder.ckpt", "masknet": "masknet.ckpt", "decoder": "decoder.ckpt"}
 
@@ -85,17 +108,31 @@ def build_sepformer(config: dict[str, Any], num_spks: int) -> SepFormer:
 
     def transformer(layers: int) -> nn.Module:
         return SBTransformerBlock(
-            num_layers=layers, d_model=c["d_model"], nhead=c["nhead"], d_ffn=c["d_ffn"], dropout=0.0,
-            use_positional_encoding=True, norm_before=True,
+            num_layers=layers,
+            d_model=c["d_model"],
+            nhead=c["nhead"],
+            d_ffn=c["d_ffn"],
+            dropout=0.0,
+            use_positional_encoding=True,
+            norm_before=True,
         )
 
     encoder = Encoder(kernel_size=c["kernel_size"], out_channels=c["encoder_channels"])
     masknet = Dual_Path_Model(
-        in_channels=c["encoder_channels"], out_channels=c["d_model"], intra_model=transformer(c["intra_layers"]),
-        inter_model=transformer(c["inter_layers"]), num_layers=c["num_blocks"], norm="ln", K=c["chunk_size"],
-        num_spks=num_spks, skip_around_intra=True, linear_layer_after_inter_intra=False,
+        in_channels=c["encoder_channels"],
+        out_channels=c["d_model"],
+        intra_model=transformer(c["intra_layers"]),
+        inter_model=transformer(c["inter_layers"]),
+        num_layers=c["num_blocks"],
+        norm="ln",
+        K=c["chunk_size"],
+        num_spks=num_spks,
+        skip_around_intra=True,
+        linear_layer_after_inter_intra=False,
     )
-    decoder = Decoder(in_channels=c["encoder_channels"], out_channels=1, kernel_size=c["kernel_size"], stride=c["stride"], bias=False)
+    decoder = Decoder(
+        in_channels=c["encoder_channels"], out_channels=1, kernel_size=c["kernel_size"], stride=c["stride"], bias=False
+    )
     return SepFormer(encoder, masknet, decoder)
 
 
@@ -123,17 +160,26 @@ def load_speechbrain_sepformer(model_dir: str | Path, num_spks: int | None = Non
     except Exception as error:
         raise ConfigError(f"{hyperparams}: cannot load it with HyperPyYAML: {error}") from None
     modules = declared.get("modules") or {}
-    parts = {name: modules.get(name, declared.get(key)) for name, key in (("encoder", "Encoder"), ("masknet", "MaskNet"), ("decoder", "Decoder"))}
+    parts = {
+        name: modules.get(name, declared.get(key))
+        for name, key in (("encoder", "Encoder"), ("masknet", "MaskNet"), ("decoder", "Decoder"))
+    }
     absent = [name for name, module in parts.items() if not isinstance(module, nn.Module)]
     if absent:
-        raise ConfigError(f"{hyperparams}: declares no {', '.join(absent)} module (expected Encoder, MaskNet, Decoder).")
+        raise ConfigError(
+            f"{hyperparams}: declares no {', '.join(absent)} module (expected Encoder, MaskNet, Decoder)."
+        )
     model = SepFormer(parts["encoder"], parts["masknet"], parts["decoder"])
-    states = {name: torch.load(model_dir / file, map_location="cpu", weights_only=True) for name, file in _CHECKPOINTS.items()}
+    states = {
+        name: torch.load(model_dir / file, map_location="cpu", weights_only=True) for name, file in _CHECKPOINTS.items()
+    }
     rebuilt = num_spks is not None and num_spks != model.num_spks
     if rebuilt:
         logger.warning(
             "%s separates %d sources, the data has %d: the masknet's output layer is re-initialised",
-            model_dir, model.num_spks, num_spks,
+            model_dir,
+            model.num_spks,
+            num_spks,
         )
         model.masknet = _with_num_spks(model.masknet, num_spks)
         states["masknet"] = {k: v for k, v in states["masknet"].items() if not k.startswith("conv2d.")}

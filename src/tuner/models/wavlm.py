@@ -89,7 +89,9 @@ class WavLMUpstream(nn.Module):
             modules.append(model.post_extract_proj)
         return any(p.requires_grad for m in modules for p in m.parameters())
 
-    def forward(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def forward(
+        self, wav: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """``wav`` (batch, samples) at 16 kHz -> (hidden states, valid frames per item)."""
         model, encoder = self.model, self.model.encoder
         batch, samples = wav.shape
@@ -144,7 +146,9 @@ class WeightedLayerSum(nn.Module):
         return (weights * stacked).sum(0)
 
 
-def load_wavlm_checkpoint(path: str | Path, trust_pickle: bool = False) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def load_wavlm_checkpoint(
+    path: str | Path, trust_pickle: bool = False
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """``(config, state_dict)`` of a WavLM checkpoint in the s3prl / UniSpeech format (a ``.pt`` holding
     ``cfg`` and ``model``, e.g. ``wavlm_base_plus.pt``).
 

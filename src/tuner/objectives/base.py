@@ -159,8 +159,7 @@ def get_objective_class(name: str) -> type[Objective]:
         from tuner.search_space import _did_you_mean
 
         raise ConfigError(
-            f"unknown objective '{name}'{_did_you_mean(name, OBJECTIVES)}. "
-            f"Available: {', '.join(OBJECTIVES)}."
+            f"unknown objective '{name}'{_did_you_mean(name, OBJECTIVES)}. Available: {', '.join(OBJECTIVES)}."
         )
     module_name, class_name = OBJECTIVES[name].split(":")
     return getattr(importlib.import_module(module_name), class_name)

@@ -65,14 +65,26 @@ class _Whole(Dataset):
 
         mix, sources, _ = load_mixture(self.mixtures[index])
         end = self.max_samples
-        return torch.from_numpy(np.ascontiguousarray(mix[:end])), torch.from_numpy(np.ascontiguousarray(sources[:, :end].T))
+        return torch.from_numpy(np.ascontiguousarray(mix[:end])), torch.from_numpy(
+            np.ascontiguousarray(sources[:, :end].T)
+        )
 
 
 class MixtureData(pl.LightningDataModule):
     """Random training segments and whole dev mixtures."""
 
-    def __init__(self, train: Sequence[Any], dev: Sequence[Any], *, sample_rate: int, batch_size: int,
-                 crop_seconds: float, max_eval_seconds: float, seed: int, num_workers: int = 0) -> None:
+    def __init__(
+        self,
+        train: Sequence[Any],
+        dev: Sequence[Any],
+        *,
+        sample_rate: int,
+        batch_size: int,
+        crop_seconds: float,
+        max_eval_seconds: float,
+        seed: int,
+        num_workers: int = 0,
+    ) -> None:
         super().__init__()
         self.train, self.dev, self.batch_size, self.seed, self.num_workers = train, dev, batch_size, seed, num_workers
         self.crop_samples = int(crop_seconds * sample_rate)
@@ -81,8 +93,14 @@ class MixtureData(pl.LightningDataModule):
     @override
     def train_dataloader(self) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(_Segments(self.train, self.crop_samples, self.seed), batch_size=self.batch_size,
-                          shuffle=True, drop_last=True, generator=generator, num_workers=self.num_workers)
+        return DataLoader(
+            _Segments(self.train, self.crop_samples, self.seed),
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=True,
+            generator=generator,
+            num_workers=self.num_workers,
+        )
 
     @override
     def val_dataloader(self) -> DataLoader:
@@ -214,17 +232,25 @@ class SepFormerSeparation(Objective):
 
             model = load_speechbrain_sepformer(self.pretrained, self._num_spks)
         data = MixtureData(
-            self._train, self._dev, sample_rate=self._sample_rate, batch_size=config.batch_size,
-            crop_seconds=float(self.options["crop_seconds"]), max_eval_seconds=float(self.options["max_eval_seconds"]),
-            seed=seed, num_workers=int(self.options["num_workers"]),
+            self._train,
+            self._dev,
+            sample_rate=self._sample_rate,
+            batch_size=config.batch_size,
+            crop_seconds=float(self.options["crop_seconds"]),
+            max_eval_seconds=float(self.options["max_eval_seconds"]),
+            seed=seed,
+            num_workers=int(self.options["num_workers"]),
         )
         clip = float(config.extra.get("clip", self.params["clip"].default))
         return FitInputs(
-            module=SeparationModule(model), datamodule=data,
+            module=SeparationModule(model),
+            datamodule=data,
             trainer_options={"gradient_clip_val": clip, "gradient_clip_algorithm": "norm"},
             info={"sample_rate": self._sample_rate, "sources": self._num_spks},
         )
 
     def layers(self, module: pl.LightningModule) -> LayerStack:
         model = module.model
-        return LayerStack(head=model.head, blocks=model.blocks, block_names=[f"dual_path.{i}" for i in range(len(model.blocks))])
+        return LayerStack(
+            head=model.head, blocks=model.blocks, block_names=[f"dual_path.{i}" for i in range(len(model.blocks))]
+        )

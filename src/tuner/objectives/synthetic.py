@@ -47,8 +47,10 @@ def make_problem(n_train: int, n_val: int, n_features: int, noise: float, seed: 
     y = (y + noise * rng.normal(size=y.shape)) / np.sqrt(1 + noise**2)
     tensors = {"x": torch.as_tensor(x, dtype=torch.float32), "y": torch.as_tensor(y, dtype=torch.float32)}
     return {
-        "x_train": tensors["x"][:n_train], "y_train": tensors["y"][:n_train],
-        "x_val": tensors["x"][n_train:], "y_val": tensors["y"][n_train:],
+        "x_train": tensors["x"][:n_train],
+        "y_train": tensors["y"][:n_train],
+        "x_val": tensors["x"][n_train:],
+        "y_val": tensors["y"][n_train:],
     }
 
 
@@ -131,17 +133,36 @@ class SyntheticRegression(Objective):
             )
         options = self.options
         for key in ("n_train", "n_val", "n_features"):
-            _check(isinstance(options[key], int) and not isinstance(options[key], bool) and options[key] > 0, key, options[key], "a positive integer")
-        _check(isinstance(options["data_seed"], int) and not isinstance(options["data_seed"], bool), "data_seed", options["data_seed"], "an integer")
+            _check(
+                isinstance(options[key], int) and not isinstance(options[key], bool) and options[key] > 0,
+                key,
+                options[key],
+                "a positive integer",
+            )
+        _check(
+            isinstance(options["data_seed"], int) and not isinstance(options["data_seed"], bool),
+            "data_seed",
+            options["data_seed"],
+            "an integer",
+        )
         hidden = options["hidden"]
         _check(
-            isinstance(hidden, Sequence) and not isinstance(hidden, str) and len(hidden) > 0
+            isinstance(hidden, Sequence)
+            and not isinstance(hidden, str)
+            and len(hidden) > 0
             and all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden),
-            "hidden", hidden, "a non-empty list of positive integers (hidden layer sizes)",
+            "hidden",
+            hidden,
+            "a non-empty list of positive integers (hidden layer sizes)",
         )
         for key in ("noise", "sleep_per_epoch"):
             value = options[key]
-            _check(isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0, key, value, "a number >= 0")
+            _check(
+                isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0,
+                key,
+                value,
+                "a number >= 0",
+            )
         self._problem = make_problem(
             options["n_train"], options["n_val"], options["n_features"], float(options["noise"]), options["data_seed"]
         )
@@ -160,19 +181,25 @@ class SyntheticRegression(Objective):
         problem = self._problem
         model = RegressionMLP(int(self.options["n_features"]), [int(h) for h in self.options["hidden"]])
         train = DataLoader(
-            TensorDataset(problem["x_train"], problem["y_train"]), batch_size=config.batch_size, shuffle=True,
+            TensorDataset(problem["x_train"], problem["y_train"]),
+            batch_size=config.batch_size,
+            shuffle=True,
             generator=torch.Generator().manual_seed(seed),
         )
         val = DataLoader(TensorDataset(problem["x_val"], problem["y_val"]), batch_size=max(config.batch_size, 256))
         sleep = float(self.options["sleep_per_epoch"])
         return FitInputs(
-            module=RegressionModule(model, sleep_per_epoch=sleep), train_dataloaders=train, val_dataloaders=val,
+            module=RegressionModule(model, sleep_per_epoch=sleep),
+            train_dataloaders=train,
+            val_dataloaders=val,
             info={"sleep_per_epoch": sleep},
         )
 
     def layers(self, module: pl.LightningModule) -> LayerStack:
         model = module.model
-        return LayerStack(head=[model.head], blocks=list(model.blocks), block_names=[f"hidden.{i}" for i in range(len(model.blocks))])
+        return LayerStack(
+            head=[model.head], blocks=list(model.blocks), block_names=[f"hidden.{i}" for i in range(len(model.blocks))]
+        )
 
 
 def _check(ok: bool, key: str, value: Any, expected: str) -> None:

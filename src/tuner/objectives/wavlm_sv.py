@@ -43,7 +43,9 @@ SAMPLE_RATE = 16000
 class _CropDataset(Dataset):
     """Training utterances as fixed-length random crops, labelled with their speaker index."""
 
-    def __init__(self, paths: Sequence[Path], labels: Sequence[int], crop_samples: int, waveforms: WaveformCache, seed: int) -> None:
+    def __init__(
+        self, paths: Sequence[Path], labels: Sequence[int], crop_samples: int, waveforms: WaveformCache, seed: int
+    ) -> None:
         self.paths, self.labels, self.crop_samples = list(paths), list(labels), crop_samples
         self.waveforms = waveforms
         self.rng = np.random.default_rng(seed)
@@ -119,7 +121,9 @@ class SpeakerEmbedder(pl.LightningModule):
     """WavLM -> weighted sum of its hidden states -> ECAPA-TDNN -> speaker embedding, trained with a
     speaker loss; validation computes EER on the datamodule's trials."""
 
-    def __init__(self, wavlm: Mapping[str, Any], head: Mapping[str, Any], n_speakers: int, loss: str, margin: float, scale: float) -> None:
+    def __init__(
+        self, wavlm: Mapping[str, Any], head: Mapping[str, Any], n_speakers: int, loss: str, margin: float, scale: float
+    ) -> None:
         super().__init__()
         from tuner.models.ecapa import ECAPATDNN
         from tuner.models.losses import build_speaker_loss
@@ -221,8 +225,17 @@ class WavLMSpeakerVerification(Objective):
         train_seconds = validate_audio(self._train_paths, expected_sample_rate=SAMPLE_RATE)
         eval_seconds = validate_audio(self._eval_paths, expected_sample_rate=SAMPLE_RATE)
         self.data_summary = {
-            "train": {"speakers": len(speakers), "utterances": len(self._train_paths), "hours": round(train_seconds / 3600, 4)},
-            "dev": {"trials": len(trials), "targets": int(self._trials[:, 0].sum()), "utterances": len(self._eval_paths), "hours": round(eval_seconds / 3600, 4)},
+            "train": {
+                "speakers": len(speakers),
+                "utterances": len(self._train_paths),
+                "hours": round(train_seconds / 3600, 4),
+            },
+            "dev": {
+                "trials": len(trials),
+                "targets": int(self._trials[:, 0].sum()),
+                "utterances": len(self._eval_paths),
+                "hours": round(eval_seconds / 3600, 4),
+            },
         }
         logger.info("%s: %s", root, self.data_summary)
         self._waveforms = WaveformCache()
@@ -230,7 +243,9 @@ class WavLMSpeakerVerification(Objective):
         if self.pretrained is not None:
             from tuner.models.wavlm import load_wavlm_checkpoint
 
-            self._wavlm_config, self._pretrained_state = load_wavlm_checkpoint(self.pretrained, self.options["trust_checkpoint"])
+            self._wavlm_config, self._pretrained_state = load_wavlm_checkpoint(
+                self.pretrained, self.options["trust_checkpoint"]
+            )
         else:
             from tuner.models.wavlm import SMALL_WAVLM
 
@@ -252,9 +267,13 @@ class WavLMSpeakerVerification(Objective):
         if self._pretrained_state is not None:
             missing, unexpected = module.upstream.model.load_state_dict(self._pretrained_state, strict=False)
             if missing:
-                raise ConfigError(f"{self.pretrained}: the checkpoint lacks {len(missing)} WavLM weights (e.g. {missing[0]}).")
+                raise ConfigError(
+                    f"{self.pretrained}: the checkpoint lacks {len(missing)} WavLM weights (e.g. {missing[0]})."
+                )
             if unexpected:
-                logger.warning("%s: %d unused weights in the checkpoint (e.g. %s)", self.pretrained, len(unexpected), unexpected[0])
+                logger.warning(
+                    "%s: %d unused weights in the checkpoint (e.g. %s)", self.pretrained, len(unexpected), unexpected[0]
+                )
         data = VerificationData(
             self._train_paths,
             self._train_labels,

@@ -75,7 +75,9 @@ def find_bindir() -> Path:
             candidates.append(Path(out.stdout.strip()))
         except (subprocess.SubprocessError, OSError) as error:
             logger.debug("pg_config --bindir failed: %s", error)
-    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: _version_key(p.parent.name), reverse=True)
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: _version_key(p.parent.name), reverse=True
+    )
     candidates += versions
     on_path = shutil.which("initdb")
     if on_path:
@@ -166,7 +168,11 @@ class LocalPostgres:
         self.startup_seconds = time.perf_counter() - started
         logger.info(
             "PostgreSQL %s on %s:%d ready in %.1f s (cluster %s)",
-            self.version, self.host, self.port, self.startup_seconds, self.root,
+            self.version,
+            self.host,
+            self.port,
+            self.startup_seconds,
+            self.root,
         )
 
     def stop(self) -> None:
@@ -178,9 +184,13 @@ class LocalPostgres:
         data = root / "data"
         if (data / "postmaster.pid").exists():
             assert self.bindir is not None  # set by start()
-            result = self._run([str(self.bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"], check=False, cwd=root)
+            result = self._run(
+                [str(self.bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"], check=False, cwd=root
+            )
             if result.returncode != 0:
-                logger.warning("pg_ctl stop failed (%s): %s", result.returncode, (result.stderr or result.stdout).strip())
+                logger.warning(
+                    "pg_ctl stop failed (%s): %s", result.returncode, (result.stderr or result.stdout).strip()
+                )
         shutil.rmtree(root, ignore_errors=True)
         logger.info("PostgreSQL on port %s stopped and removed", self.port)
         self.port, self._reader_created = None, False
@@ -221,7 +231,10 @@ class LocalPostgres:
         if not self._reader_created:
             statements.append(f"CREATE ROLE {self.reader} LOGIN PASSWORD %s")
             params.append((self.reader_password,))
-        statements += [f"REVOKE ALL ON DATABASE {database} FROM PUBLIC", f"GRANT CONNECT ON DATABASE {database} TO {self.reader}"]
+        statements += [
+            f"REVOKE ALL ON DATABASE {database} FROM PUBLIC",
+            f"GRANT CONNECT ON DATABASE {database} TO {self.reader}",
+        ]
         params += [None, None]
         self._admin_sql(statements, params=params)
         self._reader_created = True
@@ -251,10 +264,14 @@ class LocalPostgres:
         self._as_owner = ["runuser", "-u", "postgres", "--"]
         return owner
 
-    def _run(self, command: list[str], *, check: bool = True, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def _run(
+        self, command: list[str], *, check: bool = True, cwd: Path | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         """Run a server command as the cluster's owner (``cwd`` must be readable by it)."""
         logger.debug("running %s", " ".join(command))
-        result = subprocess.run([*self._as_owner, *command], capture_output=True, text=True, cwd=cwd, timeout=timeout, check=False)
+        result = subprocess.run(
+            [*self._as_owner, *command], capture_output=True, text=True, cwd=cwd, timeout=timeout, check=False
+        )
         if check and result.returncode != 0:
             raise RuntimeError(
                 f"{Path(command[0]).name} failed with exit status {result.returncode}: "
@@ -267,8 +284,16 @@ class LocalPostgres:
         data = self.root / "data"
         self._run(
             [
-                str(bindir / "initdb"), "-D", str(data), "--username=postgres", "--encoding=UTF8", "--locale=C",
-                "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync", "--no-instructions",
+                str(bindir / "initdb"),
+                "-D",
+                str(data),
+                "--username=postgres",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--no-sync",
+                "--no-instructions",
             ],
             cwd=self.root,
         )
@@ -287,10 +312,21 @@ class LocalPostgres:
             self.port = _free_port()
             result = self._run(
                 [
-                    str(bindir / "pg_ctl"), "-D", str(self.root / "data"), "-l", str(log), "-w",
-                    "-t", str(int(self.start_timeout)), "-o", f"-p {self.port}", "start",
+                    str(bindir / "pg_ctl"),
+                    "-D",
+                    str(self.root / "data"),
+                    "-l",
+                    str(log),
+                    "-w",
+                    "-t",
+                    str(int(self.start_timeout)),
+                    "-o",
+                    f"-p {self.port}",
+                    "start",
                 ],
-                check=False, cwd=self.root, timeout=self.start_timeout + 30,
+                check=False,
+                cwd=self.root,
+                timeout=self.start_timeout + 30,
             )
             if result.returncode == 0:
                 return
@@ -317,7 +353,13 @@ class LocalPostgres:
         finally:
             connection.close()
 
-    def _admin_sql(self, statements: Sequence[str], *, params: Sequence[Sequence[Any] | None] | None = None, database: str = "postgres") -> None:
+    def _admin_sql(
+        self,
+        statements: Sequence[str],
+        *,
+        params: Sequence[Sequence[Any] | None] | None = None,
+        database: str = "postgres",
+    ) -> None:
         with self._admin(database) as connection, connection.cursor() as cursor:
             for statement, values in zip(statements, params or [None] * len(statements)):
                 cursor.execute(statement, values)
@@ -326,5 +368,7 @@ class LocalPostgres:
 def _identifier(name: str) -> str:
     """``name`` if it is a plain lower-case SQL identifier (so it needs no quoting), else ValueError."""
     if not _IDENTIFIER.fullmatch(name):
-        raise ValueError(f"database name {name!r}: use lower-case letters, digits and _ (at most 63, not starting with a digit)")
+        raise ValueError(
+            f"database name {name!r}: use lower-case letters, digits and _ (at most 63, not starting with a digit)"
+        )
     return name

@@ -63,7 +63,10 @@ class EpochCheckpoint(pl.Callback):
             logger.warning(
                 "trial %d: the checkpoint of epoch %d (written on %s) is not in this worker's artifact folder, so "
                 "the trial starts again from epoch 1. Workers on several machines need an artifact folder they "
-                "all mount: --artifacts DIR.", self.trial.number, self.record["epoch"] + 1, self.record.get("host"),
+                "all mount: --artifacts DIR.",
+                self.trial.number,
+                self.record["epoch"] + 1,
+                self.record.get("host"),
             )
             self.record = None
             return None

@@ -37,8 +37,9 @@ class TrialReporter(pl.Callback):
     :attr:`pruned_at` is set (the runner then raises ``optuna.TrialPruned``).
     """
 
-    def __init__(self, objective: Objective, trial: optuna.Trial | None = None, label: str = "",
-                 prune_on: str | None = None) -> None:
+    def __init__(
+        self, objective: Objective, trial: optuna.Trial | None = None, label: str = "", prune_on: str | None = None
+    ) -> None:
         self.objective = objective
         self.trial = trial
         self.prune_on = prune_on or objective.metric
@@ -56,7 +57,10 @@ class TrialReporter(pl.Callback):
     @override
     def state_dict(self) -> dict[str, Any]:
         """Saved in each checkpoint, so a resumed trial's best epoch takes its earlier epochs into account."""
-        return {"history": {str(epoch): record for epoch, record in self.history.items()}, "best_epoch": self.best_epoch}
+        return {
+            "history": {str(epoch): record for epoch, record in self.history.items()},
+            "best_epoch": self.best_epoch,
+        }
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -102,7 +106,9 @@ class TrialReporter(pl.Callback):
         if self.trial.should_prune():
             self.pruned_at = epoch
             trainer.should_stop = True
-            logger.info("%s pruned after epoch %d (%s=%.4f)", self.label, epoch + 1, self.prune_on, record[self.prune_on])
+            logger.info(
+                "%s pruned after epoch %d (%s=%.4f)", self.label, epoch + 1, self.prune_on, record[self.prune_on]
+            )
 
     def _improves(self, value: float) -> bool:
         if math.isnan(value):

@@ -45,7 +45,9 @@ def _load_sample_cached() -> tuple[np.ndarray, int, tuple[Turn, ...]]:
     try:
         waveform, sample_rate = sf.read(wav, dtype="float32", always_2d=True)
     except (OSError, sf.LibsndfileError) as exc:
-        raise DataError(f"{wav}: cannot read pyannote.audio's speech sample ({exc}); reinstall pyannote.audio.") from None
+        raise DataError(
+            f"{wav}: cannot read pyannote.audio's speech sample ({exc}); reinstall pyannote.audio."
+        ) from None
     waveform = np.ascontiguousarray(waveform.mean(axis=1, dtype=np.float32))
     waveform.setflags(write=False)
     return waveform, int(sample_rate), tuple(read_rttm(rttm))
@@ -59,7 +61,7 @@ def load_sample() -> tuple[np.ndarray, int, list[Turn]]:
 
 def speaker_id(label: str) -> str:
     """Short pool id of an RTTM speaker label: ``speaker90`` -> ``spk90``."""
-    return "spk" + label[len("speaker"):] if label.startswith("speaker") else label
+    return "spk" + label[len("speaker") :] if label.startswith("speaker") else label
 
 
 def _subtract(start: float, end: float, others: list[tuple[float, float]]) -> list[tuple[float, float]]:

@@ -94,8 +94,13 @@ class _Params:
 
 
 def _params(seed: int, n_train: int, n_dev: int, n_test: int, file_duration: float, sample_rate: int) -> _Params:
-    for name, value in (("seed", seed), ("n_train", n_train), ("n_dev", n_dev), ("n_test", n_test),
-                        ("sample_rate", sample_rate)):
+    for name, value in (
+        ("seed", seed),
+        ("n_train", n_train),
+        ("n_dev", n_dev),
+        ("n_test", n_test),
+        ("sample_rate", sample_rate),
+    ):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise ValueError(f"{name} must be an integer, got {value!r}")
     if seed < 0:
@@ -118,6 +123,7 @@ def _uri(split: str, index: int) -> str:
 
 
 # ----------------------------------------------------------------------------------------- audio
+
 
 def _pools(sample_rate: int) -> dict[str, dict[str, list[np.ndarray]]]:
     """Speaker pools per split, resampled to ``sample_rate``."""
@@ -169,15 +175,16 @@ def _assemble(rng: np.random.Generator, pieces: list[np.ndarray], target_ms: int
             chunk_ms = min(piece_ms, max(need - min_chunk_ms, need // 2))
         n = min(_samples(chunk_ms, sample_rate), len(piece))
         offset = int(rng.integers(0, len(piece) - n + 1))
-        chunks.append(_fade(piece[offset:offset + n].copy(), sample_rate))
+        chunks.append(_fade(piece[offset : offset + n].copy(), sample_rate))
         total_ms += chunk_ms
     audio = np.concatenate(chunks)
     n = _samples(target_ms, sample_rate)  # exact length of the annotated duration
     return audio[:n] if len(audio) >= n else np.pad(audio, (0, n - len(audio)))
 
 
-def _render(rng: np.random.Generator, pool: dict[str, list[np.ndarray]], uri: str, duration_ms: int,
-            sample_rate: int) -> tuple[np.ndarray, list[Turn]]:
+def _render(
+    rng: np.random.Generator, pool: dict[str, list[np.ndarray]], uri: str, duration_ms: int, sample_rate: int
+) -> tuple[np.ndarray, list[Turn]]:
     """One conversation: returns (float32 waveform, turns sorted by start)."""
     ids = sorted(pool)
     n_speakers = min(int(rng.integers(2, 4)), len(ids))
@@ -204,7 +211,7 @@ def _render(rng: np.random.Generator, pool: dict[str, list[np.ndarray]], uri: st
         rms = float(np.sqrt(np.mean(np.square(turn, dtype=np.float64)))) or 1.0
         gain_db = _TURN_RMS_DBFS + rng.uniform(-_GAIN_DB, _GAIN_DB)
         offset = _samples(start, sample_rate)
-        audio[offset:offset + len(turn)] += turn * np.float32(10 ** (gain_db / 20) / rms)
+        audio[offset : offset + len(turn)] += turn * np.float32(10 ** (gain_db / 20) / rms)
         placed.append((start, turn_ms, speaker))
         if start + turn_ms > last_end:
             last_end, last_speaker = start + turn_ms, speaker
@@ -218,7 +225,10 @@ def _render(rng: np.random.Generator, pool: dict[str, list[np.ndarray]], uri: st
 
 def _count_overlaps(turns: list[Turn]) -> int:
     return sum(
-        1 for i, a in enumerate(turns) for b in turns[i + 1:] if a.speaker != b.speaker and b.start < a.end and a.start < b.end
+        1
+        for i, a in enumerate(turns)
+        for b in turns[i + 1 :]
+        if a.speaker != b.speaker and b.start < a.end and a.start < b.end
     )
 
 
@@ -313,7 +323,13 @@ def _write_corpus(root: Path, params: _Params, final_dir: Path) -> dict[str, Any
         stats[split] = {"files": len(uris), "speakers": len(speakers), "turns": n_turns, "overlaps": n_overlaps}
         logger.info(
             "demo diarization corpus: wrote %s split (%d files x %g s, %d speakers, %d turns, %d overlaps) to %s",
-            split, len(uris), params.file_duration, len(speakers), n_turns, n_overlaps, final_dir / split,
+            split,
+            len(uris),
+            params.file_duration,
+            len(speakers),
+            n_turns,
+            n_overlaps,
+            final_dir / split,
         )
     (root / "database.yml").write_text(_DATABASE_YML, encoding="utf-8")
     (root / "README.md").write_text(_readme(params, stats), encoding="utf-8")
@@ -367,6 +383,11 @@ def ensure_diarization_corpus(
         logger.info("demo diarization corpus: reusing %s (seed %d)", out_dir, params.seed)
         return out_dir
     return generate_diarization_corpus(
-        out_dir, seed=seed, n_train=n_train, n_dev=n_dev, n_test=n_test,
-        file_duration=file_duration, sample_rate=sample_rate,
+        out_dir,
+        seed=seed,
+        n_train=n_train,
+        n_dev=n_dev,
+        n_test=n_test,
+        file_duration=file_duration,
+        sample_rate=sample_rate,
     )

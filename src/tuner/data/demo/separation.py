@@ -120,10 +120,22 @@ def _pair(name: str, values: Sequence[float], low: float, high: float) -> tuple[
     return a, b
 
 
-def _params(seed: int, sample_rate: int, n_train: int, n_dev: int, n_test: int,
-            mixture_seconds: Sequence[float], noise_db: Sequence[float]) -> _Params:
-    for name, value in (("seed", seed), ("sample_rate", sample_rate), ("n_train", n_train), ("n_dev", n_dev),
-                        ("n_test", n_test)):
+def _params(
+    seed: int,
+    sample_rate: int,
+    n_train: int,
+    n_dev: int,
+    n_test: int,
+    mixture_seconds: Sequence[float],
+    noise_db: Sequence[float],
+) -> _Params:
+    for name, value in (
+        ("seed", seed),
+        ("sample_rate", sample_rate),
+        ("n_train", n_train),
+        ("n_dev", n_dev),
+        ("n_test", n_test),
+    ):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise ValueError(f"{name} must be an integer, got {value!r}")
     if seed < 0:
@@ -133,8 +145,15 @@ def _params(seed: int, sample_rate: int, n_train: int, n_dev: int, n_test: int,
     for name, value in (("n_train", n_train), ("n_dev", n_dev), ("n_test", n_test)):
         if not 1 <= value <= 10_000:
             raise ValueError(f"{name} must be between 1 and 10000, got {value}")
-    return _Params(int(seed), int(sample_rate), int(n_train), int(n_dev), int(n_test),
-                   _pair("mixture_seconds", mixture_seconds, 0.5, 6.0), _pair("noise_db", noise_db, -120.0, -6.0))
+    return _Params(
+        int(seed),
+        int(sample_rate),
+        int(n_train),
+        int(n_dev),
+        int(n_test),
+        _pair("mixture_seconds", mixture_seconds, 0.5, 6.0),
+        _pair("noise_db", noise_db, -120.0, -6.0),
+    )
 
 
 def _tag(pool_id: str) -> str:
@@ -149,6 +168,7 @@ def speaker_of(source_id: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------- audio
+
 
 def _fade(chunk: np.ndarray, sample_rate: int) -> np.ndarray:
     n = min(int(_FADE * sample_rate), len(chunk) // 2)
@@ -168,8 +188,9 @@ def _voices(split: str, sample_rate: int) -> dict[str, tuple[str, np.ndarray]]:
     voices = {}
     for pool_id, pieces in pool.items():
         if ratio != 1:
-            pieces = [np.asarray(resample_poly(p, ratio.numerator, ratio.denominator), dtype=np.float32)
-                      for p in pieces]
+            pieces = [
+                np.asarray(resample_poly(p, ratio.numerator, ratio.denominator), dtype=np.float32) for p in pieces
+            ]
         speech = np.concatenate([_fade(p.astype(np.float64), sample_rate) for p in pieces])
         voices[_tag(pool_id)] = (pool_id.partition("_sp")[0], speech)
     return dict(sorted(voices.items()))
@@ -179,8 +200,9 @@ def _rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(x)))) or 1.0
 
 
-def _render(rng: np.random.Generator, voices: dict[str, tuple[str, np.ndarray]], params: _Params
-            ) -> tuple[list[str], list[np.ndarray]]:
+def _render(
+    rng: np.random.Generator, voices: dict[str, tuple[str, np.ndarray]], params: _Params
+) -> tuple[list[str], list[np.ndarray]]:
     """One mixture: ``([speaker1, speaker2], [mix, s1, s2, noise] as int16)``."""
     sr = params.sample_rate
     by_real: dict[str, list[str]] = {}
@@ -194,7 +216,7 @@ def _render(rng: np.random.Generator, voices: dict[str, tuple[str, np.ndarray]],
     for k, spk in enumerate(speakers):
         voice = voices[spk][1]
         start = int(rng.integers(0, len(voice) - n + 1))
-        source = _fade(voice[start:start + n].copy(), sr)
+        source = _fade(voice[start : start + n].copy(), sr)
         level = _SPEECH_DBFS + (rng.uniform(-_GAIN_DB, _GAIN_DB) if k else 0.0)
         parts.append(source * (10 ** (level / 20) / _rms(source)))
     noise = lfilter([1.0 - _NOISE_POLE], [1.0, -_NOISE_POLE], rng.standard_normal(n))
@@ -208,6 +230,7 @@ def _render(rng: np.random.Generator, voices: dict[str, tuple[str, np.ndarray]],
 
 
 # --------------------------------------------------------------------------------------- writing
+
 
 def _csv_text(columns: Sequence[str], rows: list[list[Any]]) -> str:
     buffer = io.StringIO()
@@ -294,12 +317,20 @@ def _write_corpus(root: Path, params: _Params, final_dir: Path) -> dict[str, Any
             used.update(speakers)
             n_samples += length
         (root / "metadata" / f"mixture_{split}_mix_both.csv").write_text(
-            _csv_text(_LIBRIMIX_COLUMNS, librimix_rows), encoding="utf-8")
+            _csv_text(_LIBRIMIX_COLUMNS, librimix_rows), encoding="utf-8"
+        )
         (root / "speechbrain" / f"{split}.csv").write_text(
-            _csv_text(_SPEECHBRAIN_COLUMNS, speechbrain_rows), encoding="utf-8")
+            _csv_text(_SPEECHBRAIN_COLUMNS, speechbrain_rows), encoding="utf-8"
+        )
         stats[split] = {"mixtures": params.count(split), "speakers": len(used), "seconds": round(n_samples / sr, 3)}
-        logger.info("demo separation corpus: wrote %s split (%d mixtures, %d speakers, %.0f s) to %s", split,
-                    params.count(split), len(used), n_samples / sr, final_dir / split_dir)
+        logger.info(
+            "demo separation corpus: wrote %s split (%d mixtures, %d speakers, %.0f s) to %s",
+            split,
+            params.count(split),
+            len(used),
+            n_samples / sr,
+            final_dir / split_dir,
+        )
     (root / "README.md").write_text(_readme(params, stats), encoding="utf-8")
     return {"stats": stats}
 
@@ -359,8 +390,14 @@ def ensure_separation_corpus(
     noise_db: tuple[float, float] = (-40.0, -30.0),
 ) -> Path:
     """Return ``out_dir`` if it holds a complete corpus made with these parameters, else generate it."""
-    kwargs: dict[str, Any] = dict(sample_rate=sample_rate, n_train=n_train, n_dev=n_dev, n_test=n_test,
-                                  mixture_seconds=mixture_seconds, noise_db=noise_db)
+    kwargs: dict[str, Any] = dict(
+        sample_rate=sample_rate,
+        n_train=n_train,
+        n_dev=n_dev,
+        n_test=n_test,
+        mixture_seconds=mixture_seconds,
+        noise_db=noise_db,
+    )
     params = _params(seed, **kwargs)
     out_dir = Path(out_dir)
     if _is_complete(out_dir, params):

@@ -139,9 +139,16 @@ def _eval_factors(values: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return shared, shared
 
 
-def _params(seed: int, train_factors: Sequence[float], eval_factors: Any, utterances_per_speaker: int,
-            utterance_seconds: Sequence[float], n_dev_trials: int | None, n_test_trials: int | None,
-            sample_rate: int) -> _Params:
+def _params(
+    seed: int,
+    train_factors: Sequence[float],
+    eval_factors: Any,
+    utterances_per_speaker: int,
+    utterance_seconds: Sequence[float],
+    n_dev_trials: int | None,
+    n_test_trials: int | None,
+    sample_rate: int,
+) -> _Params:
     seed = _int("seed", seed)
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
@@ -177,8 +184,9 @@ def _params(seed: int, train_factors: Sequence[float], eval_factors: Any, uttera
                 f"{name} must be an even number between 2 and {limit} (half targets, half non-targets, "
                 f"no pair twice), got {n}"
             )
-    return _Params(seed, train, dev, test, per_speaker, (low, high), trials["n_dev_trials"],
-                   trials["n_test_trials"], sample_rate)
+    return _Params(
+        seed, train, dev, test, per_speaker, (low, high), trials["n_dev_trials"], trials["n_test_trials"], sample_rate
+    )
 
 
 def _speaker_ids(params: _Params, split: str) -> list[str]:
@@ -194,6 +202,7 @@ def _utterance_name(index: int) -> str:
 
 
 # ----------------------------------------------------------------------------------------- audio
+
 
 def _fade(chunk: np.ndarray, sample_rate: int) -> np.ndarray:
     n = min(int(_FADE * sample_rate), len(chunk) // 2)
@@ -212,8 +221,9 @@ def _voices(params: _Params, split: str) -> dict[str, np.ndarray]:
     voices = {}
     for spk, pieces in pool.items():
         if ratio != 1:
-            pieces = [np.asarray(resample_poly(p, ratio.numerator, ratio.denominator), dtype=np.float32)
-                      for p in pieces]
+            pieces = [
+                np.asarray(resample_poly(p, ratio.numerator, ratio.denominator), dtype=np.float32) for p in pieces
+            ]
         voices[spk] = np.concatenate([_fade(p.copy(), params.sample_rate) for p in pieces])
     return voices
 
@@ -222,7 +232,7 @@ def _utterance(rng: np.random.Generator, voice: np.ndarray, params: _Params) -> 
     sr = params.sample_rate
     n = int(round(rng.uniform(*params.utterance_seconds) * sr))
     start = int(rng.integers(0, len(voice) - n + 1))
-    audio = _fade(voice[start:start + n].copy(), sr)
+    audio = _fade(voice[start : start + n].copy(), sr)
     rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) or 1.0
     gain_db = _RMS_DBFS + rng.uniform(-_GAIN_DB, _GAIN_DB)
     audio *= np.float32(10 ** (gain_db / 20) / rms)
@@ -250,6 +260,7 @@ def _trials(rng: np.random.Generator, utterances: list[tuple[str, str]], n_trial
 
 
 # --------------------------------------------------------------------------------------- writing
+
 
 def _readme(params: _Params, stats: dict[str, dict[str, Any]]) -> str:
     rows = "\n".join(
@@ -325,8 +336,12 @@ def _write_corpus(root: Path, params: _Params, final_dir: Path) -> dict[str, Any
             stats[split]["target_trials"] = stats[split]["nontarget_trials"] = len(lines) // 2
         logger.info(
             "demo verification corpus: wrote %s split (%d speakers, %d utterances, %.0f s%s) to %s",
-            split, len(voices), len(utterances), n_samples / params.sample_rate,
-            f", {params.n_trials(split)} trials" if split in _TRIAL_SPLITS else "", final_dir / split,
+            split,
+            len(voices),
+            len(utterances),
+            n_samples / params.sample_rate,
+            f", {params.n_trials(split)} trials" if split in _TRIAL_SPLITS else "",
+            final_dir / split,
         )
     (root / "README.md").write_text(_readme(params, stats), encoding="utf-8")
     return {"stats": stats}
@@ -363,8 +378,16 @@ def generate_verification_corpus(
     ``out_dir`` is replaced only if it is empty or a previous demo verification corpus (else
     :class:`~tuner.errors.DataError`). Invalid parameters raise ValueError.
     """
-    params = _params(seed, train_factors, eval_factors, utterances_per_speaker, utterance_seconds,
-                     n_dev_trials, n_test_trials, sample_rate)
+    params = _params(
+        seed,
+        train_factors,
+        eval_factors,
+        utterances_per_speaker,
+        utterance_seconds,
+        n_dev_trials,
+        n_test_trials,
+        sample_rate,
+    )
     out_dir = Path(out_dir)
     return write_corpus_atomically(out_dir, params.to_json(), lambda root: _write_corpus(root, params, out_dir))
 
@@ -382,9 +405,15 @@ def ensure_verification_corpus(
     sample_rate: int = 16000,
 ) -> Path:
     """Return ``out_dir`` if it holds a complete corpus made with these parameters, else generate it."""
-    kwargs = dict(train_factors=train_factors, eval_factors=eval_factors,
-                  utterances_per_speaker=utterances_per_speaker, utterance_seconds=utterance_seconds,
-                  n_dev_trials=n_dev_trials, n_test_trials=n_test_trials, sample_rate=sample_rate)
+    kwargs = dict(
+        train_factors=train_factors,
+        eval_factors=eval_factors,
+        utterances_per_speaker=utterances_per_speaker,
+        utterance_seconds=utterance_seconds,
+        n_dev_trials=n_dev_trials,
+        n_test_trials=n_test_trials,
+        sample_rate=sample_rate,
+    )
     params = _params(seed, **kwargs)
     out_dir = Path(out_dir)
     if is_complete(out_dir, params.to_json(), _required_files(params)):
