@@ -6,6 +6,7 @@ Each benchmark prints its figure and writes ``benchmarks/results/<name>.json`` w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -29,10 +30,8 @@ def machine() -> str:
 def command() -> str:
     """The command line that ran this benchmark, as typed from the repository root."""
     script = Path(sys.argv[0]).resolve()
-    try:
+    with contextlib.suppress(ValueError):
         script = script.relative_to(Path.cwd())
-    except ValueError:
-        pass
     return shlex.join([".venv/bin/python", str(script), *sys.argv[1:]])
 
 

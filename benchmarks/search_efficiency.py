@@ -112,7 +112,8 @@ def timed_study(
     done: Callable[[optuna.Study], bool] = lambda study: False,
     callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
 ) -> tuple[optuna.Study, dict[str, Any]]:
-    """Run (or, in a kept store, resume unless ``done``) ``spec``; its wall time here and its trials' time in the store."""
+    """Run (or, in a kept store, resume unless ``done``) ``spec``; its wall time here and its trials' time in the
+    store."""
     resumed = spec.name in optuna.get_all_study_names(url)
     started = time.perf_counter()
     if resumed and done(stored := optuna.load_study(study_name=spec.name, storage=url)):
@@ -179,7 +180,10 @@ def main() -> None:
         "--grid-weight-decay",
         type=float,
         default=0.0,
-        help="weight decay of the grid settings, which give none (default 0.0: Adam/RAdam/NAdam's and pyannote's default)",
+        help=(
+            "weight decay of the grid settings, which give none "
+            "(default 0.0: Adam/RAdam/NAdam's and pyannote's default)"
+        ),
     )
     parser.add_argument(
         "--tpe-startup-trials", type=int, help="TPESampler n_startup_trials (default: that of --tpe-study's sampler)"

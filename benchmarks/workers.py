@@ -134,7 +134,9 @@ def main() -> None:
         wall_speedups={
             k: round(r["wall_trials_per_hour"] / runs[1]["wall_trials_per_hour"], 2) for k, r in runs.items()
         },
-        trial_work=f"{args.epochs} epochs x {args.sleep} s sleep + a {OPTIONS['hidden']} MLP on {OPTIONS['n_train']} samples",
+        trial_work=(
+            f"{args.epochs} epochs x {args.sleep} s sleep + a {OPTIONS['hidden']} MLP on {OPTIONS['n_train']} samples"
+        ),
         postgres_startup_s=round(startup or 0.0, 2),
     )
 

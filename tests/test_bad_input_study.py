@@ -207,7 +207,8 @@ def test_unknown_optimizer_in_an_inline_space(objective: str) -> None:
         (
             "pyannote_segmentation",
             "loss/valid",
-            "prune_on='loss/valid' is not a per-epoch value of objective 'pyannote_segmentation' (did you mean 'loss/val'?)",
+            "prune_on='loss/valid' is not a per-epoch value of objective 'pyannote_segmentation' "
+            "(did you mean 'loss/val'?)",
         ),
         ("wavlm_sv", "loss/val", "prune_on='loss/val' is not a per-epoch value of objective 'wavlm_sv'"),
         (

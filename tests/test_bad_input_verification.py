@@ -241,7 +241,8 @@ def test_cli_run_on_a_corpus_with_a_truncated_file(
     study_file = tmp_path / "sv_study.py"
     study_file.write_text(
         "from tuner import StudySpec\n"
-        f"study = StudySpec(name='sv_bad', objective='wavlm_sv', search_space={str(REPO / 'search_spaces' / 'wavlm_sv.yaml')!r},\n"
+        "study = StudySpec(name='sv_bad', objective='wavlm_sv', "
+        f"search_space={str(REPO / 'search_spaces' / 'wavlm_sv.yaml')!r},\n"
         f"                  options={TINY_SV_OPTIONS!r}, n_trials=1, max_epochs=1)\n",
         encoding="utf-8",
     )

@@ -25,7 +25,10 @@ def _run(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedPro
 
 
 def test_help_is_instant_and_imports_no_heavy_library():
-    code = "import sys, tuner.cli; tuner.cli.cli.main(['--help'], standalone_mode=False); print(sorted(m for m in ('torch', 'optuna', 'lightning', 'pyannote.audio') if m in sys.modules))"
+    code = (
+        "import sys, tuner.cli; tuner.cli.cli.main(['--help'], standalone_mode=False); "
+        "print(sorted(m for m in ('torch', 'optuna', 'lightning', 'pyannote.audio') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "tuner run studies/pyannote_optim.py" in out
     assert out.strip().endswith("[]")

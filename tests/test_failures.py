@@ -114,7 +114,7 @@ def test_a_corpus_error_mid_study_stops_it_and_a_rerun_finishes_the_budget(
 
     monkeypatch.setattr(SyntheticRegression, "build", build_then_lose_the_disk)
     spec = synthetic_spec(n_trials=2)
-    with pytest.raises(DataError, match="0042.wav"):
+    with pytest.raises(DataError, match=r"0042.wav"):
         _run(spec, storage_url, tmp_path)
     done, stopped, retry = optuna.load_study(study_name="fail", storage=storage_url).trials
     assert (done.state, stopped.state, retry.state) == (State.COMPLETE, State.FAIL, State.WAITING)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import pickle
 
@@ -31,7 +32,7 @@ def test_cosine_is_monotone_non_increasing_after_warmup() -> None:
         factor = WarmupCosine(max_epochs, warmup, cosine=True)
         values = [factor(e) for e in range(warmup, max_epochs + 1)]
         assert values[0] == pytest.approx(1.0)
-        assert all(b <= a + 1e-12 for a, b in zip(values, values[1:])), (max_epochs, warmup, values)
+        assert all(b <= a + 1e-12 for a, b in itertools.pairwise(values)), (max_epochs, warmup, values)
         assert values[-1] == pytest.approx(0.0, abs=1e-12)
         assert all(0.0 <= v <= 1.0 for v in values)
 
@@ -48,7 +49,7 @@ def test_linear_warmup_values() -> None:
     assert [factor(e) for e in range(3)] == pytest.approx([0.25, 0.5, 0.75])
     assert factor(3) == pytest.approx(1.0)  # warm-up ends at the peak, where the cosine starts
     warmup = [factor(e) for e in range(4)]
-    steps = [b - a for a, b in zip(warmup, warmup[1:])]
+    steps = [b - a for a, b in itertools.pairwise(warmup)]
     assert steps == pytest.approx([0.25, 0.25, 0.25])  # linear
 
 

@@ -58,7 +58,7 @@ def test_trial_trains_with_the_requested_optimizer(make_spec, optimizer):
 def test_frozen_layers_do_not_change(make_spec):
     objective, space = prepare_objective(make_spec())
     # unfrozen_layers=1: the classifier (head) and the last block (linear) train; lstm and sincnet are frozen
-    result, module, before = fit_capturing(
+    _result, module, before = fit_capturing(
         objective, space.config_from({"unfrozen_layers": 1, "lr": 1e-2}), trainer={"limit_train_batches": 3}
     )[:3]
     assert not any(changed(before, module, "sincnet")), "sincnet is frozen but changed"
@@ -132,5 +132,5 @@ def test_pretrained_round_trip(make_spec, tmp_path: Path, layout: str):
 def test_pretrained_missing_path_is_a_clear_error(make_spec, tmp_path: Path):
     from tuner.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="pretrained checkpoint not found: .*nothing.bin"):
+    with pytest.raises(ConfigError, match=r"pretrained checkpoint not found: .*nothing.bin"):
         prepare_objective(make_spec(pretrained=str(tmp_path / "nothing.bin")))

@@ -189,7 +189,8 @@ def test_markdown_has_the_header_and_every_epoch_of_every_trial(objective, store
         section = _trial_section(md, trial.number)
         config = trial.user_attrs["config"]
         assert section.startswith(
-            f"## Trial {trial.number} ({trial.state.name}): {config['optimizer']}, {config['schedule']}, batch {config['batch_size']}, lr "
+            f"## Trial {trial.number} ({trial.state.name}): {config['optimizer']}, {config['schedule']}, "
+            f"batch {config['batch_size']}, lr "
         )
         (table,) = _md_tables(section)
         records = _epochs(trial)

@@ -157,7 +157,7 @@ def test_16khz_generation(tmp_path: Path) -> None:
     mixtures = read_mixture_csv(csv_path)
     assert all("/wav16k/min/test/" in m.mixture.as_posix() for m in mixtures)
     assert check_mixtures(mixtures, csv_path)["sample_rate"] == 16000
-    mix, sources, sample_rate = load_mixture(mixtures[0])
+    mix, _sources, sample_rate = load_mixture(mixtures[0])
     assert sample_rate == 16000 and 16000 <= len(mix) <= 24000
 
 

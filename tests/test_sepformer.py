@@ -118,7 +118,7 @@ def test_pretrained_round_trip_through_a_speechbrain_folder(sep_spec, tmp_path):
 
 @pytest.mark.bad_input
 def test_pretrained_folder_errors(sep_spec, tmp_path):
-    with pytest.raises(ConfigError, match="no hyperparams.yaml"):
+    with pytest.raises(ConfigError, match=r"no hyperparams.yaml"):
         prepare_objective(sep_spec(pretrained=str(tmp_path)))
 
 

@@ -89,7 +89,7 @@ def test_ecapa_gradients_reach_every_parameter() -> None:
 
 def test_ecapa_rejects_bad_shapes() -> None:
     model = _small_ecapa()
-    with pytest.raises(ValueError, match="in_dim|24"):
+    with pytest.raises(ValueError, match=r"in_dim|24"):
         model(torch.randn(2, 10, 23))
     with pytest.raises(ValueError, match="lengths"):
         model(torch.randn(2, 10, 24), torch.tensor([10, 11]))

@@ -196,7 +196,7 @@ def test_missing_split_empty_split_and_single_speaker(tiny: Path) -> None:
     assert str(tiny / "train") in str(info.value) and "<speaker_id>" in str(info.value)
     (tiny / "empty" / "a").mkdir(parents=True)
     sf.write(tiny / "empty" / "loose.wav", np.zeros(800, dtype=np.float32), 16000)
-    with pytest.raises(DataError, match="no .wav or .flac files.*directly in the split folder"):
+    with pytest.raises(DataError, match=r"no .wav or .flac files.*directly in the split folder"):
         scan_speakers(tiny, "empty")
     for path in (tiny / "dev" / "b").iterdir():
         path.unlink()

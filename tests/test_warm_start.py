@@ -146,7 +146,10 @@ def test_conditional_parameter_must_apply():
     spec = spec.override(search_space=space)
     with pytest.raises(
         ConfigError,
-        match=r"^study 'ws' warm_start: entry 3 of 3, key 'weight_decay': 'weight_decay' is searched only when optimizer is one of \['AdamW'\], and this entry has optimizer='Adam'",
+        match=(
+            r"^study 'ws' warm_start: entry 3 of 3, key 'weight_decay': 'weight_decay' is searched only when "
+            r"optimizer is one of \['AdamW'\], and this entry has optimizer='Adam'"
+        ),
     ):
         _entries(spec)
 

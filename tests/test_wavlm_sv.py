@@ -85,7 +85,7 @@ def test_pretrained_pickle_needs_trust(sv_spec, tmp_path):
 
 @pytest.mark.bad_input
 def test_pretrained_errors_name_the_file(sv_spec, tmp_path):
-    with pytest.raises(ConfigError, match="not found: .*missing.pt"):
+    with pytest.raises(ConfigError, match=r"not found: .*missing.pt"):
         prepare_objective(sv_spec(pretrained=str(tmp_path / "missing.pt")))
     other = tmp_path / "other.pt"
     torch.save({"state_dict": {}}, other)

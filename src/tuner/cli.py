@@ -62,7 +62,10 @@ def cli(verbose: int) -> None:
 @click.option(
     "--n-trials",
     type=click.IntRange(min=1),
-    help="Add this many trials to the study's budget and run them (default: the study file's budget; each worker passing --n-trials adds its N).",
+    help=(
+        "Add this many trials to the study's budget and run them "
+        "(default: the study file's budget; each worker passing --n-trials adds its N)."
+    ),
 )
 @click.option(
     "--timeout", type=click.FloatRange(min=0), metavar="SECONDS", help="Start no new trial after this many seconds."
@@ -75,7 +78,10 @@ def cli(verbose: int) -> None:
 @click.option(
     "--pretrained",
     metavar="PATH",
-    help="Fine-tune this local checkpoint (pytorch_model.bin, its folder, or a .ckpt) instead of a randomly initialised model.",
+    help=(
+        "Fine-tune this local checkpoint (pytorch_model.bin, its folder, or a .ckpt) "
+        "instead of a randomly initialised model."
+    ),
 )
 @click.option("--max-epochs", type=click.IntRange(min=1), help="Epochs per trial (default: the study file's).")
 @click.option("--study-name", metavar="NAME", help="Name of the study in the store (default: the study file's).")
@@ -89,13 +95,19 @@ def cli(verbose: int) -> None:
 @click.option(
     "--device",
     metavar="DEVICE",
-    help="Where trials train: auto (default: a GPU if there is one), cpu, cuda, or a GPU index (0, cuda:1). One trial at a time per worker: start one worker per GPU.",
+    help=(
+        "Where trials train: auto (default: a GPU if there is one), cpu, cuda, or a GPU index (0, cuda:1). "
+        "One trial at a time per worker: start one worker per GPU."
+    ),
 )
 @click.option(
     "--artifacts",
     metavar="DIR",
     envvar="TUNER_ARTIFACTS",
-    help="Folder for trial checkpoints (default: $TUNER_ARTIFACTS, else 'artifacts' beside a SQLite store, else storage/artifacts). Workers on several machines need one they all mount.",
+    help=(
+        "Folder for trial checkpoints (default: $TUNER_ARTIFACTS, else 'artifacts' beside a SQLite store, "
+        "else storage/artifacts). Workers on several machines need one they all mount."
+    ),
 )
 def run(
     study_file: Path,
@@ -208,7 +220,9 @@ def export(study_name: str, storage: str | None, out: Path) -> None:
 @click.option(
     "--compare",
     is_flag=True,
-    help="Compare the studies (they must share a metric) in one table: DIR/compare.md and DIR/compare.csv, also printed.",
+    help=(
+        "Compare the studies (they must share a metric) in one table: DIR/compare.md and DIR/compare.csv, also printed."
+    ),
 )
 def report(study_names: tuple[str, ...], storage: str | None, out: Path, compare: bool) -> None:
     """Write the report of each STUDY from the store alone: DIR/STUDY.md (header, trials by metric, each

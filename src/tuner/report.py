@@ -669,7 +669,8 @@ def _metric_bars(rows: Sequence[Mapping[str, Any]], info: Mapping[str, Any]) -> 
 # -------------------------------------------------------------------------------------------- html
 
 _CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em auto; max-width: 1400px; color: #222; }
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em auto; \
+max-width: 1400px; color: #222; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 1.6em; }
 ul.header { list-style: none; padding-left: 0; } ul.header li { margin: .15em 0; }
 ul.header b { display: inline-block; min-width: 13em; }

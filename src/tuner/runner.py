@@ -723,7 +723,8 @@ def _check_or_record_study(
     if "objective" in attrs and recorded != prune_on:
         raise ConfigError(
             f"{spec.where} in {mask_url(url)} prunes on {recorded!r}, not {prune_on!r}: its trials' "
-            f"intermediate values are that. Set prune_on={recorded!r} in the study file, or give this study another name."
+            f"intermediate values are that. Set prune_on={recorded!r} in the study file, "
+            "or give this study another name."
         )
     if "objective" in attrs:
         for key in ("data", "pretrained"):

@@ -17,6 +17,7 @@ extend the common vocabulary.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 from collections.abc import Mapping
@@ -54,10 +55,8 @@ class Param:
         if self.type is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if self.type is float and isinstance(value, str):
-            try:  # YAML 1.1 reads `1e-4` (no dot) as a string
+            with contextlib.suppress(ValueError):  # YAML 1.1 reads `1e-4` (no dot) as a string
                 value = float(value)
-            except ValueError:
-                pass
         if not isinstance(value, self.type) or isinstance(value, bool):
             raise ConfigError(f"{where}: expected {self.type.__name__}, got {value!r} ({type(value).__name__}).")
         if self.allowed is not None and value not in self.allowed:

@@ -239,7 +239,8 @@ def _check_keys(
                 continue
             raise ConfigError(
                 f"{path}: missing key '{full}'. An export of `tuner export` has study, objective, trial, params, "
-                "fixed, metric {name, value, epoch} and trained_on {data, pretrained, options, trainer, max_epochs, seed}."
+                "fixed, metric {name, value, epoch} "
+                "and trained_on {data, pretrained, options, trainer, max_epochs, seed}."
             )
         value = content[key]
         if value is None and full in _NULLABLE:

@@ -149,7 +149,8 @@ def load_speechbrain_sepformer(model_dir: str | Path, num_spks: int | None = Non
     if not hyperparams.is_file():
         raise ConfigError(
             f"{model_dir}: no hyperparams.yaml. --pretrained for SepFormer is a local SpeechBrain model folder "
-            "(hyperparams.yaml, encoder.ckpt, masknet.ckpt, decoder.ckpt), e.g. a copy of speechbrain/sepformer-wsj03mix."
+            "(hyperparams.yaml, encoder.ckpt, masknet.ckpt, decoder.ckpt), "
+            "e.g. a copy of speechbrain/sepformer-wsj03mix."
         )
     missing = [name for name in _CHECKPOINTS.values() if not (model_dir / name).is_file()]
     if missing:

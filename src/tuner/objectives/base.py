@@ -81,7 +81,8 @@ class Objective(abc.ABC):
 
             first = sorted(unknown)[0]
             raise ConfigError(
-                f"unknown option(s) {sorted(unknown)} for objective '{self.name}'{_did_you_mean(first, self.default_options)}. "
+                f"unknown option(s) {sorted(unknown)} for objective '{self.name}'"
+                f"{_did_you_mean(first, self.default_options)}. "
                 f"Known options: {', '.join(sorted(self.default_options)) or 'none'}."
             )
         self.data = data

@@ -20,7 +20,7 @@ import warnings
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 with warnings.catch_warnings():  # torchcodec cannot load without FFmpeg; tuner never needs it
     warnings.filterwarnings("ignore", message=r"(?s).*torchcodec is not installed correctly")
@@ -90,7 +90,11 @@ class PyannoteSegmentation(Objective):
         "lstm": {"hidden_size": 64, "num_layers": 2, "bidirectional": True, "monolithic": True},
         "linear": {"hidden_size": 64, "num_layers": 2},
     }
-    _SCRATCH_TASK = {"duration": 3.0, "max_speakers_per_chunk": 3, "max_speakers_per_frame": 2}
+    _SCRATCH_TASK: ClassVar[dict[str, float]] = {
+        "duration": 3.0,
+        "max_speakers_per_chunk": 3,
+        "max_speakers_per_frame": 2,
+    }
 
     def setup(self) -> None:
         if getattr(self, "_corpus", None) is not None:

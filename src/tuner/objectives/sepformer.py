@@ -181,7 +181,8 @@ class SepFormerSeparation(Objective):
             if not csv.is_file():
                 raise DataError(
                     f"{csv}: {split} CSV not found. Point the study's options['{split}_csv'] at a LibriMix metadata "
-                    "CSV (mixture_ID,mixture_path,source_1_path,...,length) or a SpeechBrain CSV (ID,duration,mix_wav,s1_wav,...)."
+                    "CSV (mixture_ID,mixture_path,source_1_path,...,length) "
+                    "or a SpeechBrain CSV (ID,duration,mix_wav,s1_wav,...)."
                 )
             mixtures = read_mixture_csv(csv)
             summaries[split] = check_mixtures(mixtures, csv)
@@ -191,7 +192,8 @@ class SepFormerSeparation(Objective):
             raise DataError(
                 f"{csvs['dev']}: its mixtures are {dev['sample_rate']} Hz but those of the train CSV {csvs['train']} "
                 f"are {train['sample_rate']} Hz; train and dev must share one rate. Point options['dev_csv'] at the "
-                f"{train['sample_rate']} Hz list (LibriMix: the wav{train['sample_rate'] // 1000}k folder), or resample."
+                f"{train['sample_rate']} Hz list (LibriMix: the wav{train['sample_rate'] // 1000}k folder), "
+                "or resample."
             )
         if train["sources"] != dev["sources"]:
             raise DataError(

@@ -129,7 +129,8 @@ class SyntheticRegression(Objective):
             )
         if self.pretrained is not None:
             raise ConfigError(
-                f"the synthetic objective trains from random initialisation; remove pretrained={str(self.pretrained)!r}."
+                "the synthetic objective trains from random initialisation; "
+                f"remove pretrained={str(self.pretrained)!r}."
             )
         options = self.options
         for key in ("n_train", "n_val", "n_features"):

@@ -142,11 +142,11 @@ def _pools(sample_rate: int) -> dict[str, dict[str, list[np.ndarray]]]:
 
 
 def _ms(seconds: float) -> int:
-    return int(round(seconds * 1000))
+    return round(seconds * 1000)
 
 
 def _samples(ms: int, sample_rate: int) -> int:
-    return int(round(ms * sample_rate / 1000))
+    return round(ms * sample_rate / 1000)
 
 
 def _fade(chunk: np.ndarray, sample_rate: int) -> np.ndarray:

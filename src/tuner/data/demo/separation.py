@@ -211,7 +211,7 @@ def _render(
     reals = sorted(by_real)
     chosen = rng.choice(len(reals), size=2, replace=False)  # random order: who is s1 is random
     speakers = [by_real[reals[int(c)]][int(rng.integers(len(by_real[reals[int(c)]])))] for c in chosen]
-    n = int(round(rng.uniform(*params.mixture_seconds) * sr))
+    n = round(rng.uniform(*params.mixture_seconds) * sr)
     parts = []
     for k, spk in enumerate(speakers):
         voice = voices[spk][1]

@@ -230,7 +230,7 @@ def _voices(params: _Params, split: str) -> dict[str, np.ndarray]:
 
 def _utterance(rng: np.random.Generator, voice: np.ndarray, params: _Params) -> np.ndarray:
     sr = params.sample_rate
-    n = int(round(rng.uniform(*params.utterance_seconds) * sr))
+    n = round(rng.uniform(*params.utterance_seconds) * sr)
     start = int(rng.integers(0, len(voice) - n + 1))
     audio = _fade(voice[start : start + n].copy(), sr)
     rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) or 1.0
