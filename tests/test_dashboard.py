@@ -20,6 +20,7 @@ import pytest
 from browser import ARTIFACTS, dump_dom, ink_fraction, screenshot
 
 from tuner import dashboard
+from tuner._compat import DashboardTrial
 from tuner.dashboard import (
     attach_figures,
     save_study_note,
@@ -102,13 +103,20 @@ def test_trial_note_of_pruned_and_failed_trials():
     failed = trial_note(
         optuna.trial.create_trial(
             state=optuna.trial.TrialState.FAIL,
-            user_attrs={"config": {"lr": 0.01}, "seed": 3},
-            system_attrs={"fail_reason": "RuntimeError: CUDA out of memory\nTraceback ..."},
+            # where the runner writes it (tuner.records.fail_trial): a user attribute
+            user_attrs={
+                "config": {"lr": 0.01},
+                "seed": 3,
+                "fail_reason": "RuntimeError: CUDA out of memory\nTraceback",
+            },
         ),
         study,
     )
     assert ": fail" in failed and "Failed: `RuntimeError: CUDA out of memory`" in failed
     assert "no DER recorded" in failed and "| lr | 0.0100 | fixed |" in failed and "| epoch |" not in failed
+    # a completed retry that inherited its predecessor's reason did not fail
+    retried = trial_note(_trial(user_attrs={"fail_reason": "interrupted (Ctrl-C)"}), study)
+    assert "Trial 0: complete" in retried and "Failed" not in retried and "interrupted" not in retried
 
 
 def test_notes_are_saved_for_the_dashboard_and_keep_what_a_person_added():
@@ -120,7 +128,7 @@ def test_notes_are_saved_for_the_dashboard_and_keep_what_a_person_added():
     stored = study.get_trials()[0]
     body = save_trial_note(study, stored)
     assert "| 1 (best) | 0.4375 |" in body
-    ref = dashboard._TrialRef(study, stored._trial_id)
+    ref = DashboardTrial.of(study, stored)
     assert optuna_dashboard.get_note(ref) == body
     optuna_dashboard.save_note(ref, body + "\nlooks overfit -- Ana\n")  # as if typed in the dashboard
     again = save_trial_note(study, stored)
@@ -241,7 +249,7 @@ def test_real_study_in_the_dashboard(make_spec, tmp_path):
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
 
     # what run_study left for the dashboard: a note per trial, the study note, the report's figures
-    notes = [optuna_dashboard.get_note(dashboard._TrialRef(study, t._trial_id)) for t in trials]
+    notes = [optuna_dashboard.get_note(DashboardTrial.of(study, t)) for t in trials]
     for trial, note in zip(trials, notes):
         der = trial.user_attrs["epoch/000"]["DER"]
         assert f"Trial {trial.number}: complete" in note and f"seed {trial.user_attrs['seed']}" in note

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -14,10 +15,13 @@ import yaml
 from conftest import REPO
 
 from tuner import StudySpec
+from tuner._compat import DashboardTrial
 from tuner.cli import main
 from tuner.errors import DataError, StorageError
+from tuner.records import CHECKPOINT as CHECKPOINT_ATTR
+from tuner.records import StudyRecord, TrialRecord
+from tuner.report import report_markdown, write_report
 from tuner.runner import describe_failure, run_study
-from tuner.training.checkpoint import CHECKPOINT_ATTR
 
 State = optuna.trial.TrialState
 pytestmark = pytest.mark.bad_input
@@ -124,6 +128,37 @@ def test_a_corpus_error_mid_study_stops_it_and_a_rerun_finishes_the_budget(
     trials = _run(spec, storage_url, tmp_path)
     assert [t.state for t in trials] == [State.COMPLETE, State.FAIL, State.COMPLETE]
     assert trials[0].datetime_complete == done.datetime_complete and trials[0].value == done.value
+    # the retry that completed does not keep the reason it inherited; it says what it retried, and why
+    study = optuna.load_study(study_name="fail", storage=storage_url)
+    record = StudyRecord.of(study)
+    stopped, retried = TrialRecord.of(trials[1], record), TrialRecord.of(trials[2], record)
+    assert "0042.wav" in stopped.fail_reason and retried.fail_reason is None
+    assert trials[2].user_attrs["fail_reason"] is None
+    assert retried.retry_summary.startswith("retries trial 1 from its start (it stopped: DataError: /data/corpus/")
+    markdown = report_markdown(study)
+    assert markdown.count("0042.wav") == 2  # the failed trial's reason, and the retry saying what it took over
+    assert "failed: DataError: /data/corpus/train/0042.wav" in markdown
+
+
+@pytest.mark.parametrize("storage_url", ["sqlite"], indirect=True)
+def test_a_failed_trial_says_why_in_the_report_the_html_and_the_dashboard(synthetic_spec, storage_url, tmp_path):
+    """A real diverging trial (lr 1e8): its reason is where a person looks, not only in the store."""
+    import optuna_dashboard
+
+    spec = synthetic_spec(search_space=WIDE_LR_SPACE, warm_start=[{"lr": 1e-2}, {"lr": 1.0e8}], n_trials=2)
+    good, diverged = _run(spec, storage_url, tmp_path)
+    assert (good.state, diverged.state) == (State.COMPLETE, State.FAIL)
+    study = optuna.load_study(study_name="fail", storage=storage_url)
+    reason = TrialRecord.of(diverged, StudyRecord.of(study)).fail_summary
+    assert "learning rate 1e+08" in reason and "diverges" in reason
+
+    paths = write_report("fail", storage_url, tmp_path / "reports")
+    markdown = paths["md"].read_text()
+    assert "## Trial 1 (FAIL)" in markdown and f"failed: {reason}" in markdown
+    assert html.escape(f"failed: {reason}") in paths["html"].read_text()
+    note = optuna_dashboard.get_note(DashboardTrial.of(study, diverged))
+    assert f"Failed: `{reason}`" in note
+    assert "Failed" not in optuna_dashboard.get_note(DashboardTrial.of(study, good))
 
 
 def test_an_unreachable_store_is_one_clear_line_without_its_password(capsys, tmp_path, monkeypatch):

@@ -11,15 +11,16 @@ import subprocess
 import sys
 
 import optuna
-import psycopg2
+import psycopg
 import pytest
 import sqlalchemy
 from conftest import REPO
 
 from tuner import StudySpec, run_study
 from tuner.errors import StorageError
+from tuner.records import epochs_of
 from tuner.storage import mask_url, open_storage
-from tuner.tables import epoch_rows, study_rows
+from tuner.tables import study_rows
 from tuner.testing.postgres import LocalPostgres, PostgresUnavailable, _free_port
 
 SMALL = {"n_train": 128, "n_val": 64, "n_features": 8, "hidden": [16, 16, 16]}
@@ -67,7 +68,7 @@ def test_every_store_backend_holds_a_study(storage_url):
 
 def test_the_server_takes_password_logins_on_loopback(postgres_server, database):
     name, url = database
-    assert url.startswith(f"postgresql+psycopg2://tuner:{postgres_server.password}@127.0.0.1:{postgres_server.port}/")
+    assert url.startswith(f"postgresql://tuner:{postgres_server.password}@127.0.0.1:{postgres_server.port}/")
     assert _scalar(url, "SELECT current_user") == "tuner"
     assert _scalar(url, "SELECT current_database()") == name
     assert (
@@ -75,8 +76,8 @@ def test_the_server_takes_password_logins_on_loopback(postgres_server, database)
     )  # a plain role, as in production
     assert _scalar(url, "SHOW password_encryption") == "scram-sha-256"
     assert _scalar(postgres_server.url, "SELECT current_database()") == "tuner"
-    with pytest.raises(psycopg2.OperationalError, match="password authentication failed"):
-        psycopg2.connect(host="127.0.0.1", port=postgres_server.port, user="tuner", password="wrong", dbname=name)
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(host="127.0.0.1", port=postgres_server.port, user="tuner", password="wrong", dbname=name)
 
 
 def test_each_new_database_is_empty_and_dropped_ones_are_gone(postgres_server, database):
@@ -104,7 +105,7 @@ def test_a_study_round_trips_without_showing_the_password(postgres_server, datab
     ]
     assert len(finished) == 2
     for trial in finished:
-        assert [e["epoch"] for e in epoch_rows(trial)] == list(range(trial.user_attrs["epochs_run"]))
+        assert [e["epoch"] for e in epochs_of(trial)] == list(range(trial.user_attrs["epochs_run"]))
         assert trial.user_attrs["config"]["batch_size"] == 32
     assert stored.user_attrs["objective"] == "synthetic" and "mse" in stored.user_attrs["baseline"]
     logged = caplog.text + "".join(capfd.readouterr())
@@ -117,7 +118,7 @@ def test_store_errors_mask_the_password(postgres_server, database, where):
     name, _ = database
     secret = "s3cret-Pa55word"
     port = postgres_server.port if where == "wrong password" else _free_port()
-    url = f"postgresql+psycopg2://tuner:{secret}@127.0.0.1:{port}/{name}"
+    url = f"postgresql://tuner:{secret}@127.0.0.1:{port}/{name}"
     with pytest.raises(StorageError) as caught:
         open_storage(url)
     message = str(caught.value)
@@ -129,7 +130,7 @@ def test_a_read_only_role_reads_studies_but_cannot_write(postgres_server, databa
     name, url = database
     run_study(_spec(n_trials=1), url, workdir=tmp_path, show_progress=False)
     readonly = postgres_server.readonly_url(name)
-    assert readonly.startswith(f"postgresql+psycopg2://{postgres_server.reader}:")
+    assert readonly.startswith(f"postgresql://{postgres_server.reader}:")
 
     study = optuna.load_study(study_name="pg_tiny", storage=readonly)
     written = optuna.load_study(study_name="pg_tiny", storage=url)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 
 import optuna
 import pytest
 from test_warm_start import WARM, _entries, _spec
 
+import tuner._queue
+from tuner._compat import StudyAttrRow
 from tuner._queue import QueueEmpty, fill_queue, planned_trials, requeue, study_lock
 from tuner.storage import open_storage
 
@@ -87,13 +91,59 @@ def test_a_retry_replaces_its_trial_in_the_budget(storage_url):
     assert fill_queue(study, 2) == (2, 0)
 
 
-def test_a_lock_left_by_a_dead_worker_is_taken_over(storage_url, monkeypatch, caplog):
+_DEAD_HOLDER = json.dumps({"host": "gone", "pid": 1, "token": "dead", "beat": 7})
+
+
+def test_a_lock_left_by_a_dead_worker_is_taken_over(storage_url, caplog):
     study = optuna.create_study(study_name="ws", storage=storage_url)
-    optuna.create_study(study_name="ws::lock:queue", storage=storage_url)  # its holder died
-    with study_lock(study, "queue", timeout=0.5):
-        pass
-    assert "taking over the lock ws::lock:queue" in caplog.text
-    assert [s.study_name for s in optuna.get_all_study_summaries(storage_url)] == ["ws"]  # released: gone
+    row = StudyAttrRow(study, "tuner:lock:queue")
+    assert row.insert(_DEAD_HOLDER)  # its holder died holding it: it is never refreshed
+    started = time.monotonic()
+    with study_lock(study, "queue", stale_after=0.5):
+        assert row.read() != _DEAD_HOLDER  # this worker's own record now
+    assert time.monotonic() - started >= 0.5  # only once the record had not changed for stale_after
+    assert "took over the lock 'queue' of gone (pid 1)" in caplog.text
+    assert row.read() is None  # released
+    assert optuna.get_all_study_names(storage_url) == ["ws"]  # no study of its own in the store
+
+
+def test_several_waiters_on_a_stale_lock_enqueue_the_budget_exactly_once(storage_url, monkeypatch, caplog):
+    """Six workers wait on a dead worker's lock and time out together: one takes it over and fills the
+    queue; the others find the budget planned."""
+    monkeypatch.setattr(tuner._queue, "LOCK_STALE_S", 0.6)
+    study = optuna.create_study(study_name="ws", storage=storage_url)
+    assert StudyAttrRow(study, "tuner:lock:queue").insert(_DEAD_HOLDER)
+    seen: list[tuple[int, int]] = []
+    _together(6, storage_url, lambda study: seen.append(fill_queue(study, 5)))
+    assert sorted(seen) == [(0, 5)] + [(5, 0)] * 5
+    assert planned_trials(study) == 5 and len(study.get_trials()) == 5
+    assert caplog.text.count("took over the lock") == 1
+
+
+def test_a_live_holder_keeps_its_lock_past_the_stale_period(storage_url, caplog):
+    """A holder busy for 4x the stale period refreshes its lock: a waiter gets it only after release."""
+    study = optuna.create_study(study_name="ws", storage=storage_url)
+    held, released, acquired = threading.Event(), [], []
+
+    def holder() -> None:
+        with study_lock(study, "queue", stale_after=0.3):
+            held.set()
+            time.sleep(1.2)
+            released.append(time.monotonic())
+
+    def waiter() -> None:
+        held.wait()
+        other = optuna.load_study(study_name="ws", storage=open_storage(storage_url, heartbeat=False))
+        with study_lock(other, "queue", stale_after=0.3):
+            acquired.append(time.monotonic())
+
+    threads = [threading.Thread(target=holder), threading.Thread(target=waiter)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert acquired[0] >= released[0]
+    assert "took over" not in caplog.text and "taken over" not in caplog.text
 
 
 def test_workers_opening_a_new_database_together_all_get_the_store(storage_url):

@@ -10,7 +10,8 @@ import yaml
 
 from tuner import export_best, run_study
 from tuner.errors import ConfigError
-from tuner.tables import epoch_rows, trial_rows
+from tuner.records import epochs_of
+from tuner.tables import trial_rows
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
@@ -21,7 +22,7 @@ def test_study_records_every_epoch_and_the_baseline(make_spec, storage_url, tmp_
     stored = optuna.load_study(study_name="tiny", storage=storage_url)
     (trial,) = stored.trials
     assert trial.state == optuna.trial.TrialState.COMPLETE
-    epochs = epoch_rows(trial)
+    epochs = epochs_of(trial)
     assert [e["epoch"] for e in epochs] == [0, 1]
     for record in epochs:
         assert {"DER", "Confusion", "FalseAlarm", "Miss", "loss/train", "loss/val", "lr", "seconds"} <= set(record)

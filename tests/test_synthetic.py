@@ -12,8 +12,8 @@ from conftest import REPO, changed, fit_capturing
 from tuner import StudySpec, load_study_file, run_study
 from tuner.errors import ConfigError
 from tuner.objectives.synthetic import RegressionMLP, RegressionModule, make_problem
+from tuner.records import epochs_of
 from tuner.runner import fit, prepare_objective
-from tuner.tables import epoch_rows
 
 SMALL = {"n_train": 128, "n_val": 64, "n_features": 8, "hidden": [16, 16, 16]}
 
@@ -40,7 +40,7 @@ def test_a_tiny_trial_records_every_epoch_and_learns(tmp_path):
     stored = optuna.load_study(study_name="synthetic_tiny", storage=url)
     (trial,) = stored.trials
     assert trial.state == optuna.trial.TrialState.COMPLETE
-    epochs = epoch_rows(trial)
+    epochs = epochs_of(trial)
     assert [e["epoch"] for e in epochs] == [0, 1, 2]
     for record in epochs:
         assert {"mse", "loss/train", "loss/val", "lr", "seconds"} <= set(record)
@@ -61,7 +61,7 @@ def test_prune_on_reports_another_value_and_a_resumed_study_keeps_it(tmp_path):
     run_study(spec, url, n_trials=1, workdir=tmp_path, show_progress=False)
     stored = optuna.load_study(study_name="synthetic_tiny", storage=url)
     (trial,) = stored.trials
-    epochs = epoch_rows(trial)
+    epochs = epochs_of(trial)
     assert trial.intermediate_values == {e["epoch"]: pytest.approx(e["loss/train"]) for e in epochs}
     assert trial.value == pytest.approx(min(e["mse"] for e in epochs))  # the trial's value is still the metric
     assert stored.user_attrs["prune_on"] == "loss/train"
@@ -153,7 +153,7 @@ def test_a_diverging_trial_fails_without_a_value(tmp_path):
     run_study(spec, url, n_trials=1, workdir=tmp_path, show_progress=False)
     (trial,) = optuna.load_study(study_name="synthetic_tiny", storage=url).trials
     assert trial.state == optuna.trial.TrialState.FAIL and trial.value is None
-    assert not any(math.isfinite(e["mse"]) for e in epoch_rows(trial))
+    assert not any(math.isfinite(e["mse"]) for e in epochs_of(trial))
 
 
 def test_options_and_data_are_checked():

@@ -20,9 +20,9 @@ import optuna
 import pytest
 from conftest import REPO, TINY_OPTIONS
 
+from tuner.records import CHECKPOINT as CHECKPOINT_ATTR
+from tuner.records import epoch_key
 from tuner.storage import open_storage
-from tuner.training.checkpoint import CHECKPOINT_ATTR
-from tuner.training.reporting import epoch_key
 
 State = optuna.trial.TrialState
 pytestmark = pytest.mark.slow

@@ -11,13 +11,18 @@ retry that replaces it (it does not count twice).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 import socket
+import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from optuna.storages import RDBStorage
+from tuner import records
+from tuner._compat import GuardedTrialCreation, StudyAttrRow
 
 if TYPE_CHECKING:
     import optuna
@@ -25,7 +30,7 @@ if TYPE_CHECKING:
 
     from tuner.study import WarmStartEntry
 
-__all__ = ["QueueStorage", "QueueEmpty", "study_lock", "planned_trials", "fill_queue", "superseded_numbers"]
+__all__ = ["QueueStorage", "QueueEmpty", "study_lock", "planned_trials", "fill_queue", "requeue", "LOCK_STALE_S"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,84 +39,94 @@ class QueueEmpty(Exception):
     """A worker asked for a trial and the study's queue had none left."""
 
 
-class QueueStorage(RDBStorage):
+class QueueStorage(GuardedTrialCreation):
     """Optuna's RDB storage where, while :attr:`queue_only` is set, ``study.ask()`` only takes waiting
     trials: asking for a new one raises :class:`QueueEmpty` instead of creating it.
 
-    Trials created from a template (``enqueue_trial``, ``add_trial``, the heartbeat retry) are
-    unaffected. Optuna's cache layer calls ``_create_new_trial``, its public API ``create_new_trial``:
-    both are guarded.
+    Trials created from a template (``enqueue_trial``, ``add_trial``, the heartbeat retry) are unaffected.
     """
 
     queue_only: bool = False
 
-    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
-        self._check_queue(template_trial)
-        return super().create_new_trial(study_id, template_trial)
-
-    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
-        self._check_queue(template_trial)
-        return super()._create_new_trial(study_id, template_trial)
-
-    def _check_queue(self, template_trial: FrozenTrial | None) -> None:
-        if self.queue_only and template_trial is None:
+    def _allow_new_trial(self) -> None:
+        if self.queue_only:
             raise QueueEmpty("no waiting trial left in the study's queue")
 
 
-def backend(study: optuna.Study) -> Any:
-    """The study's storage under Optuna's cache layer."""
-    storage = study._storage
-    return getattr(storage, "_backend", storage)
-
-
-#: a lock older than this is the leftover of a worker that died holding it
-_LOCK_STALE_S = 60.0
+#: A lock whose holder has not refreshed it for this long (seconds, on the waiter's own clock) was left
+#: by a worker that died holding it, and is taken over. A live holder refreshes it every sixth of that.
+LOCK_STALE_S = 60.0
 
 
 @contextlib.contextmanager
-def study_lock(study: optuna.Study, what: str, timeout: float = 2 * _LOCK_STALE_S) -> Iterator[None]:
+def study_lock(study: optuna.Study, what: str, stale_after: float | None = None) -> Iterator[None]:
     """Hold a lock named ``what`` on ``study`` across every worker and machine sharing the store.
 
-    The lock is a study named ``<study>::lock:<what>``: creating a study with a taken name fails
-    atomically in every SQL database Optuna supports, and deleting it releases the lock (it exists
-    for milliseconds). A lock left by a worker that died is taken over after :data:`_LOCK_STALE_S`.
+    The lock is one row of the study's system attributes (``tuner:lock:<what>``) holding its holder's
+    host, process, a token and a count. Creating the row is atomic (a unique key), so one worker gets
+    it; the others wait. The holder refreshes the row (a new count) every ``stale_after / 6`` seconds
+    from a thread, and deletes it when done. A waiter takes the lock over only when the row has not
+    changed for ``stale_after`` seconds: its holder died (measured on the waiter's own clock, so the
+    clocks of different machines need not agree). Taking over deletes the row only if it still holds
+    what the waiter saw, so two waiters that time out together cannot both win, nor remove a lock
+    that a third took in the meantime. ``stale_after`` defaults to :data:`LOCK_STALE_S`.
     """
-    import optuna
+    stale_after = LOCK_STALE_S if stale_after is None else stale_after
+    row = StudyAttrRow(study, f"tuner:lock:{what}")
+    holder = {"host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex, "beat": 0}
+    mine = json.dumps(holder)
+    seen: str | None = None
+    seen_since = 0.0
+    while not row.insert(mine):
+        current = row.read()
+        now = time.monotonic()
+        if current is None:
+            continue  # released in the meantime: try again at once
+        if current != seen:
+            seen, seen_since = current, now
+        elif now - seen_since >= stale_after:
+            if row.delete(current):
+                logger.warning(
+                    "study '%s': took over the lock '%s' of %s, which has not been refreshed for %.0f s "
+                    "(its worker died holding it)", study.study_name, what, _who(current), now - seen_since,
+                )  # fmt: skip
+            seen = None
+            continue
+        time.sleep(0.05)
+    stop = threading.Event()
+    state = {"value": mine}
 
-    storage = study._storage
-    name = f"{study.study_name}::lock:{what}"
-    started = time.monotonic()
-    while True:
-        try:
-            lock_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], name)
-            storage.set_study_system_attr(lock_id, "holder", {"host": socket.gethostname(), "at": time.time()})
-            break
-        except optuna.exceptions.DuplicatedStudyError:
-            if time.monotonic() - started > timeout:
-                logger.warning("taking over the lock %s: its holder has not released it in %.0f s", name, timeout)
-                with contextlib.suppress(KeyError):
-                    storage.delete_study(storage.get_study_id_from_name(name))
-                started = time.monotonic()
-            time.sleep(0.1)
+    def refresh() -> None:
+        while not stop.wait(stale_after / 6):
+            holder["beat"] += 1
+            value = json.dumps(holder)
+            if not row.replace(state["value"], value):
+                logger.warning("study '%s': the lock '%s' was taken over while held", study.study_name, what)
+                return
+            state["value"] = value
+
+    refresher = threading.Thread(target=refresh, name=f"tuner-lock-{what}", daemon=True)
+    refresher.start()
     try:
         yield
     finally:
-        with contextlib.suppress(KeyError):
-            storage.delete_study(lock_id)
+        stop.set()
+        refresher.join()
+        row.delete(state["value"])
 
 
-def superseded_numbers(trials: Sequence[FrozenTrial]) -> set[int]:
-    """Numbers of trials that a retry replaced (their worker died, or was interrupted)."""
-    replaced: set[int] = set()
-    for trial in trials:
-        replaced.update(trial.system_attrs.get("retry_history", ()))
-    return replaced
+def _who(value: str) -> str:
+    try:
+        holder: Any = json.loads(value)
+        return f"{holder['host']} (pid {holder['pid']})"
+    except (ValueError, KeyError, TypeError):
+        return "an unknown holder"
 
 
 def planned_trials(study: optuna.Study) -> int:
     """Trials that count towards the budget: every trial but those a retry replaced."""
     trials = study.get_trials(deepcopy=False)
-    return len(trials) - len(superseded_numbers(trials))
+    return len(trials) - len(records.superseded_numbers(trials))
 
 
 def fill_queue(
@@ -130,7 +145,8 @@ def fill_queue(
     with study_lock(study, "queue"):
         planned = planned_trials(study)
         wanted = planned + add if target is None else target
-        entries = [] if "warm_start" in study.user_attrs else list(warm_start)
+        done_before = records.StudyRecord.of(study).warm_start is not None
+        entries = [] if done_before else list(warm_start)
         missing = max(0, wanted - planned)
         if entries and len(entries) > missing:
             logger.warning(
@@ -142,11 +158,11 @@ def fill_queue(
             )
             entries = entries[:missing]
         for entry in entries:
-            study.enqueue_trial(dict(entry.params), user_attrs={"warm_start": entry.name})
+            study.enqueue_trial(dict(entry.params), user_attrs=records.warm_start_attrs(entry.name))
         for _ in range(missing - len(entries)):
             study.enqueue_trial({})
-        if warm_start and "warm_start" not in study.user_attrs:
-            study.set_user_attr("warm_start", {"source": warm_start_source, "entries": [e.name for e in entries]})
+        if warm_start and not done_before:
+            records.write_warm_start(study, warm_start_source, [e.name for e in entries])
             logger.info(
                 "study '%s': enqueued %d warm-start configurations from %s",
                 study.study_name,

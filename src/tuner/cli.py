@@ -133,6 +133,7 @@ def run(
       tuner run studies/pyannote_optim.py
       tuner run studies/pyannote_optim.py --storage postgresql://user:pass@db-host/tuner --device 0
     """
+    from tuner.records import StudyRecord
     from tuner.runner import run_study
     from tuner.study import load_study_file
     from tuner.tables import rich_table, trial_rows
@@ -145,7 +146,7 @@ def run(
     )
     console = _stdout_console()
     console.print(
-        rich_table(trial_rows(study), title=f"study {study.study_name}: trials by {study.user_attrs.get('metric')}")
+        rich_table(trial_rows(study), title=f"study {study.study_name}: trials by {StudyRecord.of(study).metric}")
     )
     _print_outcome(console, study)
 
@@ -159,17 +160,17 @@ def _stdout_console() -> Any:
 
 
 def _print_outcome(console: Any, study: Any) -> None:
-    attrs = study.user_attrs
-    metric = attrs.get("metric", "value")
-    baseline = attrs.get("baseline", {}).get(metric)
+    from tuner.records import StudyRecord
+
+    record = StudyRecord.of(study)
     try:
         best = study.best_trial
     except ValueError:
         console.print("no completed trial yet")
         return
-    line = f"best: trial {best.number}, {metric} = {best.value:.4f}"
-    if baseline is not None:
-        line += f" (untrained model: {baseline:.4f})"
+    line = f"best: trial {best.number}, {record.metric} = {best.value:.4f}"
+    if record.baseline_value is not None:
+        line += f" ({record.baseline_label}: {record.baseline_value:.4f})"
     console.print(line)
 
 

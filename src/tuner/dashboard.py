@@ -19,11 +19,12 @@ import logging
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuner import _compat
+from tuner.records import StudyRecord, TrialRecord, study_trials
 from tuner.storage import (
     mask_url,
     open_storage,
@@ -55,8 +56,6 @@ logger = logging.getLogger(__name__)
 FIGURE_ID_PREFIX = "tuner-"
 #: study system attribute listing the figure ids tuner attached last time
 _FIGURE_IDS_ATTR = "tuner:figure_ids"
-#: optuna-dashboard's system-attribute prefix for plotly graph objects (``dashboard:plot_data:<id>:<chunk>``)
-_PLOT_DATA_PREFIX = "dashboard:plot_data:"
 #: the last line of what tuner writes in a note (plain markdown: the dashboard shows raw HTML as text);
 #: text a person adds below it is kept when tuner rewrites the note
 _MARK = "*written by tuner"
@@ -144,112 +143,89 @@ def _fmt(value: Any) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _metric_info(study: optuna.Study) -> tuple[str, list[str], bool]:
-    attrs = study.user_attrs
-    metric = attrs.get("metric", "value")
-    maximize = attrs.get("direction", study.direction.name.lower()) == "maximize"
-    return metric, list(attrs.get("components", [])), maximize
-
-
-def _best_of(epochs: list[dict[str, Any]], metric: str, maximize: bool) -> dict[str, Any] | None:
-    scored = [e for e in epochs if isinstance(e.get(metric), (int, float)) and not math.isnan(e[metric])]
-    if not scored:
-        return None
-    return (max if maximize else min)(scored, key=lambda e: e[metric])
-
-
 def trial_note(trial: optuna.trial.FrozenTrial, study: optuna.Study) -> str:
-    """The markdown note of ``trial``: state, best epoch and value, seed, configuration (searched and
-    fixed parameters) and one row per epoch (metric, components, learning rate)."""
-    from tuner.tables import epoch_rows
+    """The markdown note of ``trial``: state, best epoch and value, seed, why it failed (a failed trial),
+    configuration (searched and fixed parameters) and one row per epoch (metric, components, lr)."""
+    record = StudyRecord.of(study)
+    return _trial_note(TrialRecord.of(trial, record), record)
 
-    metric, components, maximize = _metric_info(study)
-    attrs = trial.user_attrs
-    epochs = epoch_rows(trial)
-    stored_best = attrs.get("best_epoch")
-    best = next((e for e in epochs if e["epoch"] == stored_best), None) if stored_best is not None else None
-    best = best or _best_of(epochs, metric, maximize)
 
-    lines = [f"### Trial {trial.number}: {trial.state.name.lower()}", ""]
-    if best is not None:  # its components are in the epoch table below
+def _trial_note(trial: TrialRecord, study: StudyRecord) -> str:
+    metric = study.metric
+    epochs = trial.epochs
+    best = trial.best
+    lines = [f"### Trial {trial.number}: {trial.state.lower()}", ""]
+    if best:  # its components are in the epoch table below
         summary = f"best {metric} **{_fmt(best.get(metric))}** at epoch {best['epoch']}"
     else:
         summary = f"no {metric} recorded"
-    max_epochs = attrs.get("max_epochs")
-    summary += f"; {len(epochs)}" + (f" of {max_epochs}" if max_epochs else "") + " epochs run"
-    if "seed" in attrs:
-        summary += f"; seed {attrs['seed']}"
-    if isinstance(attrs.get("seconds"), (int, float)):
-        summary += f"; {attrs['seconds']:.1f} s"
+    summary += f"; {len(epochs)}" + (f" of {trial.max_epochs}" if trial.max_epochs else "") + " epochs run"
+    if trial.seed is not None:
+        summary += f"; seed {trial.seed}"
+    if isinstance(trial.seconds, (int, float)):
+        summary += f"; {trial.seconds:.1f} s"
     lines.append(summary + ".")
-    reason = trial.system_attrs.get("fail_reason")
-    if trial.state.name == "FAIL" and reason:
-        lines += ["", f"Failed: `{str(reason).splitlines()[0][:300]}`"]
+    if trial.retry_summary:
+        lines += ["", f"This trial {trial.retry_summary}."]
+    if trial.state == "FAIL":
+        lines += ["", f"Failed: `{trial.fail_summary[:300]}`" if trial.fail_summary else "Failed (no reason recorded)."]
 
-    config: Mapping[str, Any] = attrs.get("config") or trial.params
-    if config:
+    if trial.config:
         lines += ["", "| parameter | value | |", "|---|---|---|"]
-        for name, value in config.items():
+        for name, value in trial.config.items():
             lines.append(f"| {name} | {_fmt(value)} | {'searched' if name in trial.params else 'fixed'} |")
 
     if epochs:
-        columns = [metric, *components, "lr"]
+        columns = [metric, *study.components, "lr"]
         columns = [c for c in columns if any(c in e for e in epochs)]
         lines += ["", "| epoch | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
         for row in epochs:
-            mark = " (best)" if best is not None and row["epoch"] == best["epoch"] else ""
+            mark = " (best)" if best and row["epoch"] == best["epoch"] else ""
             lines.append(f"| {row['epoch']}{mark} | " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
     return "\n".join(lines) + "\n"
 
 
 def study_note(study: optuna.Study) -> str:
-    """The markdown note of ``study``: what it tunes, the untrained baseline, trial counts, best trial."""
-    from optuna.trial import TrialState
-
-    metric, components, maximize = _metric_info(study)
-    attrs = study.user_attrs
-    trials = study.get_trials(deepcopy=False)
-    counts = {state: sum(t.state == state for t in trials) for state in TrialState}
+    """The markdown note of ``study``: what it tunes, the baseline, trial counts, best trial."""
+    record, trials = study_trials(study)
+    metric, components = record.metric, record.components
+    counts: dict[str, int] = {}
+    for trial in trials:
+        counts[trial.state] = counts.get(trial.state, 0) + 1
     lines = [f"### Study {study.study_name}", ""]
-    if attrs.get("description"):
-        lines += [str(attrs["description"]), ""]
-    what = f"Objective `{attrs.get('objective', '?')}`, {metric} ({'maximize' if maximize else 'minimize'})"
+    if record.description:
+        lines += [record.description, ""]
+    what = f"Objective `{record.objective or '?'}`, {metric} ({record.direction})"
     if components:
         what += " with " + ", ".join(components)
     lines.append(what + ".")
+    epochs = record.max_epochs
     details = [
-        f"data `{attrs['data']}`" if attrs.get("data") else None,
-        f"pretrained `{attrs['pretrained']}`" if attrs.get("pretrained") else "trained from random weights",
-        f"up to {attrs['max_epochs']} epoch{'s' if attrs['max_epochs'] != 1 else ''} per trial"
-        if attrs.get("max_epochs")
-        else None,
-        f"budget {attrs['n_trials']} finished trials" if attrs.get("n_trials") else None,
+        f"data `{record.data}`" if record.data else None,
+        f"pretrained `{record.pretrained}`" if record.pretrained else "trained from random weights",
+        f"up to {epochs} epoch{'s' if epochs != 1 else ''} per trial" if epochs else None,
+        f"budget {record.n_trials} finished trials" if record.n_trials else None,
     ]
     lines += ["", "; ".join(d for d in details if d) + "."]
-    summary = ", ".join(f"{n} {state.name.lower()}" for state, n in counts.items() if n)
+    summary = ", ".join(f"{n} {state.lower()}" for state, n in counts.items() if n)
     lines += ["", f"Trials: {len(trials)}" + (f" ({summary})" if summary else "") + "."]
 
-    baseline = attrs.get("baseline") or {}
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and not math.isnan(t.value)]
-    best = (max if maximize else min)(complete, key=lambda t: t.value) if complete else None
+    complete = [t for t in trials if t.state == "COMPLETE" and t.value is not None and not math.isnan(t.value)]
+    best = None
+    for trial in complete:
+        if best is None or record.better(trial.value, best.value):  # type: ignore[arg-type]
+            best = trial
     columns = [metric, *components]
-    if baseline or best is not None:
+    if record.baseline or best is not None:
         lines += ["", "| | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
-        if baseline:
-            lines.append("| untrained model | " + " | ".join(_fmt(baseline.get(c)) for c in columns) + " |")
+        if record.baseline:
+            values = " | ".join(_fmt(record.baseline.get(c)) for c in columns)
+            lines.append(f"| {record.baseline_label} | {values} |")
         if best is not None:
-            from tuner.tables import epoch_rows
-
-            epoch = next((e for e in epoch_rows(best) if e["epoch"] == best.user_attrs.get("best_epoch")), {})
-            values = [best.value, *(epoch.get(c) for c in components)]
-            lines.append(
-                f"| best: trial {best.number}, epoch {_fmt(best.user_attrs.get('best_epoch'))} | "
-                + " | ".join(_fmt(v) for v in values)
-                + " |"
-            )
+            values = " | ".join(_fmt(v) for v in [best.value, *(best.best.get(c) for c in components)])
+            lines.append(f"| best: trial {best.number}, epoch {_fmt(best.best_epoch)} | {values} |")
     if best is not None:
-        config = best.user_attrs.get("config") or best.params
-        lines += ["", "Best configuration: " + ", ".join(f"{k}={_fmt(v)}" for k, v in config.items()) + "."]
+        lines += ["", "Best configuration: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best.config.items()) + "."]
         lines += ["", f"Export it with `tuner export {study.study_name} --out best.yaml`."]
     else:
         lines += ["", "No completed trial yet."]
@@ -270,27 +246,11 @@ def _merge(generated: str, existing: str) -> str:
     return body + ("\n" + kept_text.lstrip("\n") if kept_text.strip() else "")
 
 
-@dataclass
-class _TrialRef:
-    """What optuna-dashboard's ``save_note`` / ``get_note`` read from an ``optuna.Trial``.
-
-    A finished trial is a ``FrozenTrial``; building an ``optuna.Trial`` for it would run the sampler's
-    ``before_trial`` hook, so this hands the note functions the three attributes they use instead.
-    """
-
-    study: optuna.Study
-    _trial_id: int
-
-    @property
-    def storage(self) -> Any:
-        return self.study._storage
-
-
 def save_trial_note(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
     """Write :func:`trial_note` as the trial's dashboard note (keeping text a person added); returns it."""
     import optuna_dashboard
 
-    ref: Any = _TrialRef(study, trial._trial_id)
+    ref: Any = _compat.DashboardTrial.of(study, trial)
     body = _merge(trial_note(trial, study), optuna_dashboard.get_note(ref))
     optuna_dashboard.save_note(ref, body)
     return body
@@ -325,38 +285,15 @@ def attach_figures(study: optuna.Study, figures: Mapping[str, go.Figure] | None 
         from tuner.report import study_figures
 
         figures = study_figures(study)
-    storage = study._storage
-    previous = storage.get_study_system_attrs(study._study_id).get(_FIGURE_IDS_ATTR, [])
+    previous = _compat.study_system_attrs(study).get(_FIGURE_IDS_ATTR, [])
     ids = []
     for key, figure in figures.items():
         ids.append(optuna_dashboard.save_plotly_graph_object(study, figure, graph_object_id=_figure_id(key)))
-    stale = [i for i in previous if i not in ids]
+    stale = tuple(f"{_compat.PLOT_DATA_PREFIX}{i}:" for i in previous if i not in ids)
     if stale:
-        _remove_graph_objects(study, stale)
-    storage.set_study_system_attr(study._study_id, _FIGURE_IDS_ATTR, ids)
+        _compat.delete_study_system_attrs(study, keep=lambda key: not key.startswith(stale))
+    _compat.set_study_system_attr(study, _FIGURE_IDS_ATTR, ids)
     return ids
-
-
-def _remove_graph_objects(study: optuna.Study, ids: list[str]) -> None:
-    """Delete the stored chunks of graph objects ``ids``; Optuna's storage API cannot delete a system
-    attribute, so this goes to the RDB table, else blanks them (the dashboard then skips the figure)."""
-    import optuna
-
-    prefixes = tuple(f"{_PLOT_DATA_PREFIX}{i}:" for i in ids)
-    backend = getattr(study._storage, "_backend", study._storage)
-    if isinstance(backend, optuna.storages.RDBStorage):
-        import sqlalchemy as sa
-
-        table = sa.table("study_system_attributes", sa.column("study_id"), sa.column("key"))
-        with backend.engine.begin() as connection:
-            keys = [k for (k,) in connection.execute(sa.select(table.c.key).where(table.c.study_id == study._study_id))]
-            doomed = [k for k in keys if k.startswith(prefixes)]
-            if doomed:
-                connection.execute(sa.delete(table).where(table.c.study_id == study._study_id, table.c.key.in_(doomed)))
-        return
-    for key in study._storage.get_study_system_attrs(study._study_id):
-        if key.startswith(prefixes):
-            study._storage.set_study_system_attr(study._study_id, key, "")
 
 
 # -------------------------------------------------------------------------------- best-effort hooks

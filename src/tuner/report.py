@@ -23,13 +23,15 @@ import logging
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
 from tuner.errors import ConfigError
-from tuner.storage import mask_url, open_storage, resolve_storage_url
-from tuner.tables import epoch_rows, trial_columns, trial_rows
+from tuner.records import StudyRecord, TrialRecord, study_trials
+from tuner.storage import load_existing_study, mask_url, resolve_storage_url
+from tuner.tables import sort_rows, trial_columns, trial_row
 
 if TYPE_CHECKING:
     import optuna
@@ -40,7 +42,6 @@ __all__ = [
     "DEFAULT_REPORT_DIR",
     "compare_rows",
     "compare_table_rows",
-    "load_report_study",
     "report_csv",
     "report_html",
     "report_markdown",
@@ -71,51 +72,39 @@ _FIGURE_HEIGHT = 460
 _TEMPLATE = "plotly_white"
 
 
-# ------------------------------------------------------------------------------------------- loading
-
-
-def load_report_study(study_name: str, storage: str | None = None) -> optuna.Study:
-    """``study_name`` from the store (``storage``, else ``$TUNER_STORAGE``, else the default SQLite file).
-
-    An unknown name is a :class:`~tuner.errors.ConfigError` naming the store (password masked) and
-    listing the studies there.
-    """
-    import optuna
-
-    url = resolve_storage_url(storage)
-    store = open_storage(url, heartbeat=False)
-    try:
-        return optuna.load_study(study_name=study_name, storage=store)
-    except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(store)]
-        raise ConfigError(
-            f"no study '{study_name}' in {mask_url(url)}. Studies there: {', '.join(names) or 'none'}."
-        ) from None
-
-
 # ------------------------------------------------------------------------------------ study summary
 
 
-def _info(study: optuna.Study) -> dict[str, Any]:
-    attrs = study.user_attrs
-    metric = attrs.get("metric", "value")
-    direction = attrs.get("direction") or study.direction.name.lower()
-    return {
-        "metric": metric,
-        "prune_on": attrs.get("prune_on", metric),
-        "direction": direction,
-        "maximize": direction == "maximize",
-        "components": list(attrs.get("components", [])),
-        "objective": attrs.get("objective"),
-        "baseline": attrs.get("baseline") or {},
-    }
+@dataclass
+class _Report:
+    """A study read once for a report: its record, its trials' records and the trial table (best first)."""
 
+    study: optuna.Study
+    record: StudyRecord
+    trials: dict[int, TrialRecord]
+    rows: list[dict[str, Any]]
 
-def _state_counts(study: optuna.Study) -> dict[str, int]:
-    counts = {state: 0 for state in _STATES}
-    for trial in study.get_trials(deepcopy=False):
-        counts[trial.state.name] = counts.get(trial.state.name, 0) + 1
-    return counts
+    @classmethod
+    def of(cls, study: optuna.Study) -> _Report:
+        record, trials = study_trials(study)
+        rows = sort_rows([trial_row(t, record) for t in trials], record)
+        return cls(study, record, {t.number: t for t in trials}, rows)
+
+    def state_counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(_STATES, 0)
+        for trial in self.trials.values():
+            counts[trial.state] = counts.get(trial.state, 0) + 1
+        return counts
+
+    def best(self) -> TrialRecord | None:
+        """The study's best trial (Optuna's choice among completed trials), None before one completed."""
+        try:
+            return self.trials.get(self.study.best_trial.number)
+        except ValueError:  # no completed trial (or a multi-objective study)
+            return None
+
+    def scored_rows(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if _finite(r.get(self.record.metric))]
 
 
 def _counts_text(counts: Mapping[str, int]) -> str:
@@ -127,13 +116,6 @@ def _counts_text(counts: Mapping[str, int]) -> str:
         if n or state in ("COMPLETE", "PRUNED", "FAIL")
     ]
     return f"{total} ({', '.join(parts)})"
-
-
-def _best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    try:
-        return study.best_trial
-    except ValueError:  # no completed trial (or a multi-objective study)
-        return None
 
 
 def _finite(value: Any) -> bool:
@@ -208,7 +190,7 @@ def _now() -> str:
 
 
 def _epoch_columns(epochs: Sequence[Mapping[str, Any]], metric: str, components: Sequence[str]) -> list[str]:
-    """Seed 001's shape: epoch, loss/val, metric, components, loss/train, lr (then seconds, anything else)."""
+    """The hand-run tables' shape: epoch, loss/val, metric, components, loss/train, lr (then seconds, the rest)."""
     present: set[str] = set().union(*(e.keys() for e in epochs)) if epochs else set()
     losses = [c for c in components if c.startswith("loss/") and c not in ("loss/val", "loss/train")]
     columns = ["epoch"]
@@ -220,8 +202,8 @@ def _epoch_columns(epochs: Sequence[Mapping[str, Any]], metric: str, components:
     return columns
 
 
-def _trial_heading(trial: optuna.trial.FrozenTrial) -> str:
-    config = trial.user_attrs.get("config", trial.params)
+def _trial_heading(trial: TrialRecord) -> str:
+    config = trial.config
     parts = []
     if config.get("optimizer") is not None:
         parts.append(str(config["optimizer"]))
@@ -231,68 +213,58 @@ def _trial_heading(trial: optuna.trial.FrozenTrial) -> str:
         parts.append(f"batch {config['batch_size']}")
     if _finite(config.get("lr")):
         parts.append(f"lr {config['lr']:.3g}")
-    heading = f"Trial {trial.number} ({trial.state.name})"
+    heading = f"Trial {trial.number} ({trial.state})"
     return heading + (": " + ", ".join(parts) if parts else "")
 
 
-def _trial_summary(trial: optuna.trial.FrozenTrial, row: Mapping[str, Any], metric: str) -> str:
-    """One line under a trial's heading: the rest of its configuration, seed, epochs, best epoch."""
-    config = trial.user_attrs.get("config", trial.params)
+def _trial_summary(trial: TrialRecord, metric: str) -> str:
+    """One line under a trial's heading: the rest of its configuration, seed, epochs, best epoch, and for a
+    failed trial why it failed."""
     shown = {"optimizer", "schedule", "batch_size", "lr"}
-    rest = [f"{k.replace('_', ' ')} {_fmt(v)}" for k, v in config.items() if k not in shown]
-    attrs = trial.user_attrs
+    rest = [f"{k.replace('_', ' ')} {_fmt(v)}" for k, v in trial.config.items() if k not in shown]
     facts = []
     if rest:
         facts.append(", ".join(rest))
-    if "seed" in attrs:
-        facts.append(f"seed {attrs['seed']}")
-    max_epochs = attrs.get("max_epochs")
-    facts.append(f"{row.get('epochs', 0)}" + (f" of {max_epochs}" if max_epochs else "") + " epochs run")
-    if row.get("best_epoch") is not None:
-        facts.append(f"best epoch {row['best_epoch']}: {metric} {_fmt(row.get(metric))}")
-    if trial.state.name == "FAIL":
-        reason = trial.system_attrs.get("fail_reason")
-        facts.append(
-            "failed" + (f": {str(reason).splitlines()[-1] if str(reason).strip() else reason}" if reason else "")
-        )
+    if trial.seed is not None:
+        facts.append(f"seed {trial.seed}")
+    max_epochs = trial.max_epochs
+    facts.append(f"{trial.epochs_run}" + (f" of {max_epochs}" if max_epochs else "") + " epochs run")
+    if trial.best_epoch is not None:
+        facts.append(f"best epoch {trial.best_epoch}: {metric} {_fmt(trial.best.get(metric))}")
+    if trial.retry_summary:
+        facts.append(trial.retry_summary)
+    if trial.state == "FAIL":
+        facts.append("failed" + (f": {trial.fail_summary}" if trial.fail_summary else " (no reason recorded)"))
     return "; ".join(facts)
 
 
 # --------------------------------------------------------------------------------------- markdown
 
 
-def _header_lines(study: optuna.Study, url: str, command: str) -> list[tuple[str, str]]:
+def _header_lines(report: _Report, url: str, command: str) -> list[tuple[str, str]]:
     """(label, text) pairs of the report header, shared by the markdown and HTML pages."""
-    info = _info(study)
-    attrs = study.user_attrs
-    metric = info["metric"]
+    record = report.record
+    metric = record.metric
     items = [
-        ("objective", str(info["objective"] or "?")),
-        ("metric", f"{metric} ({info['direction']})"),
-        ("data", str(attrs.get("data", "?"))),
-        ("pretrained", str(attrs.get("pretrained") or "none (randomly initialised model)")),
-        ("trials", _counts_text(_state_counts(study))),
+        ("objective", str(record.objective or "?")),
+        ("metric", f"{metric} ({record.direction})"),
+        ("data", str(record.data or "?")),
+        ("pretrained", str(record.pretrained or "none (randomly initialised model)")),
+        ("trials", _counts_text(report.state_counts())),
     ]
-    best = _best_trial(study)
+    best = report.best()
     if best is not None:
-        epoch = best.user_attrs.get("best_epoch")
-        items.append(
-            (
-                "best",
-                f"trial {best.number}, {metric} = {_fmt(best.value)}"
-                + (f" at epoch {epoch}" if epoch is not None else ""),
-            )
-        )
+        at = f" at epoch {best.best_epoch}" if best.best_epoch is not None else ""
+        items.append(("best", f"trial {best.number}, {metric} = {_fmt(best.value)}{at}"))
     else:
         items.append(("best", "no completed trial yet"))
-    baseline = info["baseline"]
+    label = f"baseline ({record.baseline_label})"
+    baseline = record.baseline
     if metric in baseline:
         others = ", ".join(f"{k} {_fmt(v)}" for k, v in baseline.items() if k != metric)
-        items.append(
-            ("baseline (untrained model)", f"{metric} = {_fmt(baseline[metric])}" + (f" ({others})" if others else ""))
-        )
+        items.append((label, f"{metric} = {_fmt(baseline[metric])}" + (f" ({others})" if others else "")))
     else:
-        items.append(("baseline (untrained model)", "not recorded"))
+        items.append((label, "not recorded"))
     items.append(("store", mask_url(url)))
     items.append(("generated by", f"`{command}` at {_now()}"))
     return items
@@ -300,31 +272,32 @@ def _header_lines(study: optuna.Study, url: str, command: str) -> list[tuple[str
 
 def report_markdown(study: optuna.Study, url: str = "", command: str = "") -> str:
     """The markdown report: header, trial table (best first), then one per-epoch table per trial."""
-    info = _info(study)
-    metric, components = info["metric"], info["components"]
-    lines = [f"# Study report: {study.study_name}", ""]
-    lines += [f"- {label}: {text}" for label, text in _header_lines(study, url, command)]
+    return _markdown(_Report.of(study), url, command)
+
+
+def _markdown(report: _Report, url: str, command: str) -> str:
+    record = report.record
+    metric, components = record.metric, record.components
+    lines = [f"# Study report: {report.study.study_name}", ""]
+    lines += [f"- {label}: {text}" for label, text in _header_lines(report, url, command)]
     lines.append("")
-    rows = trial_rows(study)
-    if not rows:
+    if not report.rows:
         lines += ["**This study has no trials yet.** Run `tuner run STUDY_FILE` to add some.", ""]
         return "\n".join(lines)
     lines += [f"## Trials by {metric} (best first; metric and components at each trial's best epoch)", ""]
-    columns = trial_columns(study)
-    lines += _md_table(columns, ([row.get(c) for c in columns] for row in rows))
+    columns = trial_columns(record)
+    lines += _md_table(columns, ([row.get(c) for c in columns] for row in report.rows))
     lines.append("")
-    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    for row in rows:
-        trial = trials[row["trial"]]
-        lines += [f"## {_trial_heading(trial)}", "", _trial_summary(trial, row, metric), ""]
-        epochs = epoch_rows(trial)
-        if not epochs:
+    for row in report.rows:
+        trial = report.trials[row["trial"]]
+        lines += [f"## {_trial_heading(trial)}", "", _trial_summary(trial, metric), ""]
+        if not trial.epochs:
             lines += ["_No epoch finished._", ""]
             continue
-        epoch_columns = _epoch_columns(epochs, metric, components)
+        epoch_columns = _epoch_columns(trial.epochs, metric, components)
         lines += _md_table(
             [*epoch_columns, "best"],
-            ([*(e.get(c) for c in epoch_columns), "*" if e["epoch"] == row["best_epoch"] else ""] for e in epochs),
+            ([*(e.get(c) for c in epoch_columns), "*" if e["epoch"] == trial.best_epoch else ""] for e in trial.epochs),
         )
         lines.append("")
     return "\n".join(lines)
@@ -332,11 +305,15 @@ def report_markdown(study: optuna.Study, url: str = "", command: str = "") -> st
 
 def report_csv(study: optuna.Study) -> str:
     """The trial table as CSV (one header row; floats in full precision, empty cells for missing)."""
-    columns = trial_columns(study)
+    return _csv(_Report.of(study))
+
+
+def _csv(report: _Report) -> str:
+    columns = trial_columns(report.record)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
-    for row in trial_rows(study):
+    for row in report.rows:
         writer.writerow([_csv_value(row.get(c)) for c in columns])
     return buffer.getvalue()
 
@@ -350,17 +327,17 @@ def study_figures(study: optuna.Study) -> dict[str, go.Figure]:
     Figures that cannot be drawn yet (no completed trial, importances with fewer than two completed
     trials or without any spread) are left out; the HTML report says why in their place.
     """
-    return {title: item for title, item in _figure_sections(study).items() if not isinstance(item, str)}
+    return {title: item for title, item in _figure_sections(_Report.of(study)).items() if not isinstance(item, str)}
 
 
-def _figure_sections(study: optuna.Study) -> dict[str, Any]:
+def _figure_sections(report: _Report) -> dict[str, Any]:
     """title -> figure, or -> a note saying why that figure is not drawn (in the report's order)."""
     import optuna
 
     sections: dict[str, Any] = {}
     notes: dict[str, str] = {}
-    info = _info(study)
-    metric = info["metric"]
+    study, record = report.study, report.record
+    metric = record.metric
     trials = study.get_trials(deepcopy=False)
     if not trials:
         return {"Figures": "This study has no trials yet: nothing to plot."}
@@ -369,7 +346,7 @@ def _figure_sections(study: optuna.Study) -> dict[str, Any]:
         (HISTORY, lambda: _history(study, metric) if completed else None, "no completed trial yet"),
         (
             INTERMEDIATE,
-            lambda: _intermediate(study, info["prune_on"]) if any(t.intermediate_values for t in trials) else None,
+            lambda: _intermediate(study, record.prune_on) if any(t.intermediate_values for t in trials) else None,
             "no trial has reported an epoch yet",
         ),
         (
@@ -379,8 +356,8 @@ def _figure_sections(study: optuna.Study) -> dict[str, Any]:
         ),
         (IMPORTANCES, lambda: _importances(study, metric, completed, notes), None),
         (
-            _OBJECTIVE_FIGURES.get(info["objective"], f"{metric} per trial at the best epoch"),
-            lambda: _objective_figure(study, info),
+            _OBJECTIVE_FIGURES.get(record.objective, f"{metric} per trial at the best epoch"),
+            lambda: _objective_figure(report),
             f"no trial has a {metric} yet",
         ),
     ]
@@ -472,44 +449,39 @@ def _importances(
         return None
 
 
-def _scored_rows(study: optuna.Study, metric: str) -> list[dict[str, Any]]:
-    return [r for r in trial_rows(study) if _finite(r.get(metric))]
-
-
 def _label(row: Mapping[str, Any]) -> str:
     state = str(row["state"]).lower()
     return f"trial {row['trial']}" + ("" if state == "complete" else f" ({state})")
 
 
-def _objective_figure(study: optuna.Study, info: Mapping[str, Any]) -> go.Figure | None:
-    metric = info["metric"]
-    rows = _scored_rows(study, metric)
+def _objective_figure(report: _Report) -> go.Figure | None:
+    rows, record = report.scored_rows(), report.record
     if not rows:
         return None
-    objective = info["objective"]
+    objective = record.objective
     if objective == "pyannote_segmentation":
-        return _der_components(rows, info)
+        return _der_components(rows, record)
     if objective == "wavlm_sv":
-        return _eer_and_det(study, rows, info)
+        return _eer_and_det(report, rows)
     if objective == "sepformer_separation":
-        return _before_after(rows, info)
-    return _metric_bars(rows, info)
+        return _before_after(rows, record)
+    return _metric_bars(rows, record)
 
 
-def _der_components(rows: Sequence[Mapping[str, Any]], info: Mapping[str, Any]) -> go.Figure:
-    """Confusion, FalseAlarm and Miss stacked per trial at its best epoch (the untrained model first)."""
+def _der_components(rows: Sequence[Mapping[str, Any]], record: StudyRecord) -> go.Figure:
+    """Confusion, FalseAlarm and Miss stacked per trial at its best epoch (the baseline model first)."""
     import plotly.graph_objects as go
 
-    metric = info["metric"]
-    baseline = info["baseline"]
-    parts = [c for c in ("Confusion", "FalseAlarm", "Miss") if c in info["components"]] or [
+    metric = record.metric
+    baseline = record.baseline
+    parts = [c for c in ("Confusion", "FalseAlarm", "Miss") if c in record.components] or [
         "Confusion",
         "FalseAlarm",
         "Miss",
     ]
     bars = [(_label(r), r) for r in rows]
     if all(p in baseline for p in parts):
-        bars.insert(0, ("untrained model", baseline))
+        bars.insert(0, (record.baseline_label, baseline))
     labels = [label for label, _ in bars]
     figure = go.Figure()
     for part in parts:
@@ -534,18 +506,17 @@ def _probit_axis(percentages: Sequence[float]) -> dict[str, Any]:
     return {"tickvals": [normal.inv_cdf(p / 100) for p in percentages], "ticktext": [f"{p:g}" for p in percentages]}
 
 
-def _eer_and_det(study: optuna.Study, rows: Sequence[Mapping[str, Any]], info: Mapping[str, Any]) -> go.Figure:
-    """EER per trial at its best epoch (the untrained model's as a line) and the best trial's DET curve
+def _eer_and_det(report: _Report, rows: Sequence[Mapping[str, Any]]) -> go.Figure:
+    """EER per trial at its best epoch (the baseline model's as a line) and the best trial's DET curve
     (miss rate against false-alarm rate on probit axes, from ``details/best``)."""
     from plotly.subplots import make_subplots
 
-    metric = info["metric"]
-    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    best = _best_trial(study)
+    record, trials = report.record, report.trials
+    metric = record.metric
+    best = report.best()
     candidates = ([best.number] if best is not None else []) + [r["trial"] for r in rows]
     det_trial = next(
-        (trials[n] for n in candidates if isinstance(trials[n].user_attrs.get("details/best", {}).get("det"), Mapping)),
-        None,
+        (trials[n] for n in candidates if isinstance((trials[n].best_details or {}).get("det"), Mapping)), None
     )
     det_title = f"DET curve of trial {det_trial.number}" if det_trial is not None else "DET curve (none recorded)"
     figure = make_subplots(
@@ -560,7 +531,7 @@ def _eer_and_det(study: optuna.Study, rows: Sequence[Mapping[str, Any]], info: M
         row=1,
         col=1,
     )
-    baseline = info["baseline"].get(metric)
+    baseline = record.baseline.get(metric)
     if _finite(baseline):
         figure.add_hline(
             y=baseline,
@@ -568,13 +539,13 @@ def _eer_and_det(study: optuna.Study, rows: Sequence[Mapping[str, Any]], info: M
             line_color="gray",
             row=1,
             col=1,
-            annotation_text=f"untrained {_fmt(baseline)}",
+            annotation_text=f"{record.baseline_label} {_fmt(baseline)}",
             annotation_position="top left",
         )
     figure.update_xaxes(title_text="trial (best first)", row=1, col=1)
     figure.update_yaxes(title_text=f"{metric} (%)", row=1, col=1)
     if det_trial is not None:
-        details = det_trial.user_attrs["details/best"]
+        details = det_trial.best_details or {}
         det = details["det"]
         normal = NormalDist()
         eps = 1e-3
@@ -625,17 +596,17 @@ def _eer_and_det(study: optuna.Study, rows: Sequence[Mapping[str, Any]], info: M
     return figure
 
 
-def _before_after(rows: Sequence[Mapping[str, Any]], info: Mapping[str, Any]) -> go.Figure:
-    """The metric of the untrained model (the study's baseline) beside each trial's best."""
+def _before_after(rows: Sequence[Mapping[str, Any]], record: StudyRecord) -> go.Figure:
+    """The metric of the model before fine-tuning (the study's baseline) beside each trial's best."""
     import plotly.graph_objects as go
 
-    metric = info["metric"]
+    metric = record.metric
     labels = [_label(r) for r in rows]
-    baseline = info["baseline"].get(metric)
+    baseline = record.baseline.get(metric)
     figure = go.Figure()
     if _finite(baseline):
         figure.add_bar(
-            name="before: untrained model",
+            name=f"before: {record.baseline_label}",
             x=labels,
             y=[baseline] * len(rows),
             marker_color="lightgray",
@@ -653,15 +624,15 @@ def _before_after(rows: Sequence[Mapping[str, Any]], info: Mapping[str, Any]) ->
     return figure
 
 
-def _metric_bars(rows: Sequence[Mapping[str, Any]], info: Mapping[str, Any]) -> go.Figure:
+def _metric_bars(rows: Sequence[Mapping[str, Any]], record: StudyRecord) -> go.Figure:
     import plotly.graph_objects as go
 
-    metric = info["metric"]
+    metric = record.metric
     figure = go.Figure()
     figure.add_bar(name=metric, x=[_label(r) for r in rows], y=[r[metric] for r in rows])
-    baseline = info["baseline"].get(metric)
+    baseline = record.baseline.get(metric)
     if _finite(baseline):
-        figure.add_hline(y=baseline, line_dash="dash", annotation_text=f"untrained {_fmt(baseline)}")
+        figure.add_hline(y=baseline, line_dash="dash", annotation_text=f"{record.baseline_label} {_fmt(baseline)}")
     figure.update_layout(xaxis_title="trial (best first)", yaxis_title=metric)
     return figure
 
@@ -689,13 +660,16 @@ def report_html(
 
     ``sections`` (title -> figure or note) defaults to the figures of :func:`study_figures` with a note
     in place of each figure that cannot be drawn yet."""
+    return _html(_Report.of(study), url, command, sections)
+
+
+def _html(report: _Report, url: str, command: str, sections: Mapping[str, Any] | None = None) -> str:
     import plotly.io as pio
 
     if sections is None:
-        sections = _figure_sections(study)
-    info = _info(study)
-    metric, components = info["metric"], info["components"]
-    name = html.escape(study.study_name)
+        sections = _figure_sections(report)
+    metric, components = report.record.metric, report.record.components
+    name = html.escape(report.study.study_name)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -704,7 +678,7 @@ def report_html(
         f"<h1>Study report: {name}</h1>",
         '<ul class="header">',
     ]
-    for label, text in _header_lines(study, url, command):
+    for label, text in _header_lines(report, url, command):
         parts.append(f"<li><b>{html.escape(label)}</b> {html.escape(text.replace('`', ''))}</li>")
     parts.append("</ul>")
 
@@ -721,18 +695,17 @@ def report_html(
         parts.append(f'<div class="figure">{figure_html}</div>')
         first = False
 
-    rows = trial_rows(study)
+    rows = report.rows
     parts.append(f"<h2>Trials by {html.escape(metric)} (best first; at each trial's best epoch)</h2>")
     if rows:
-        columns = trial_columns(study)
+        columns = trial_columns(report.record)
         parts.append(_html_table(columns, ([r.get(c) for c in columns] for r in rows), css="trials"))
         parts.append("<h2>Epochs per trial</h2>")
-        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
         for row in rows:
-            trial = trials[row["trial"]]
-            epochs = epoch_rows(trial)
+            trial = report.trials[row["trial"]]
+            epochs = trial.epochs
             parts.append(f"<details><summary>{html.escape(_trial_heading(trial))}</summary>")
-            parts.append(f"<p>{html.escape(_trial_summary(trial, row, metric))}</p>")
+            parts.append(f"<p>{html.escape(_trial_summary(trial, metric))}</p>")
             if epochs:
                 columns = _epoch_columns(epochs, metric, components)
                 parts.append(_html_table(columns, ([e.get(c) for c in columns] for e in epochs), css="epochs"))
@@ -753,15 +726,16 @@ def write_report(
     -> path. ``command`` is the line recorded as having generated the report (default: the equivalent
     ``tuner report`` command)."""
     url = resolve_storage_url(storage)
-    study = load_report_study(study_name, url)
+    study = load_existing_study(study_name, url)
     out_dir = Path(out_dir)
     command = command or _command([study_name], url, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = _safe_stem(study_name)
     paths = {"md": out_dir / f"{stem}.md", "csv": out_dir / f"{stem}.csv", "html": out_dir / f"{stem}.html"}
-    paths["md"].write_text(report_markdown(study, url, command), encoding="utf-8")
-    paths["csv"].write_text(report_csv(study), encoding="utf-8", newline="")
-    paths["html"].write_text(report_html(study, url, command), encoding="utf-8")
+    report = _Report.of(study)
+    paths["md"].write_text(_markdown(report, url, command), encoding="utf-8")
+    paths["csv"].write_text(_csv(report), encoding="utf-8", newline="")
+    paths["html"].write_text(_html(report, url, command), encoding="utf-8")
     return paths
 
 
@@ -800,24 +774,24 @@ def compare_rows(study_names: Sequence[str], storage: str | None = None) -> list
     names = list(dict.fromkeys(study_names))
     if not names:
         raise ConfigError("name at least one study to compare: tuner report --compare STUDY_A STUDY_B")
-    studies = [load_report_study(name, url) for name in names]
-    metrics = {(_info(s)["metric"], _info(s)["direction"]) for s in studies}
+    reports = [_Report.of(load_existing_study(name, url)) for name in names]
+    metrics = {(r.record.metric, r.record.direction) for r in reports}
     if len(metrics) > 1:
-        listing = ", ".join(f"{s.study_name} ({_info(s)['metric']}, {_info(s)['direction']})" for s in studies)
+        listing = ", ".join(f"{r.record.name} ({r.record.metric}, {r.record.direction})" for r in reports)
         raise ConfigError(
             f"studies with different metrics cannot be compared: {listing}. Compare studies of one metric."
         )
     rows = []
-    for study in studies:
-        info = _info(study)
-        counts = _state_counts(study)
-        best = _best_trial(study)
+    for report in reports:
+        record = report.record
+        counts = report.state_counts()
+        best = report.best()
         rows.append(
             {
-                "study": study.study_name,
-                "objective": info["objective"],
-                "metric": info["metric"],
-                "direction": info["direction"],
+                "study": record.name,
+                "objective": record.objective,
+                "metric": record.metric,
+                "direction": record.direction,
                 "trials": sum(counts.values()),
                 "complete": counts["COMPLETE"],
                 "pruned": counts["PRUNED"],
@@ -825,8 +799,8 @@ def compare_rows(study_names: Sequence[str], storage: str | None = None) -> list
                 "running": counts["RUNNING"],
                 "best": best.value if best is not None else None,
                 "best_trial": best.number if best is not None else None,
-                "best_epoch": best.user_attrs.get("best_epoch") if best is not None else None,
-                "baseline": info["baseline"].get(info["metric"]),
+                "best_epoch": best.best_epoch if best is not None else None,
+                "baseline": record.baseline.get(record.metric),
                 "params": dict(best.params) if best is not None else {},
             }
         )

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuner import _compat, records
 from tuner.errors import ConfigError, TunerError
 from tuner.objectives.base import Objective, get_objective_class
 from tuner.search_space import SearchSpace, TrialConfig
@@ -372,7 +373,7 @@ def run_study(
     """
     import optuna
 
-    from tuner._queue import QueueEmpty, backend, fill_queue
+    from tuner._queue import QueueEmpty, fill_queue
     from tuner.dashboard import publish_study
     from tuner.storage import open_artifact_store, resolve_artifact_dir, store_errors
     from tuner.training.progress import StudyProgress
@@ -407,11 +408,12 @@ def run_study(
             # a resumed study or another worker: a sampler seeded as in the first run would propose the
             # same configurations again
             study.sampler.reseed_rng()
-        if "baseline" not in study.user_attrs:
-            logger.info("evaluating the untrained model (the study's baseline)")
+        if not records.StudyRecord.of(study).baseline:
+            label = records.StudyRecord.of(study).baseline_label
+            logger.info("evaluating the %s (the study's baseline)", label)
             baseline = evaluate_untrained(objective, space.config_from({}), spec.seed, spec.trainer, device)
-            study.set_user_attr("baseline", baseline)
-            logger.info("baseline %s=%.4f", objective.metric, baseline.get(objective.metric, float("nan")))
+            records.write_baseline(study, baseline)
+            logger.info("baseline (%s) %s=%.4f", label, objective.metric, baseline.get(objective.metric, float("nan")))
     artifact_store = open_artifact_store(resolve_artifact_dir(url, artifacts))
 
     waiting, running = _count(study, "WAITING"), _count(study, "RUNNING")
@@ -439,7 +441,7 @@ def run_study(
 
     worker = _Worker(study, spec, objective, space, prune_on, artifact_store, device, show_progress)
     deadline = None if timeout is None else time.monotonic() + timeout
-    queue = backend(study)
+    queue = _compat.backend_of(study)
     queue.queue_only = True  # take only enqueued trials: the budget is exact
     with (
         StudyProgress(waiting) as display,
@@ -559,13 +561,12 @@ class _Worker:
         self.current = trial
         spec, objective = self.spec, self.objective
         config = self.space.suggest(trial)
-        seed = trial.user_attrs.get("seed", spec.seed + trial.number)  # a retry keeps its trial's seed
-        trial.set_user_attr("config", config.as_dict())
-        trial.set_user_attr("seed", seed)
-        trial.set_user_attr("max_epochs", spec.max_epochs)
+        seed = records.inherited_seed(trial)  # a retry keeps its trial's seed
+        seed = spec.seed + trial.number if seed is None else seed
+        why_retried = records.start_trial(trial, config.as_dict(), seed, spec.max_epochs)
         checkpoints = EpochCheckpoint(trial, self.artifact_store)
         try:
-            resume_from = self._resume_path(trial, checkpoints)
+            resume_from = self._resume_path(trial, checkpoints, why_retried)
             started = time.perf_counter()
             progress = [BatchProgress(self.display, f"trial {trial.number}")] if self.show_progress else []
             try:
@@ -582,24 +583,23 @@ class _Worker:
                     prune_on=self.prune_on,
                 )
             except KeyboardInterrupt:
-                trial.set_user_attr(
-                    "fail_reason", "interrupted (Ctrl-C); re-queued to resume from its last finished epoch"
-                )
+                records.fail_trial(trial, "interrupted (Ctrl-C); re-queued to resume from its last finished epoch")
                 raise
             except _TRIAL_FAILURES as error:
                 if isinstance(error, TunerError):
-                    trial.set_user_attr("fail_reason", str(error))
+                    records.fail_trial(trial, str(error))
                     raise
                 reason = describe_failure(error)
                 logger.debug("trial %d failed", trial.number, exc_info=True)
-                trial.set_user_attr("fail_reason", reason)
+                records.fail_trial(trial, reason)
                 checkpoints.discard()
                 _free_memory()
                 raise TrialFailed(reason) from error
             except Exception as error:
-                trial.set_user_attr("fail_reason", describe_failure(error))
+                records.fail_trial(trial, describe_failure(error))
                 raise
-            _record_result(trial, result, objective, time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+            records.finish_trial(trial, len(result.history), result.best_epoch, seconds, result.info)
             if result.pruned_at is not None:
                 checkpoints.discard()
                 raise optuna.TrialPruned(f"pruned after epoch {result.pruned_at + 1}")
@@ -612,14 +612,18 @@ class _Worker:
         finally:
             checkpoints.close()
 
-    def _resume_path(self, trial: optuna.Trial, checkpoints: EpochCheckpoint) -> Path | None:
-        """The checkpoint a retry resumes from (recorded as the trial's ``resumed_from``), else None."""
+    def _resume_path(self, trial: optuna.Trial, checkpoints: EpochCheckpoint, why: str | None) -> Path | None:
+        """For a retry: the checkpoint it resumes from (None to start over), recorded as its ``resumed_from``
+        with ``why`` the trial it retries stopped. None for a new trial."""
+        origin = records.retried_from(self.study, trial)
+        if origin is None:
+            return None
         resume_from = checkpoints.resume_path()
-        if resume_from is not None:
-            retried = trial.user_attrs.get("resumed_from", {})
-            epoch = checkpoints.record["epoch"]  # type: ignore[index]
-            origin = self.study._storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
-            trial.set_user_attr("resumed_from", {"trial": origin, "epoch": epoch, "earlier": retried or None})
+        epoch = checkpoints.record["epoch"] if resume_from is not None else None  # type: ignore[index]
+        records.write_resumed_from(trial, origin, epoch, why)
+        if epoch is None:
+            logger.info("trial %d retries trial %s from its start (no checkpoint to resume)", trial.number, origin)
+        else:
             logger.info("trial %d resumes trial %s after epoch %d", trial.number, origin, epoch + 1)
         return resume_from
 
@@ -642,9 +646,8 @@ class _Worker:
                 study.best_trial.number,
             )
         elif trial.state == optuna.trial.TrialState.FAIL:
-            logger.warning(
-                "trial %d failed: %s", trial.number, trial.user_attrs.get("fail_reason", "see the log above")
-            )
+            reason = records.TrialRecord.of(trial, records.StudyRecord.of(study)).fail_summary
+            logger.warning("trial %d failed: %s", trial.number, reason or "see the log above")
         publish_trial_note(study, trial)  # optuna-dashboard note; never raises
 
     def requeue_interrupted(self, error: BaseException) -> None:
@@ -667,15 +670,14 @@ class _Worker:
         import optuna
 
         from tuner._queue import requeue
-        from tuner.training.checkpoint import CHECKPOINT_ATTR
 
-        frozen = self.study._storage.get_trial(trial._trial_id)
+        frozen = _compat.frozen_trial(self.study, trial)
         if frozen.state != optuna.trial.TrialState.FAIL:
             return  # still running (its heartbeat stops; another worker retries it after the grace period)
         why = "interrupted" if isinstance(error, KeyboardInterrupt) else type(error).__name__
         retry = requeue(self.study, frozen, why)
         if retry is not None:
-            record = self.study._storage.get_trial_system_attrs(trial._trial_id).get(CHECKPOINT_ATTR)
+            record = records.checkpoint_of(self.study, trial)
             after = f"after epoch {record['epoch'] + 1}" if record else "from its start (no epoch had finished)"
             logger.warning(
                 "trial %d %s: marked failed and re-queued as trial %d, which resumes %s. Run the same command "
@@ -699,58 +701,51 @@ def _is_best_so_far(study: optuna.Study, value: float, direction: str) -> bool:
     return value <= best if direction == "minimize" else value >= best
 
 
-def _record_result(trial: optuna.Trial, result: FitResult, objective: Objective, seconds: float) -> None:
-    trial.set_user_attr("epochs_run", len(result.history))
-    trial.set_user_attr("best_epoch", result.best_epoch)
-    trial.set_user_attr("seconds", round(seconds, 2))
-    trial.set_user_attr("model", result.info)
-
-
 def _check_or_record_study(
     study: optuna.Study, spec: StudySpec, objective: Objective, space: SearchSpace, url: str, prune_on: str
 ) -> None:
     """Record what the study is on first use; refuse to mix another objective into it later."""
     import tuner
 
-    attrs = study.user_attrs
-    if "objective" in attrs and attrs["objective"] != objective.name:
-        raise ConfigError(
-            f"{spec.where} in {mask_url(url)} was created for objective '{attrs['objective']}', not "
-            f"'{objective.name}'. Give this study another name or use another store (--storage)."
-        )
+    stored = records.StudyRecord.of(study)
     described = objective.describe()
-    recorded = attrs.get("prune_on", objective.metric)  # studies from before prune_on pruned on the metric
-    if "objective" in attrs and recorded != prune_on:
-        raise ConfigError(
-            f"{spec.where} in {mask_url(url)} prunes on {recorded!r}, not {prune_on!r}: its trials' "
-            f"intermediate values are that. Set prune_on={recorded!r} in the study file, "
-            "or give this study another name."
-        )
-    if "objective" in attrs:
+    if stored.recorded:
+        if stored.objective != objective.name:
+            raise ConfigError(
+                f"{spec.where} in {mask_url(url)} was created for objective '{stored.objective}', not "
+                f"'{objective.name}'. Give this study another name or use another store (--storage)."
+            )
+        if stored.prune_on != prune_on:
+            raise ConfigError(
+                f"{spec.where} in {mask_url(url)} prunes on {stored.prune_on!r}, not {prune_on!r}: its trials' "
+                f"intermediate values are that. Set prune_on={stored.prune_on!r} in the study file, "
+                "or give this study another name."
+            )
         for key in ("data", "pretrained"):
-            if attrs.get(key) != described.get(key):
+            if getattr(stored, key) != described.get(key):
                 logger.warning(
                     "study '%s' was started with %s=%r; this run uses %r (trials will mix both)",
                     spec.name,
                     key,
-                    attrs.get(key),
+                    getattr(stored, key),
                     described.get(key),
                 )
         return
-    record = {
-        **described,
-        "metric": objective.metric,
-        "direction": objective.direction,
-        "components": list(objective.components),
-        "prune_on": prune_on,
-        "max_epochs": spec.max_epochs,
-        "n_trials": spec.n_trials,
-        "trainer": dict(spec.trainer),
-        "seed": spec.seed,
-        "search_space": space.to_dict(),
-        "search_space_file": "inline" if isinstance(spec.search_space, Mapping) else str(spec.search_space),
-        "tuner_version": tuner.__version__,
-        "description": spec.description,
-    }
-    for key, value in record.items():
-        study.set_user_attr(key, value)
+    records.write_study(
+        study,
+        {
+            **described,
+            "metric": objective.metric,
+            "direction": objective.direction,
+            "components": list(objective.components),
+            "prune_on": prune_on,
+            "max_epochs": spec.max_epochs,
+            "n_trials": spec.n_trials,
+            "trainer": dict(spec.trainer),
+            "seed": spec.seed,
+            "search_space": space.to_dict(),
+            "search_space_file": "inline" if isinstance(spec.search_space, Mapping) else str(spec.search_space),
+            "tuner_version": tuner.__version__,
+            "description": spec.description,
+        },
+    )

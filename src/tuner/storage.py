@@ -19,6 +19,8 @@ __all__ = [
     "resolve_storage_url",
     "mask_url",
     "open_storage",
+    "load_existing_study",
+    "check_driver",
     "sqlite_path",
     "store_errors",
     "resolve_artifact_dir",
@@ -103,6 +105,7 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True) -> optuna.st
     from tuner._queue import QueueStorage
 
     url = resolve_storage_url(url)
+    check_driver(url)
     engine_kwargs: dict = {}
     sqlite_file = sqlite_path(url)
     if sqlite_file is not None:
@@ -136,6 +139,70 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True) -> optuna.st
             f"cannot open the trial store {mask_url(url)}: {_first_line(error)}. Check the URL "
             "(sqlite:///path/to.db, postgresql://user:password@host:5432/db), that the server is "
             "running and reachable, and that the database exists and is writable."
+        ) from None
+
+
+#: SQLAlchemy driver -> the package that provides it
+_DRIVER_PACKAGES = {
+    "psycopg": "psycopg[binary]",
+    "psycopg2": "psycopg2-binary",
+    "pg8000": "pg8000",
+    "asyncpg": "asyncpg",
+    "mysqldb": "mysqlclient",
+    "pymysql": "PyMySQL",
+    "mysqlconnector": "mysql-connector-python",
+    "oracledb": "oracledb",
+    "pyodbc": "pyodbc",
+}
+
+
+def check_driver(url: str) -> None:
+    """Refuse a URL whose database driver is not installed, naming the package that provides it.
+
+    A plain ``postgresql://`` URL uses psycopg (3), which tuner installs (SQLAlchemy 2.1 picks it);
+    ``postgresql+psycopg2://`` needs ``psycopg2-binary``.
+    """
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+        driver = parsed.get_driver_name()
+        dialect = parsed.get_dialect()
+    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError, ValueError) as error:
+        raise StorageError(
+            f"not a store URL: {mask_url(url)} ({_first_line(error)}). Use sqlite:///path/to.db or "
+            "postgresql://user:password@host:5432/db."
+        ) from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as error:
+        package = _DRIVER_PACKAGES.get(driver, driver)
+        module = getattr(error, "name", None) or driver
+        plain = f" (or use the plain form {parsed.get_backend_name()}://..., whose driver tuner installs)"
+        hint = plain if parsed.get_backend_name() == "postgresql" and driver != "psycopg" else ""
+        raise StorageError(
+            f"the store {mask_url(url)} needs the database driver '{driver}' (Python module '{module}'), which "
+            f"is not installed: pip install '{package}'{hint}."
+        ) from None
+
+
+def load_existing_study(study_name: str, storage: str | None = None) -> optuna.Study:
+    """``study_name`` from the store (``storage``, else ``$TUNER_STORAGE``, else the default SQLite file),
+    opened for reading (no heartbeats). An unknown name is a :class:`~tuner.errors.ConfigError` naming the
+    store (password masked) and listing the studies there."""
+    import optuna
+
+    from tuner.errors import ConfigError
+
+    url = resolve_storage_url(storage)
+    store = open_storage(url, heartbeat=False)
+    try:
+        return optuna.load_study(study_name=study_name, storage=store)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(store) if "::lock:" not in s.study_name]
+        raise ConfigError(
+            f"no study '{study_name}' in {mask_url(url)}. Studies there: {', '.join(names) or 'none'}."
         ) from None
 
 

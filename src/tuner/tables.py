@@ -6,84 +6,59 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from tuner.records import StudyRecord, TrialRecord, study_trials
+
 if TYPE_CHECKING:
     import optuna
     from rich.table import Table
 
-__all__ = ["PARAM_COLUMNS", "epoch_rows", "rich_table", "study_rows", "trial_columns", "trial_rows"]
+__all__ = ["PARAM_COLUMNS", "rich_table", "study_rows", "trial_columns", "trial_rows", "trial_row"]
 
-#: configuration columns shown for every objective (seed 001's knobs)
+#: configuration columns shown for every objective (the knobs of the hand-run settings)
 PARAM_COLUMNS = ("optimizer", "schedule", "batch_size", "lr", "weight_decay", "unfrozen_layers")
 
 
-def epoch_rows(trial: optuna.trial.FrozenTrial) -> list[dict[str, Any]]:
-    """The per-epoch records of ``trial``, in epoch order (``{"epoch": k, metric..., components...}``)."""
-    rows = []
-    for key in sorted(k for k in trial.user_attrs if k.startswith("epoch/")):
-        rows.append({"epoch": int(key.split("/")[1]), **trial.user_attrs[key]})
-    return rows
-
-
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
-    """One row per trial: number, state, configuration, epochs run, best epoch, metric and components
-    at the best epoch; sorted by the metric (best first), unfinished trials last."""
-    attrs = study.user_attrs
-    metric = attrs.get("metric", "value")
-    components = attrs.get("components", [])
-    maximize = attrs.get("direction") == "maximize"
-    param_columns = _param_columns(attrs)
-    rows = []
-    for trial in study.get_trials(deepcopy=False):
-        config = trial.user_attrs.get("config", trial.params)
-        epochs = epoch_rows(trial)
-        best_epoch = _best_epoch(epochs, metric, maximize)
-        best = next((e for e in epochs if e["epoch"] == best_epoch), {})
-        row: dict[str, Any] = {"trial": trial.number, "state": trial.state.name}
-        row.update({name: config.get(name) for name in param_columns})
-        row["epochs"] = len(epochs)
-        row["best_epoch"] = best_epoch
-        row[metric] = best.get(metric)
-        row.update({name: best.get(name) for name in components})
-        rows.append(row)
+    """One row per trial (:func:`trial_row`), sorted by the metric (best first), unscored trials last."""
+    record, trials = study_trials(study)
+    return sort_rows([trial_row(trial, record) for trial in trials], record)
+
+
+def trial_row(trial: TrialRecord, study: StudyRecord) -> dict[str, Any]:
+    """Number, state, configuration, epochs run, best epoch, metric and components at the best epoch."""
+    best = trial.best
+    row: dict[str, Any] = {"trial": trial.number, "state": trial.state}
+    row.update({name: trial.config.get(name) for name in param_columns(study)})
+    row["epochs"] = trial.epochs_run
+    row["best_epoch"] = trial.best_epoch
+    row[study.metric] = best.get(study.metric)
+    row.update({name: best.get(name) for name in study.components})
+    return row
+
+
+def sort_rows(rows: list[dict[str, Any]], study: StudyRecord) -> list[dict[str, Any]]:
+    """``rows`` best first by the study's metric; rows without a finite one last, in trial order."""
 
     def key(row: dict[str, Any]) -> tuple[int, float]:
-        value = row[metric]
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        value = row[study.metric]
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
             return (1, 0.0)
-        return (0, -value if maximize else value)
+        return (0, -value if study.maximize else value)
 
     return sorted(rows, key=key)
 
 
-def _param_columns(attrs: dict[str, Any]) -> list[str]:
-    # the common knobs, then the objective's own searched ones (a loss, a margin, a clip value)
-    return [
-        *PARAM_COLUMNS,
-        *(k for k in attrs.get("search_space", {}) if k not in PARAM_COLUMNS and k != "warmup_epochs"),
-    ]
+def param_columns(study: StudyRecord) -> list[str]:
+    """The common knobs, then the objective's own searched ones (a loss, a margin, a clip value)."""
+    own = (k for k in study.search_space if k not in PARAM_COLUMNS and k != "warmup_epochs")
+    return [*PARAM_COLUMNS, *own]
 
 
-def trial_columns(study: optuna.Study) -> list[str]:
+def trial_columns(study: optuna.Study | StudyRecord) -> list[str]:
     """The columns of :func:`trial_rows` (also for a study without trials): trial, state, configuration,
     epochs, best_epoch, metric, components."""
-    attrs = study.user_attrs
-    return [
-        "trial",
-        "state",
-        *_param_columns(attrs),
-        "epochs",
-        "best_epoch",
-        attrs.get("metric", "value"),
-        *attrs.get("components", []),
-    ]
-
-
-def _best_epoch(epochs: Sequence[dict[str, Any]], metric: str, maximize: bool) -> int | None:
-    scored = [e for e in epochs if isinstance(e.get(metric), (int, float)) and not math.isnan(e[metric])]
-    if not scored:
-        return None
-    pick = max if maximize else min
-    return pick(scored, key=lambda e: e[metric])["epoch"]
+    record = study if isinstance(study, StudyRecord) else StudyRecord.of(study)
+    return ["trial", "state", *param_columns(record), "epochs", "best_epoch", record.metric, *record.components]
 
 
 def study_rows(storage: Any) -> list[dict[str, Any]]:
@@ -97,12 +72,13 @@ def study_rows(storage: Any) -> list[dict[str, Any]]:
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         states = [t.state for t in study.get_trials(deepcopy=False)]
         best = summary.best_trial
+        record = StudyRecord.from_attrs(summary.study_name, summary.user_attrs, summary.direction.name.lower())
         rows.append(
             {
                 "study": summary.study_name,
-                "objective": summary.user_attrs.get("objective", "?"),
-                "metric": summary.user_attrs.get("metric", "value"),
-                "direction": summary.direction.name.lower(),
+                "objective": record.objective or "?",
+                "metric": record.metric,
+                "direction": record.direction,
                 "trials": len(states),
                 "complete": sum(s == optuna.trial.TrialState.COMPLETE for s in states),
                 "pruned": sum(s == optuna.trial.TrialState.PRUNED for s in states),

@@ -3,7 +3,7 @@
 ::
 
     with LocalPostgres() as server:           # initdb + pg_ctl start in a temporary folder
-        url = server.new_database("study_a")  # postgresql+psycopg2://tuner:...@127.0.0.1:PORT/study_a
+        url = server.new_database("study_a")  # postgresql://tuner:...@127.0.0.1:PORT/study_a
         ...                                   # on exit: stopped and deleted, whatever happened inside
 
 The cluster is built for speed, not durability (``fsync=off``): never point it at data you want to keep.
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from typing_extensions import Self
 
 if TYPE_CHECKING:
-    import psycopg2.extensions
+    import psycopg
 
 __all__ = ["LocalPostgres", "PostgresUnavailable", "find_bindir"]
 
@@ -198,7 +198,7 @@ class LocalPostgres:
     # ---------------------------------------------------------------------------------------------- URLs
     @property
     def url(self) -> str:
-        """``postgresql+psycopg2://tuner:PASSWORD@127.0.0.1:PORT/tuner``."""
+        """``postgresql://tuner:PASSWORD@127.0.0.1:PORT/tuner`` (the plain form the README documents)."""
         return self.url_for(self.database)
 
     def url_for(self, database: str, user: str | None = None, password: str | None = None) -> str:
@@ -207,7 +207,7 @@ class LocalPostgres:
             raise RuntimeError("LocalPostgres is not running; use it as `with LocalPostgres() as server:`")
         user = user or self.user
         password = password if password is not None else self.password
-        return f"postgresql+psycopg2://{user}:{password}@{self.host}:{self.port}/{database}"
+        return f"postgresql://{user}:{password}@{self.host}:{self.port}/{database}"
 
     def new_database(self, name: str) -> str:
         """Create the empty database ``name`` (owned by ``tuner``) and return its URL."""
@@ -341,13 +341,19 @@ class LocalPostgres:
             )
 
     @contextmanager
-    def _admin(self, database: str = "postgres") -> Iterator[psycopg2.extensions.connection]:
-        """An autocommit connection of the superuser through the private unix socket."""
-        import psycopg2
+    def _admin(self, database: str = "postgres") -> Iterator[psycopg.Connection]:
+        """An autocommit connection of the superuser through the private unix socket.
+
+        Its cursors bind parameters on the client (``CREATE ROLE ... PASSWORD %s`` takes no server-side
+        parameter); CREATE/DROP DATABASE cannot run in a transaction, hence autocommit.
+        """
+        import psycopg
 
         assert self.root is not None and self.port is not None
-        connection = psycopg2.connect(host=str(self.root), port=self.port, user="postgres", dbname=database)
-        connection.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
+        connection = psycopg.connect(
+            host=str(self.root), port=self.port, user="postgres", dbname=database, autocommit=True,
+            cursor_factory=psycopg.ClientCursor,
+        )  # fmt: skip
         try:
             yield connection
         finally:

@@ -3,38 +3,34 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import socket
 import tempfile
 import time
 import uuid
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 from typing_extensions import override
 
+from tuner import _compat, records
+
 if TYPE_CHECKING:
     import optuna
-    from optuna.artifacts._protocol import ArtifactStore
 
-__all__ = ["EpochCheckpoint", "CHECKPOINT_ATTR"]
+    from tuner._compat import ArtifactStore
+
+__all__ = ["EpochCheckpoint"]
 
 logger = logging.getLogger(__name__)
-
-#: trial system attribute: the trial's latest checkpoint ``{artifact_id, epoch, host, at}``
-CHECKPOINT_ATTR = "tuner:checkpoint"
-#: Optuna's key prefix for artifact metadata, which optuna-dashboard lists under a trial
-_ARTIFACT_META_PREFIX = "artifacts:"
 
 
 class EpochCheckpoint(pl.Callback):
     """After every finished epoch, save a Lightning checkpoint of the trial (model, optimizer,
     scheduler, loop and callback states) to the study's artifact store, then drop the one before it.
 
-    The trial's system attribute :data:`CHECKPOINT_ATTR` names the latest one, so a retry of the trial
+    The trial's system attribute :data:`tuner.records.CHECKPOINT` names the latest one, so a retry of the trial
     (it inherits the attribute) resumes after that epoch: see :meth:`resume_path`. An epoch after
     which the trial is pruned is not saved (a pruned trial is never resumed). At the end of a trial
     the runner calls :meth:`keep` (the checkpoint stays, listed in optuna-dashboard as the trial's
@@ -45,7 +41,7 @@ class EpochCheckpoint(pl.Callback):
         self.trial = trial
         self.store = store
         self._tmp = Path(tempfile.mkdtemp(prefix="tuner-ckpt-"))
-        self.record: dict[str, Any] | None = self._storage.get_trial_system_attrs(trial._trial_id).get(CHECKPOINT_ATTR)
+        self.record: dict[str, Any] | None = records.checkpoint_of(trial.study, trial)
 
     def resume_path(self) -> Path | None:
         """The checkpoint this trial resumes from (one inherited from the trial it retries), fetched to a
@@ -87,36 +83,22 @@ class EpochCheckpoint(pl.Callback):
         local.unlink()
         previous = self.record
         self.record = {"artifact_id": artifact_id, "epoch": epoch, "host": socket.gethostname(), "at": time.time()}
-        self._set_attr(CHECKPOINT_ATTR, self.record)
+        records.write_checkpoint(self.trial.study, self.trial, self.record)
         if previous is not None:
             self._remove(previous["artifact_id"])
 
     def keep(self) -> None:
         """Keep the last checkpoint, listed as the trial's artifact in optuna-dashboard."""
-        import optuna
-
         if self.record is not None:
-            meta = optuna.artifacts.ArtifactMeta(
-                artifact_id=self.record["artifact_id"],
-                filename=f"trial{self.trial.number}-epoch{self.record['epoch'] + 1}.ckpt",
-                mimetype="application/octet-stream",
-                encoding=None,
-            )
-            self._set_attr(_ARTIFACT_META_PREFIX + meta.artifact_id, json.dumps(asdict(meta)))
+            filename = f"trial{self.trial.number}-epoch{self.record['epoch'] + 1}.ckpt"
+            _compat.list_artifact(self.trial.study, self.trial, self.record["artifact_id"], filename)
 
     def discard(self) -> None:
         """Remove the last checkpoint from the artifact store (the trial will not be resumed)."""
         if self.record is not None:
             self._remove(self.record["artifact_id"])
-            self._set_attr(CHECKPOINT_ATTR, None)
+            records.write_checkpoint(self.trial.study, self.trial, None)
             self.record = None
-
-    @property
-    def _storage(self) -> optuna.storages.BaseStorage:
-        return self.trial.study._storage  # trial system attributes: no public setter in Optuna 3+
-
-    def _set_attr(self, key: str, value: Any) -> None:
-        self._storage.set_trial_system_attr(self.trial._trial_id, key, value)
 
     def _remove(self, artifact_id: str) -> None:
         import optuna

@@ -11,19 +11,16 @@ from typing import TYPE_CHECKING, Any
 import lightning.pytorch as pl
 from typing_extensions import override
 
+from tuner import records
+
 if TYPE_CHECKING:
     import optuna
 
     from tuner.objectives.base import Objective
 
-__all__ = ["TrialReporter", "epoch_key"]
+__all__ = ["TrialReporter"]
 
 logger = logging.getLogger(__name__)
-
-
-def epoch_key(epoch: int) -> str:
-    """The trial user-attribute key holding the record of ``epoch`` (sortable: ``epoch/007``)."""
-    return f"epoch/{epoch:03d}"
 
 
 class TrialReporter(pl.Callback):
@@ -98,10 +95,10 @@ class TrialReporter(pl.Callback):
         logger.info("%s epoch %d/%d: %s", self.label, epoch + 1, trainer.max_epochs, _format(record, metric))
         if self.trial is None:
             return
-        self.trial.set_user_attr(epoch_key(epoch), record)
+        records.write_epoch(self.trial, epoch, record)
         details = getattr(pl_module, "epoch_details", None)
         if improved and details:  # what a figure of the best epoch needs (a DET curve, ...)
-            self.trial.set_user_attr("details/best", {"epoch": epoch, **details})
+            records.write_best_details(self.trial, epoch, details)
         self.trial.report(record[self.prune_on], step=epoch)
         if self.trial.should_prune():
             self.pruned_at = epoch
