@@ -18,6 +18,7 @@ import optuna
 from _common import write_result
 
 from tuner import load_study_file, run_study
+from tuner.records import StudyRecord
 
 
 def main() -> None:
@@ -33,7 +34,7 @@ def main() -> None:
         study = run_study(spec, url, workdir="storage", show_progress=False)
         minutes = (time.perf_counter() - started) / 60
         states = [t.state for t in study.trials]
-        baseline = study.user_attrs["baseline"][study.user_attrs["metric"]]
+        baseline = StudyRecord.of(study).baseline_value
         best = study.best_value
     write_result(
         "demo_study",

@@ -46,11 +46,11 @@ import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import optuna
 from _common import write_result
 
 from tuner import StudySpec, TrialConfig, load_study_file, run_study
 from tuner.objectives.base import Objective, get_objective_class
+from tuner.records import StudyRecord, TrialRecord
 
 logger = logging.getLogger("benchmarks.overhead")
 
@@ -138,18 +138,18 @@ def tuner_trial(spec: StudySpec, workdir: str, objective: Objective) -> dict[str
         started = time.perf_counter()
         study = run_study(spec, f"sqlite:///{tmp}/overhead.db", n_trials=1, workdir=workdir)
         total = time.perf_counter() - started
-        trial = study.trials[-1]
-        if trial.state != optuna.trial.TrialState.COMPLETE:
-            raise SystemExit(f"the tuner trial did not complete: {trial.state.name} {trial.system_attrs}")
-        epochs = sorted(key for key in trial.user_attrs if key.startswith("epoch/"))
+        frozen = study.trials[-1]
+        trial = TrialRecord.of(frozen, StudyRecord.of(study))
+        if trial.state != "COMPLETE":
+            raise SystemExit(f"the tuner trial did not complete: {trial.state} {trial.fail_reason or ''}")
         return {
-            "trial": (trial.datetime_complete - trial.datetime_start).total_seconds(),
+            "trial": (frozen.datetime_complete - frozen.datetime_start).total_seconds(),
             "run_study": total,
-            "fit": trial.user_attrs.get("seconds"),  # the runner's own timer around fit + recording
-            "epoch_seconds": sum(trial.user_attrs[k].get("seconds", 0.0) for k in epochs),
-            "config": trial.user_attrs.get("config"),
-            "seed": trial.user_attrs.get("seed"),
-            "last_epoch": trial.user_attrs[epochs[-1]] if epochs else {},
+            "fit": trial.seconds,  # the runner's own timer around fit + recording
+            "epoch_seconds": sum(e.get("seconds", 0.0) for e in trial.epochs),
+            "config": dict(trial.config),
+            "seed": trial.seed,
+            "last_epoch": {k: v for k, v in trial.epochs[-1].items() if k != "epoch"} if trial.epochs else {},
         }
 
 

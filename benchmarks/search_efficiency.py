@@ -1,7 +1,7 @@
-"""Benchmark: epochs a TPE + pruning study spends to reach the best DER of seed 001's hand grid.
+"""Benchmark: epochs a TPE + pruning study spends to reach the best DER of the eight hand-run settings.
 
-On the demo diarization corpus, seed 001's eight hand-run settings (search_spaces/seed001_grid.yaml) run
-through the `pyannote_segmentation` objective of studies/pyannote_seed001.py (its search space, model
+On the demo diarization corpus, the eight hand-run settings (search_spaces/hand_grid.yaml) run
+through the `pyannote_segmentation` objective of studies/pyannote_hand_grid.py (its search space, model
 options and max_epochs, 6 epochs per setting) as a study whose warm start is the grid, 8 trials, no
 pruning; the grid's best is the lowest best-epoch DER of the eight, its cost 8 x max_epochs epochs. The
 grid gives no weight decay: it runs with ``--grid-weight-decay`` (default 0.0, the plain default of
@@ -153,14 +153,14 @@ def is_done(rows: list[dict[str, Any]], metric: str, goal: float, budget: int) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description="Epochs a seeded TPE + pruning study spends to reach the best DER of seed 001's "
-        "eight-setting hand grid, as a fraction of the grid's epochs (mean over seeds; target <= 0.25).",
+        description="Epochs a seeded TPE + pruning study spends to reach the best DER of the eight hand-run "
+        "settings, as a fraction of the grid's epochs (mean over seeds; target <= 0.25).",
         epilog="Every default comes from --study (objective, data, model options, search space, grid, "
         "max_epochs) or from --tpe-study (pruner, prune_on and TPE startup trials of a study without warm start).",
     )
     parser.add_argument(
         "--study",
-        default="studies/pyannote_seed001.py",
+        default="studies/pyannote_hand_grid.py",
         help="study file giving objective, data, options, search space, warm-start grid and max_epochs",
     )
     parser.add_argument(
@@ -239,7 +239,7 @@ def main() -> None:
     prune_on = pruning_value(product, objective)
     grid_spec = dataclasses.replace(
         base,
-        name="seed001_grid",
+        name="hand_grid",
         fixed={**base.fixed, "weight_decay": args.grid_weight_decay},
         sampler=optuna.samplers.TPESampler(seed=0),
         pruner=optuna.pruners.NopPruner(),

@@ -1,5 +1,5 @@
 """Which optimizer, schedule, batch size, learning rate and unfrozen layers fine-tune pyannote's
-segmentation model best? Seed 001's question, as an Optuna study (metric: validation DER)."""
+segmentation model best? The question the eight hand-run settings asked, as an Optuna study (metric: validation DER)."""
 
 import optuna
 
@@ -8,7 +8,7 @@ from tuner import StudySpec
 study = StudySpec(
     name="pyannote_optim",
     objective="pyannote_segmentation",  # pyannote.audio SpeakerDiarization task + PyanNet
-    data="demo",  # or --data DIR (seed 001 layout) / database.yml[:Protocol]
+    data="demo",  # or --data DIR (pyannote folder layout) / database.yml[:Protocol]
     pretrained=None,  # or --pretrained path/to/pytorch_model.bin (random small PyanNet if None)
     search_space="search_spaces/pyannote.yaml",
     sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=5),

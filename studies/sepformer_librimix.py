@@ -1,4 +1,4 @@
-"""Seed 000's second question: how should SepFormer be fine-tuned on noisy two-speaker mixtures
+"""How should SepFormer be fine-tuned on noisy two-speaker mixtures
 (Libri2Mix "both") -- which optimizer, schedule, batch size, clip value, and how many of the masknet's
 last dual-path blocks to unfreeze? An Optuna study maximising dev SI-SNRi (SDRi recorded beside it)."""
 

@@ -1,4 +1,4 @@
-"""Seed 000's question: which fine-tuning of WavLM (+ ECAPA-TDNN head) verifies Hindi speakers best?
+"""Which fine-tuning of WavLM (+ ECAPA-TDNN head) verifies Hindi speakers best?
 An Optuna study over optimizer, schedule, batch size, unfrozen WavLM layers and the speaker loss
 (metric: EER on the dev trial list of Kathbath-format data; the demo corpus by default)."""
 

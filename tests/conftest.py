@@ -38,7 +38,7 @@ def restore_logging() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def demo_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small demo diarization corpus (seed 001's layout + database.yml), shared by the session."""
+    """A small demo diarization corpus (the pyannote folder layout + database.yml), shared by the session."""
     from tuner.data.demo import ensure_diarization_corpus
 
     return ensure_diarization_corpus(tmp_path_factory.mktemp("corpus") / "diarization", seed=0, **TINY_SIZES)

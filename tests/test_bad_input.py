@@ -200,7 +200,7 @@ def test_nonexistent_data_path(tmp_path: Path) -> None:
     missing = tmp_path / "no" / "such" / "corpus"
     message = _data_error(missing, tmp_path)
     assert str(missing) in message
-    for form in ("seed 001's layout", "database.yml", "'demo'"):
+    for form in ("the pyannote folder layout", "database.yml", "'demo'"):
         assert form in message
 
 
@@ -215,7 +215,7 @@ def test_directory_that_is_neither_layout_nor_database(tmp_path: Path) -> None:
     (folder / "notes.txt").write_text("hello", encoding="utf-8")
     message = _data_error(folder, tmp_path)
     assert str(folder.resolve()) in message
-    assert "neither a database.yml nor seed 001's layout" in message
+    assert "neither a database.yml nor the pyannote folder layout" in message
 
 
 def test_database_yml_that_is_not_yaml(corpus_copy: Path, tmp_path: Path) -> None:

@@ -203,3 +203,31 @@ def test_without_postgresql_its_tests_fail_unless_told_to_skip(tmp_path, skip):
         )
     else:
         assert result.returncode == 1 and re.search(r"1 passed, .*1 error", out) and "PostgresUnavailable" in out
+
+
+def test_tuner_run_takes_the_plain_postgresql_url_the_readme_documents(database, tmp_path, monkeypatch, capsys):
+    """`tuner run studies/smoke_test.py --storage postgresql://user:password@host:port/db`, as a user types it."""
+    from tuner.cli import main
+
+    name, url = database
+    assert re.fullmatch(r"postgresql://tuner:[^@]+@127\.0\.0\.1:\d+/" + name, url)  # no +driver suffix
+    monkeypatch.chdir(REPO)  # the study file names its search space relative to the repository
+    main(["run", "studies/smoke_test.py", "--storage", url, "--max-epochs", "1", "--workdir", str(tmp_path),
+          "--artifacts", str(tmp_path / "artifacts")])  # fmt: skip
+    study = optuna.load_study(study_name="smoke_test", storage=url)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 8
+    assert "best: trial" in capsys.readouterr().out
+
+
+@pytest.mark.bad_input
+def test_a_url_whose_driver_is_not_installed_names_the_package(tmp_path, monkeypatch, capsys):
+    from tuner.cli import main
+
+    monkeypatch.chdir(REPO)
+    url = "postgresql+psycopg2://tuner:s3cret@127.0.0.1:5432/tuner"  # psycopg2 is not installed with tuner
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "studies/smoke_test.py", "--storage", url, "--workdir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "s3cret" not in err and "Traceback" not in err
+    assert "needs the database driver 'psycopg2'" in err and "pip install 'psycopg2-binary'" in err
+    assert "plain form postgresql://" in err

@@ -197,7 +197,7 @@ def test_markdown_has_the_header_and_every_epoch_of_every_trial(objective, store
         assert [int(r["epoch"]) for r in table] == [r["epoch"] for r in records] and records
         best_epoch = _best(records, metric, maximize)["epoch"]
         for row, record in zip(table, records):
-            columns = list(row)  # seed 001's shape: epoch, loss/val, metric, components, loss/train, lr
+            columns = list(row)  # the hand-run tables' shape: epoch, loss/val, metric, components, loss/train, lr
             start = ["epoch", "loss/val", metric] if "loss/val" in record else ["epoch", metric]
             assert columns[: len(start)] == start and columns.index(metric) < columns.index(
                 "loss/train"

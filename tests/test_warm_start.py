@@ -1,4 +1,4 @@
-"""Warm start: configurations users already ran (seed 001's grid) are validated and run first, once."""
+"""Warm start: configurations users already ran (the eight hand-run settings) are validated and run first, once."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from tuner import StudySpec, load_study_file, run_study
 from tuner.errors import ConfigError
 from tuner.study import load_warm_start
 
-GRID = REPO / "search_spaces" / "seed001_grid.yaml"
+GRID = REPO / "search_spaces" / "hand_grid.yaml"
 
 
 def _spec(warm_start, space: str = "pyannote.yaml", **overrides) -> StudySpec:
@@ -30,9 +30,9 @@ def _entries(spec: StudySpec):
     return load_warm_start(spec, spec.load_search_space())
 
 
-def test_seed001_grid_loads_and_fits_its_study(monkeypatch):
+def test_the_hand_grid_loads_and_fits_its_study(monkeypatch):
     monkeypatch.chdir(REPO)  # study files name their files relative to the repository
-    spec = load_study_file("studies/pyannote_seed001.py")
+    spec = load_study_file("studies/pyannote_hand_grid.py")
     entries = _entries(spec)
     assert [e.index for e in entries] == list(range(1, 9))
     assert [e.params["optimizer"] for e in entries] == [
@@ -53,8 +53,8 @@ def test_seed001_grid_loads_and_fits_its_study(monkeypatch):
 
 
 @pytest.mark.bad_input
-def test_seed001_grid_does_not_fit_the_demo_space():
-    # the CPU demo space searches batch 16/32/64: the seed's batch 128 is refused, naming file, line, entry, key
+def test_the_hand_grid_does_not_fit_the_demo_space():
+    # the CPU demo space searches batch 16/32/64: the hand runs' batch 128 is refused, naming file, line, entry, key
     with pytest.raises(ConfigError) as error:
         _entries(_spec(str(GRID)))
     message = str(error.value)

@@ -73,7 +73,8 @@ def cli(verbose: int) -> None:
 @click.option(
     "--data",
     metavar="PATH",
-    help="Corpus instead of the study file's (a folder in seed 001's layout, a database.yml[:Protocol], or 'demo').",
+    help="Corpus instead of the study file's: a folder in the pyannote layout (train.txt dev.txt test.txt, "
+    "wav/ rttm/ uem/ per split), a database.yml[:Protocol], or 'demo'.",
 )
 @click.option(
     "--pretrained",
@@ -367,7 +368,7 @@ def demo_data(out: Path, kind: str, seed: int, force: bool) -> None:
     """Generate the demo corpora from the real speech shipped with pyannote.audio.
 
     Speaker turns are cut from pyannote.audio's 30 s sample by its RTTM and speed-perturbed copies become
-    extra speakers. diarization/: conversations with overlaps and silences in seed 001's layout
+    extra speakers. diarization/: conversations with overlaps and silences in the pyannote folder layout
     (train.txt dev.txt test.txt, <split>/wav rttm uem) with a database.yml for pyannote.database.
     verification/: utterances in the Kathbath layout (<split>/<speaker>/<utt>.wav) with balanced dev and
     test trial lists (trials/dev.txt, trials/test.txt; dev and test speakers unseen in train).

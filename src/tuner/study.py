@@ -210,7 +210,7 @@ def load_warm_start(spec: StudySpec, space: SearchSpace) -> list[WarmStartEntry]
         if not path.is_file():
             raise ConfigError(
                 f"{spec.where}: warm_start file not found: {path} (looked relative to {Path.cwd()}). "
-                "Give a YAML file holding a list of configurations, e.g. search_spaces/seed001_grid.yaml."
+                "Give a YAML file holding a list of configurations, e.g. search_spaces/hand_grid.yaml."
             )
         from tuner._yaml import parse_yaml
 

@@ -1,9 +1,9 @@
-"""Diarization corpora: a pyannote.database protocol, from a ``database.yml`` or seed 001's folder layout.
+"""Diarization corpora: a pyannote.database protocol, from a ``database.yml`` or the pyannote folder layout.
 
 Accepted forms of ``--data``:
 
 * ``demo`` (or nothing): the demo corpus generated from pyannote.audio's sample speech;
-* a directory in seed 001's layout: ``train.txt dev.txt test.txt`` (one uri per line) and, per split,
+* a directory in the pyannote folder layout: ``train.txt dev.txt test.txt`` (one uri per line) and, per split,
   ``<split>/wav/<uri>.wav|flac``, ``<split>/rttm/<uri>.rttm``, ``<split>/uem/<uri>.uem`` (uem optional);
 * a directory holding a ``database.yml``, or the path of a ``database.yml``, optionally followed by
   ``:Database.SpeakerDiarization.Protocol`` when the file declares several protocols.
@@ -344,7 +344,7 @@ def resolve_diarization_corpus(data: str | Path | None, workdir: str | Path = "s
             path, protocol_name = Path(head).expanduser(), tail
     if not path.exists():
         raise DataError(
-            f"data not found: {path}. Give a directory in seed 001's layout (train.txt, dev.txt, "
+            f"data not found: {path}. Give a directory in the pyannote folder layout (train.txt, dev.txt, "
             "test.txt, <split>/wav|rttm|uem/), a directory holding database.yml, a database.yml "
             "path (optionally ':Database.SpeakerDiarization.Protocol'), or 'demo'."
         )
@@ -358,7 +358,7 @@ def resolve_diarization_corpus(data: str | Path | None, workdir: str | Path = "s
             )
         else:
             raise DataError(
-                f"{path}: neither a database.yml nor seed 001's layout (train.txt, dev.txt, test.txt "
+                f"{path}: neither a database.yml nor the pyannote folder layout (train.txt, dev.txt, test.txt "
                 "and train/ dev/ test/ folders with wav/ rttm/ uem/). See README, 'Bring your corpus'."
             )
     return DiarizationCorpus(path, protocol_name or _single_protocol(path))
@@ -380,11 +380,13 @@ def _database_name(root: Path) -> str:
 
 
 def _layout_database_yml(root: Path, workdir: Path) -> Path:
-    """Write a database.yml for a corpus in seed 001's layout (in tuner's cache, not in the corpus)."""
+    """Write a database.yml for a corpus in the pyannote folder layout (in tuner's cache, not in the corpus)."""
     lists = {subset: root / f"{split}.txt" for subset, split in _SUBSETS.items()}
     missing = [str(p) for subset, p in lists.items() if subset != "test" and not p.is_file()]
     if missing:
-        raise DataError(f"{root}: missing uri list(s) {missing}; seed 001's layout needs train.txt and dev.txt.")
+        raise DataError(
+            f"{root}: missing uri list(s) {missing}; the pyannote folder layout needs train.txt and dev.txt."
+        )
     database = _database_name(root)
     sources = [str(root / split / "wav" / f"{{uri}}.{ext}") for split in _SUBSETS.values() for ext in _AUDIO_EXTENSIONS]
     protocol: dict[str, Any] = {"scope": "file"}

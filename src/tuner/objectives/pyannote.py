@@ -42,7 +42,7 @@ __all__ = ["PyannoteSegmentation", "load_pretrained_segmentation"]
 
 logger = logging.getLogger(__name__)
 
-#: pyannote's logged keys -> the names tuner records (seed 001's table columns)
+#: pyannote's logged keys -> the names tuner records (the columns of the hand-run tables)
 _LOGGED = {
     "DiarizationErrorRate": "DER",
     "DiarizationErrorRate/Confusion": "Confusion",
