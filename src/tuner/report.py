@@ -249,7 +249,7 @@ def _header_lines(report: _Report, url: str, command: str) -> list[tuple[str, st
         ("objective", str(record.objective or "?")),
         ("metric", f"{metric} ({record.direction})"),
         ("data", str(record.data or "?")),
-        ("pretrained", str(record.pretrained or "none (randomly initialised model)")),
+        ("pretrained", record.pretrained_text),
         ("trials", _counts_text(report.state_counts())),
     ]
     best = report.best()

@@ -709,6 +709,7 @@ def _check_or_record_study(
 
     stored = records.StudyRecord.of(study)
     described = objective.describe()
+    records.name_metric(study, objective.metric)
     if stored.recorded:
         if stored.objective != objective.name:
             raise ConfigError(

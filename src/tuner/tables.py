@@ -101,6 +101,10 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+#: text columns, aligned left (numbers align right)
+_LEFT = ("state", "optimizer", "schedule", "study", "objective", "params", "name", "kind", "release", "from", "here")
+
+
 def rich_table(rows: Sequence[dict[str, Any]], title: str = "") -> Table:
     """A rich table of ``rows`` (columns from the first row)."""
     from rich.table import Table
@@ -112,9 +116,7 @@ def rich_table(rows: Sequence[dict[str, Any]], title: str = "") -> Table:
     for column in rows[0]:
         table.add_column(
             str(column),
-            justify="right"
-            if column not in ("state", "optimizer", "schedule", "study", "objective", "params")
-            else "left",
+            justify="right" if column not in _LEFT else "left",
         )
     for row in rows:
         table.add_row(*(format_value(v) for v in row.values()))

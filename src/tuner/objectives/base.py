@@ -116,6 +116,19 @@ class Objective(abc.ABC):
 
     #: what ``data`` resolved to in :meth:`setup` (a folder, a database.yml:protocol); recorded in studies
     resolved_data: str | None = None
+    #: where the pretrained checkpoint came from (:func:`tuner.pretrained.resolve`); recorded in studies
+    pretrained_source: dict[str, Any] | None = None
+
+    def resolve_pretrained(self, kinds: tuple[str, ...] = ()) -> str | None:
+        """The checkpoint ``pretrained`` names (a known name is fetched into ``<workdir>/pretrained`` on
+        first use) as the path or hub id a loader opens; records its provenance. None without one."""
+        if self.pretrained is None:
+            return None
+        from tuner.pretrained import resolve
+
+        resolved = resolve(self.pretrained, self.workdir / "pretrained", kinds=kinds)
+        self.pretrained_source = dict(resolved.provenance)
+        return resolved.load
 
     def data_folder(self, demo: Callable[[Path], Path], hint: str) -> Path:
         """The corpus folder ``data`` names; for ``demo`` (or nothing) ``demo(workdir / "demo")`` makes it."""
@@ -135,6 +148,7 @@ class Objective(abc.ABC):
             "objective": self.name,
             "data": data,
             "pretrained": str(self.pretrained) if self.pretrained is not None else None,
+            "pretrained_source": self.pretrained_source,
             "options": dict(self.options),
         }
 

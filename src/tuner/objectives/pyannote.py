@@ -103,8 +103,9 @@ class PyannoteSegmentation(Objective):
         self._task_options = dict(self._SCRATCH_TASK)
         self._num_blocks = len(_BLOCKS)
         sample_rate = _SCRATCH_SAMPLE_RATE
-        if self.pretrained is not None:
-            pretrained = load_pretrained_segmentation(self.pretrained)
+        self._checkpoint = self.resolve_pretrained(kinds=("pyannote-segmentation",))
+        if self._checkpoint is not None:
+            pretrained = load_pretrained_segmentation(self._checkpoint)
             self._num_blocks = sum(isinstance(getattr(pretrained, n, None), torch.nn.Module) for n in _BLOCKS)
             sample_rate = int(pretrained.audio.sample_rate or _SCRATCH_SAMPLE_RATE)
             specifications = pretrained.specifications
@@ -129,8 +130,8 @@ class PyannoteSegmentation(Objective):
     def build(self, config: TrialConfig, seed: int) -> FitInputs:
         self.setup()
         pl.seed_everything(seed, workers=True, verbose=False)
-        if self.pretrained is not None:
-            model = load_pretrained_segmentation(self.pretrained)
+        if self._checkpoint is not None:
+            model = load_pretrained_segmentation(self._checkpoint)
         else:
             model = PyanNet(
                 sincnet=dict(self.options["sincnet"]),
@@ -167,14 +168,9 @@ class PyannoteSegmentation(Objective):
 
 def load_pretrained_segmentation(source: str | Path) -> Model:
     """A pyannote segmentation model from a local ``pytorch_model.bin``, a directory holding one, a
-    Lightning ``.ckpt`` written by pyannote, or (online) a Hugging Face model id."""
+    Lightning ``.ckpt`` written by pyannote, or (online) a Hugging Face model id (see
+    :func:`tuner.pretrained.resolve`, which also takes the names of known checkpoints)."""
     path = Path(source).expanduser()
-    looks_like_hub_id = not path.exists() and str(source).count("/") == 1 and not str(source).startswith((".", "/"))
-    if not path.exists() and not looks_like_hub_id:
-        raise ConfigError(
-            f"pretrained checkpoint not found: {path}. Give a pytorch_model.bin, a directory holding "
-            "one (e.g. a local copy of pyannote/segmentation-3.0), or a Lightning .ckpt saved by pyannote."
-        )
     if path.is_dir() and not (path / "pytorch_model.bin").is_file():
         raise ConfigError(f"{path} holds no pytorch_model.bin: point --pretrained at the checkpoint file itself.")
     try:
