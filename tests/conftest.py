@@ -104,7 +104,7 @@ def make_spec(demo_corpus: Path, tmp_path: Path) -> Callable[..., Any]:
     return spec_factory(
         name="tiny",
         objective="pyannote_segmentation",
-        search_space=REPO / "search_spaces" / "pyannote.yaml",
+        search_space=REPO / "search_spaces" / "pyannote_scratch.yaml",
         data=demo_corpus,
         fixed={"batch_size": 8},
         options=TINY_OPTIONS,

