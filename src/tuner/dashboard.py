@@ -4,10 +4,18 @@ What tuner writes for the dashboard lives where optuna-dashboard looks for it (t
 attributes), so the stock ``optuna-dashboard <url>`` shows it as well as ``tuner dashboard``:
 
 - a markdown note per finished trial (:func:`trial_note`): configuration, seed, state, best epoch and a
-  per-epoch table built from the ``epoch/NNN`` records;
+  per-epoch table built from the trial's per-epoch records, for the study's first :data:`NOTES_UP_TO`
+  trials and its best :data:`NOTED_BEST` (:func:`note_wanted`: a trial that completes among the best gets
+  one, and the trial it pushes out of them loses its own, unless a person wrote in it). optuna-dashboard
+  sends every note with the trial list and looks through all of the study's notes and figures once per
+  trial, so a note for each of 10,000 trials made its first load of a study take minutes;
 - a study note (:func:`study_note`): objective, metric, baseline, trial counts, best trial;
 - the report figures (``tuner.report.study_figures``) as plotly graph objects, under stable ids so that
-  a later run replaces them.
+  a later run replaces them (for a large study, those optuna-dashboard does not draw itself).
+
+Notes are read and written through :mod:`tuner._compat` (one note's rows at a time, in the layout of
+``optuna_dashboard.save_note``): ``optuna_dashboard.get_note`` / ``save_note`` read every note and figure
+of the study each time, a cost that grew with every trial.
 
 Writing these is best effort: :func:`publish_trial_note` and :func:`publish_study` log a warning and
 return when anything goes wrong, so a dashboard problem never stops a study.
@@ -47,7 +55,11 @@ __all__ = [
     "attach_figures",
     "publish_trial_note",
     "publish_study",
+    "note_wanted",
+    "StudyDetailFirst",
     "FIGURE_ID_PREFIX",
+    "NOTES_UP_TO",
+    "NOTED_BEST",
 ]
 
 logger = logging.getLogger(__name__)
@@ -56,6 +68,10 @@ logger = logging.getLogger(__name__)
 FIGURE_ID_PREFIX = "tuner-"
 #: study system attribute listing the figure ids tuner attached last time
 _FIGURE_IDS_ATTR = "tuner:figure_ids"
+#: every finished trial among a study's first this many has a dashboard note
+NOTES_UP_TO = 10
+#: beyond those, the study's best this many completed trials have one
+NOTED_BEST = 10
 #: the last line of what tuner writes in a note (plain markdown: the dashboard shows raw HTML as text);
 #: text a person adds below it is kept when tuner rewrites the note
 _MARK = "*written by tuner"
@@ -105,7 +121,10 @@ def serve(
 
     folder = resolve_artifact_dir(url, artifacts)
     artifact_store = optuna.artifacts.FileSystemArtifactStore(folder) if folder.is_dir() else None
-    app = optuna_dashboard.wsgi(open_storage(url, heartbeat=False), artifact_store=artifact_store)
+    # Optuna's cache layer: after its first read of a study, optuna-dashboard's refreshes read only the
+    # trials that are new or still running (it re-reads every trial every 10 s otherwise)
+    store = _compat.cached(open_storage(url, heartbeat=False))
+    app = StudyDetailFirst(optuna_dashboard.wsgi(store, artifact_store=artifact_store), store)
     try:
         server = _make_server(host, port, app)
     except OSError as error:  # port in use, address not local, ...
@@ -119,6 +138,37 @@ def serve(
         pass
     finally:
         server.server_close()
+
+
+class StudyDetailFirst:
+    """optuna-dashboard's WSGI ``app``, whose study request (``GET /api/studies/<id>``: the study page's first
+    load and its refreshes, every trial of the study) :func:`tuner._compat.dashboard_study_detail` answers:
+    the same JSON, in half the time for a study of 10,000 trials. Every other request, and a study that
+    function leaves to optuna-dashboard (several objectives, preferential), goes to the ``app``."""
+
+    _PATH = re.compile(r"/api/studies/(\d+)")
+
+    def __init__(self, app: Any, storage: Any) -> None:
+        self.app = app
+        self.storage = storage
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        import json
+        from urllib.parse import parse_qs
+
+        match = self._PATH.fullmatch(environ.get("PATH_INFO", ""))
+        after = parse_qs(environ.get("QUERY_STRING", "")).get("after", ["0"])[-1]
+        if environ.get("REQUEST_METHOD") == "GET" and match and after.isdigit():
+            try:
+                body = _compat.dashboard_study_detail(self.app, self.storage, int(match.group(1)), int(after))
+            except Exception as error:  # optuna-dashboard answers (and reports) it
+                logger.debug("study %s: %s: %s", match.group(1), type(error).__name__, error)
+                body = None
+            if body is not None:
+                data = json.dumps(body, separators=(",", ":")).encode()
+                start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+                return [data]
+        return self.app(environ, start_response)
 
 
 def _make_server(host: str, port: int, app: Any) -> Any:
@@ -155,11 +205,14 @@ def _trial_note(trial: TrialRecord, study: StudyRecord) -> str:
     epochs = trial.epochs
     best = trial.best
     lines = [f"### Trial {trial.number}: {trial.state.lower()}", ""]
-    if best:  # its components are in the epoch table below
+    if trial.steps is not None:  # a stepwise trial: a configuration evaluated item by item
+        summary = f"{metric} **{_fmt(best.get(metric))}** over {len(trial.steps)} items"
+    elif best:  # its components are in the epoch table below
         summary = f"best {metric} **{_fmt(best.get(metric))}** at epoch {best['epoch']}"
+        summary += f"; {len(epochs)}" + (f" of {trial.max_epochs}" if trial.max_epochs else "") + " epochs run"
     else:
         summary = f"no {metric} recorded"
-    summary += f"; {len(epochs)}" + (f" of {trial.max_epochs}" if trial.max_epochs else "") + " epochs run"
+        summary += f"; {len(epochs)}" + (f" of {trial.max_epochs}" if trial.max_epochs else "") + " epochs run"
     if trial.seed is not None:
         summary += f"; seed {trial.seed}"
     if isinstance(trial.seconds, (int, float)):
@@ -182,6 +235,11 @@ def _trial_note(trial: TrialRecord, study: StudyRecord) -> str:
         for row in epochs:
             mark = " (best)" if best and row["epoch"] == best["epoch"] else ""
             lines.append(f"| {row['epoch']}{mark} | " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
+    if trial.steps:
+        columns = [metric, *study.components]
+        lines += ["", "| item | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
+        for item, values in trial.steps.items():
+            lines.append(f"| {item} | " + " | ".join(_fmt(values.get(c)) for c in columns) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -224,6 +282,8 @@ def study_note(study: optuna.Study) -> str:
         if best is not None:
             values = " | ".join(_fmt(v) for v in [best.value, *(best.best.get(c) for c in components)])
             lines.append(f"| best: trial {best.number}, epoch {_fmt(best.best_epoch)} | {values} |")
+    if record.test_text:
+        lines += ["", f"Evaluated with `tuner evaluate`: {record.test_text}."]
     if best is not None:
         lines += ["", "Best configuration: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best.config.items()) + "."]
         lines += ["", f"Export it with `tuner export {study.study_name} --out best.yaml`."]
@@ -236,33 +296,57 @@ def _merge(generated: str, existing: str) -> str:
     """``generated`` followed by whatever a person wrote below tuner's part of ``existing``."""
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = f"{generated.rstrip()}\n\n{_MARK} {stamp}; notes added below this line are kept*\n"
+    kept_text = _added_text(existing)
+    return body + ("\n" + kept_text.lstrip("\n") if kept_text.strip() else "")
+
+
+def _added_text(existing: str) -> str:
+    """What a person wrote in a note: below tuner's part (all of a note that has none)."""
     if not existing.strip():
-        return body
+        return ""
     if _MARK in existing:
         kept = existing.split(_MARK, 1)[1].split("\n", 1)
-        kept_text = kept[1] if len(kept) == 2 else ""
-    else:
-        kept_text = existing  # a note written before tuner's: keep all of it
-    return body + ("\n" + kept_text.lstrip("\n") if kept_text.strip() else "")
+        return kept[1] if len(kept) == 2 else ""
+    return existing  # a note written before tuner's: keep all of it
 
 
 def save_trial_note(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
     """Write :func:`trial_note` as the trial's dashboard note (keeping text a person added); returns it."""
-    import optuna_dashboard
-
-    ref: Any = _compat.DashboardTrial.of(study, trial)
-    body = _merge(trial_note(trial, study), optuna_dashboard.get_note(ref))
-    optuna_dashboard.save_note(ref, body)
+    trial_id = _compat.trial_id(trial)
+    body = _merge(trial_note(trial, study), _compat.read_note(study, trial_id))
+    _compat.write_note(study, trial_id, body)
     return body
 
 
 def save_study_note(study: optuna.Study) -> str:
     """Write :func:`study_note` as the study's dashboard note (keeping text a person added); returns it."""
-    import optuna_dashboard
-
-    body = _merge(study_note(study), optuna_dashboard.get_note(study))
-    optuna_dashboard.save_note(study, body)
+    body = _merge(study_note(study), _compat.read_note(study))
+    _compat.write_note(study, None, body)
     return body
+
+
+def note_wanted(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether a finished ``trial`` gets a dashboard note: every one among the study's first
+    :data:`NOTES_UP_TO` trials, and a later one that completed among the study's best :data:`NOTED_BEST`
+    (one count by the database: the same cost at 100 trials as at 10,000)."""
+    import optuna
+
+    if trial.number < NOTES_UP_TO:
+        return True
+    if trial.state != optuna.trial.TrialState.COMPLETE or trial.value is None:
+        return False
+    return _compat.count_better(study, trial.value) < NOTED_BEST
+
+
+def _retire_pushed_out_note(study: optuna.Study) -> None:
+    """Remove the note of the trial that a new best trial pushed out of the best :data:`NOTED_BEST` (not one
+    of the first :data:`NOTES_UP_TO`, and only if no person wrote in it)."""
+    pushed = _compat.nth_best_trial(study, NOTED_BEST)
+    if pushed is None or pushed[0] < NOTES_UP_TO:
+        return
+    existing = _compat.read_note(study, pushed[1])
+    if existing and not _added_text(existing).strip():
+        _compat.delete_note(study, pushed[1])
 
 
 # ------------------------------------------------------------------------------------------- figures
@@ -273,8 +357,9 @@ def _figure_id(key: str) -> str:
 
 
 def attach_figures(study: optuna.Study, figures: Mapping[str, go.Figure] | None = None) -> list[str]:
-    """Attach ``figures`` (default: ``tuner.report.study_figures(study)``) to the study as
-    optuna-dashboard plotly graph objects; returns their ids.
+    """Attach ``figures`` (default: ``tuner.report.study_figures(study, dashboard=True)``: the report's,
+    less those optuna-dashboard draws itself once a study is large) to the study as optuna-dashboard plotly
+    graph objects; returns their ids.
 
     Each figure is saved under the id ``tuner-<key>``, so attaching again replaces it; figures tuner
     attached earlier under keys that are no longer produced are removed from the store.
@@ -284,7 +369,7 @@ def attach_figures(study: optuna.Study, figures: Mapping[str, go.Figure] | None 
     if figures is None:
         from tuner.report import study_figures
 
-        figures = study_figures(study)
+        figures = study_figures(study, dashboard=True)
     previous = _compat.study_system_attrs(study).get(_FIGURE_IDS_ATTR, [])
     ids = []
     for key, figure in figures.items():
@@ -300,9 +385,13 @@ def attach_figures(study: optuna.Study, figures: Mapping[str, go.Figure] | None 
 
 
 def publish_trial_note(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    """:func:`save_trial_note`, logging a warning instead of raising (called after every trial)."""
+    """:func:`save_trial_note` when :func:`note_wanted`, logging a warning instead of raising (called after
+    every trial)."""
     try:
-        save_trial_note(study, trial)
+        if note_wanted(study, trial):
+            save_trial_note(study, trial)
+            if trial.number >= NOTES_UP_TO:
+                _retire_pushed_out_note(study)
     except Exception as error:
         logger.warning(
             "could not write the dashboard note of trial %d: %s: %s", trial.number, type(error).__name__, error

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -12,20 +12,29 @@ from tuner.errors import ConfigError
 from tuner.records import StudyRecord, TrialRecord
 from tuner.storage import load_existing_study, mask_url, resolve_storage_url
 
-__all__ = ["export_best", "best_config"]
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
+__all__ = ["export_best", "best_config", "exports_folder"]
 
 
 def best_config(study_name: str, storage: str | None = None) -> dict[str, Any]:
-    """The best trial of ``study_name``: its parameters and its provenance, as plain data."""
+    """The best trial of ``study_name``: its parameters and its provenance, as plain data.
+
+    The study and its best trial are read through the store's SQL engine alone (a few queries); through
+    Optuna's storage, whose errors a user gets, when that fails or finds no such study."""
     url = resolve_storage_url(storage)
-    study = load_existing_study(study_name, url)
-    try:
-        best = study.best_trial
-    except ValueError:
-        raise ConfigError(
-            f"study '{study_name}' has no completed trial yet: run `tuner run` until one completes."
-        ) from None
-    record = StudyRecord.of(study)
+    found = _read_best(study_name, url)
+    if found is None:
+        study = load_existing_study(study_name, url)
+        try:
+            best = study.best_trial
+        except ValueError:
+            best = None
+        found = StudyRecord.of(study), best
+    record, best = found
+    if best is None:
+        raise ConfigError(f"study '{study_name}' has no completed trial yet: run `tuner run` until one completes.")
     trial = TrialRecord.of(best, record)
     return {
         "study": study_name,
@@ -57,11 +66,74 @@ def best_config(study_name: str, storage: str | None = None) -> dict[str, Any]:
     }
 
 
-def export_best(study_name: str, out: str | Path, storage: str | None = None) -> dict[str, Any]:
-    """Write the best configuration of ``study_name`` to ``out`` (YAML) and return it."""
+def _read_best(study_name: str, url: str) -> tuple[StudyRecord, FrozenTrial | None] | None:
+    """The study's record and best trial (None before one completed) read with plain SQL; None to read them
+    through Optuna instead (no such study, another schema, a store that cannot be reached)."""
+    import sqlalchemy.exc
+
+    from tuner import _compat
+    from tuner.storage import open_reader
+
+    reader = open_reader(url)
+    if reader is None:
+        return None
+    try:
+        study_id = _compat.study_id_of(reader, study_name)
+        if study_id is None:
+            return None
+        directions = _compat.study_directions(reader, study_id)
+        if len(directions) != 1:
+            return None
+        direction = directions[0].name.lower()
+        record = StudyRecord.from_attrs(study_name, _compat.study_user_attrs(reader, study_id), direction)
+        best = _compat.ranked_trial(reader, study_id, direction == "maximize")
+        return record, (_compat.read_trial(reader, study_id, best[1]) if best is not None else None)
+    except sqlalchemy.exc.SQLAlchemyError:
+        return None
+    finally:
+        reader.engine.dispose()
+
+
+#: the file inside an exported folder that holds what :func:`best_config` gives
+FOLDER_RECORD = "tuner_export.yaml"
+
+
+def exports_folder(study_name: str, storage: str | None = None) -> bool:
+    """Whether the objective of ``study_name`` exports a folder a user runs (a diarization pipeline)."""
+    from tuner.objectives.base import get_objective_class
+
+    record = StudyRecord.of(load_existing_study(study_name, resolve_storage_url(storage)))
+    return bool(record.objective) and get_objective_class(record.objective).exports_folder
+
+
+def export_best(
+    study_name: str,
+    out: str | Path,
+    storage: str | None = None,
+    *,
+    workdir: str | Path = "storage",
+    artifacts: str | Path | None = None,
+) -> dict[str, Any]:
+    """Write the best configuration of ``study_name`` to ``out`` and return it: a YAML file, or, for an
+    objective that exports what a user runs (``pyannote_pipeline``), the folder ``out`` with that in it (a
+    ``Pipeline.from_pretrained`` folder) and the YAML as ``out/tuner_export.yaml``."""
     exported = best_config(study_name, storage)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     header = f"# Best configuration of study '{study_name}' (written by `tuner export`).\n"
-    out.write_text(header + yaml.safe_dump(exported, sort_keys=False), encoding="utf-8")
+    text = header + yaml.safe_dump(exported, sort_keys=False)
+    if exports_folder(study_name, storage):
+        from tuner.evaluate import study_objective
+        from tuner.storage import resolve_artifact_dir
+
+        if out.is_file():
+            raise ConfigError(f"{out} is a file: study '{study_name}' exports a folder; give --out a folder path.")
+        url = resolve_storage_url(storage)
+        record = StudyRecord.of(load_existing_study(study_name, url))
+        objective = study_objective(record, workdir, (url, resolve_artifact_dir(url, artifacts)))
+        objective.export(out, {**exported["fixed"], **exported["params"]})
+        (out / FOLDER_RECORD).write_text(text, encoding="utf-8")
+        exported["folder"] = str(out)
+        return exported
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
     return exported

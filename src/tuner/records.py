@@ -8,15 +8,27 @@ Study user attributes, written when ``tuner run`` first creates the study (:func
     ``search_space_file``, ``tuner_version``, ``description``; then ``baseline`` (the validation metrics
     of the model before fine-tuning, :func:`write_baseline`) and ``warm_start`` (what was enqueued).
 
-Trial user attributes (:func:`start_trial`, :func:`write_epoch`, :func:`finish_trial`, ...):
-    ``config`` (searched + fixed parameters), ``seed``, ``max_epochs``, one ``epoch/NNN`` record per
-    finished epoch (metric, components, ``lr``, ``seconds``), ``details/best`` (small data of the best
-    epoch, e.g. a DET curve), ``epochs_run``, ``best_epoch``, ``seconds``, ``model`` (sizes, device),
-    ``fail_reason`` (a failed trial: why), ``resumed_from`` (a retry: which trial, after which epoch,
-    and why that one stopped), ``warm_start`` (the name of a warm-start configuration).
+Trial user attributes (:func:`start_trial`, :func:`finish_trial`, ...):
+    ``config`` (searched + fixed parameters), ``seed``, ``max_epochs``, ``details/best`` (small data of the
+    best epoch, e.g. a DET curve), ``epochs_run``, ``best_epoch``, ``seconds``, ``model`` (sizes, device),
+    ``fail_reason`` (a failed trial: why), ``resumed_from`` (a retry: which trial, after which epoch, and
+    why that one stopped), ``warm_start`` (the name of a warm-start configuration).
 
-Trial system attributes: :data:`CHECKPOINT` (the trial's latest checkpoint in the artifact store) and
-Optuna's own retry bookkeeping, read through ``RetryHeartbeatStaleTrialCallback``.
+Trial system attributes: :data:`EPOCHS` (every finished epoch's record, :func:`write_epoch`),
+:data:`CHECKPOINT` (the trial's latest checkpoint in the artifact store) and Optuna's own retry
+bookkeeping, read through ``RetryHeartbeatStaleTrialCallback``.
+
+The per-epoch records (metric, components, ``lr``, ``seconds``) are one table per trial, the system
+attribute ``tuner:epochs = {"columns": ["epoch", "DER", ...], "rows": [[0, 0.52, ...], [1, 0.41, ...]]}``,
+rewritten after each epoch (a value an epoch did not log is ``null``). Stores written before this layout hold
+one user attribute ``epoch/NNN`` per epoch instead (``{"DER": 0.52, ...}``): they are read the same way
+(:func:`epochs_from_attrs`), a trial with both (a retry of an old trial, which inherits its attributes)
+reads the union, and nothing needs migrating. optuna-dashboard sends every trial's user attributes with
+every trial list and stock Optuna reads them with each trial: one system attribute instead of one user
+attribute per epoch is what keeps the first load of a study of 10,000 trials within seconds. A person
+still sees the records of the trials that matter in optuna-dashboard (the notes of the first and the best
+trials, :mod:`tuner.dashboard`), the value reported every epoch as the trial's intermediate values, and
+all of them in ``tuner report`` (``STUDY.epochs.csv``).
 
 Readers never touch ``user_attrs`` themselves: :meth:`StudyRecord.of` and :meth:`TrialRecord.of` give
 typed records with every fallback decided here once (a study from an older tuner, a trial that never
@@ -39,6 +51,8 @@ __all__ = [
     "TrialRecord",
     "study_trials",
     "epochs_of",
+    "epochs_from_attrs",
+    "TrialAttrs",
     "superseded_numbers",
     "epoch_key",
     "write_study",
@@ -66,11 +80,16 @@ STUDY_KEYS = (
     "description",
 )  # fmt: skip
 BASELINE = "baseline"
+BASELINE_LABEL = "baseline_label"
 WARM_START = "warm_start"
+TEST = "test"
 
 CONFIG = "config"
 SEED = "seed"
 MAX_EPOCHS = "max_epochs"
+#: trial system attribute: the table of the trial's per-epoch records
+EPOCHS = "tuner:epochs"
+#: the per-epoch user attributes of stores written before :data:`EPOCHS` (``epoch/007``), still read
 EPOCH_PREFIX = "epoch/"
 BEST_DETAILS = "details/best"
 EPOCHS_RUN = "epochs_run"
@@ -84,7 +103,8 @@ CHECKPOINT = "tuner:checkpoint"
 
 
 def epoch_key(epoch: int) -> str:
-    """The trial user-attribute key holding the record of ``epoch`` (sortable: ``epoch/007``)."""
+    """The key under which stores written before the compact layout hold the record of ``epoch``
+    (``epoch/007``); tuner reads these and writes :data:`EPOCHS` instead."""
     return f"{EPOCH_PREFIX}{epoch:03d}"
 
 
@@ -119,9 +139,12 @@ class StudyRecord:
     search_space_file: str | None = None
     tuner_version: str | None = None
     description: str = ""
-    #: validation metrics of the model before fine-tuning (empty until measured)
+    #: validation metrics of the study's starting point (empty until measured), and what that is
     baseline: Mapping[str, float] = field(default_factory=dict)
+    baseline_given: str | None = None
     warm_start: Mapping[str, Any] | None = None
+    #: ``tuner evaluate``'s figures: ``{"split", "trial", "checkpoint_epoch", "best", "baseline", ...}``
+    test: Mapping[str, Any] | None = None
 
     @classmethod
     def of(cls, study: optuna.Study) -> StudyRecord:
@@ -152,7 +175,9 @@ class StudyRecord:
             tuner_version=attrs.get("tuner_version"),
             description=str(attrs.get("description") or ""),
             baseline=dict(attrs.get(BASELINE) or {}),
+            baseline_given=attrs.get(BASELINE_LABEL),
             warm_start=attrs.get(WARM_START),
+            test=attrs.get(TEST),
         )
 
     @property
@@ -166,7 +191,10 @@ class StudyRecord:
 
     @property
     def baseline_label(self) -> str:
-        """How reports name the baseline: the model the trials started from."""
+        """How reports name the baseline: what the trials started from (as recorded; a study from before
+        tuner recorded it: the pretrained or untrained model)."""
+        if self.baseline_given:
+            return self.baseline_given
         return "pretrained model before fine-tuning" if self.pretrained else "untrained model"
 
     @property
@@ -188,6 +216,28 @@ class StudyRecord:
         if source.get("hub"):
             facts.append(f"Hugging Face {source['hub']}")
         return str(self.pretrained) + (f" ({'; '.join(facts)})" if facts else "")
+
+    @property
+    def test_text(self) -> str | None:
+        """``tuner evaluate``'s figures in one line (None before it ran): ``test split, trial 7 (epoch 5):
+        DER 0.190 (Confusion 0.15, ...); pretrained model before fine-tuning: DER 0.231 (...)``."""
+        if not self.test:
+            return None
+        test = dict(self.test)
+
+        def figures(values: Mapping[str, Any]) -> str:
+            values = dict(values or {})
+            main = values.pop(self.metric, None)
+            others = ", ".join(f"{k} {_short(v)}" for k, v in values.items())
+            return f"{self.metric} {_short(main)}" + (f" ({others})" if others else "")
+
+        epoch = test.get("checkpoint_epoch")
+        at = f" (checkpoint after epoch {epoch + 1})" if isinstance(epoch, int) else ""
+        label = test.get("baseline_label") or self.baseline_label
+        return (
+            f"{test.get('split', 'test')} split, trial {test.get('trial')}{at}: {figures(test.get('best', {}))}; "
+            f"{label}: {figures(test.get('baseline', {}))}"
+        )
 
     @property
     def baseline_value(self) -> float | None:
@@ -234,6 +284,11 @@ class TrialRecord:
     #: the trial this one retries (its original, through any earlier retries), else None
     retried_from: int | None = None
     checkpoint: Mapping[str, Any] | None = None
+    #: the value reported to Optuna after each epoch (the study's ``prune_on``: what the pruner compared)
+    reported: Mapping[int, float] = field(default_factory=dict)
+    #: a stepwise trial (nothing trained): each evaluated item's values, and the combined metrics
+    steps: Mapping[str, Mapping[str, float]] | None = None
+    result: Mapping[str, float] | None = None
 
     @classmethod
     def of(cls, trial: FrozenTrial, study: StudyRecord) -> TrialRecord:
@@ -264,11 +319,16 @@ class TrialRecord:
             warm_start=attrs.get(WARM_START),
             retried_from=_retried_from(trial),
             checkpoint=trial.system_attrs.get(CHECKPOINT) or None,
+            reported=trial.intermediate_values,
+            steps=attrs.get(STEPS),
+            result=attrs.get(RESULT),
         )
 
     @property
     def best(self) -> Mapping[str, Any]:
-        """The record of the best epoch (empty before one finished)."""
+        """The record of the best epoch (empty before one finished); a stepwise trial's combined metrics."""
+        if not self.epochs and self.result is not None:
+            return self.result
         return next((e for e in self.epochs if e["epoch"] == self.best_epoch), {})
 
     @property
@@ -303,11 +363,54 @@ def retried_from(study: optuna.Study, trial: optuna.Trial) -> int | None:
     return _retried_from(_compat.frozen_trial(study, trial))
 
 
-def epochs_of(trial: FrozenTrial) -> tuple[dict[str, Any], ...]:
+def epochs_of(trial: FrozenTrial | TrialAttrs) -> tuple[dict[str, Any], ...]:
     """The trial's per-epoch records ``{"epoch": k, ...}``, in epoch order."""
-    attrs = trial.user_attrs
-    keys = sorted(k for k in attrs if k.startswith(EPOCH_PREFIX))
-    return tuple({"epoch": int(key[len(EPOCH_PREFIX) :]), **attrs[key]} for key in keys)
+    return epochs_from_attrs(trial.user_attrs, trial.system_attrs)
+
+
+def epochs_from_attrs(
+    user_attrs: Mapping[str, Any], system_attrs: Mapping[str, Any] | None = None
+) -> tuple[dict[str, Any], ...]:
+    """The per-epoch records ``{"epoch": k, ...}`` held in a trial's attributes, in epoch order: the
+    :data:`EPOCHS` table (a system attribute) and the ``epoch/NNN`` user attributes of older stores (the
+    table wins for an epoch both hold). A cell left ``null`` (a value that epoch did not log) is left out of
+    its record."""
+    found: dict[int, dict[str, Any]] = {}
+    for key, value in user_attrs.items():
+        if key.startswith(EPOCH_PREFIX) and isinstance(value, Mapping):
+            try:
+                found[int(key[len(EPOCH_PREFIX) :])] = dict(value)
+            except ValueError:  # not a key tuner wrote
+                continue
+    found.update(_table_records((system_attrs or {}).get(EPOCHS)))
+    return tuple({"epoch": epoch, **found[epoch]} for epoch in sorted(found))
+
+
+def _table_records(table: Any) -> dict[int, dict[str, Any]]:
+    """epoch -> record of an :data:`EPOCHS` table (empty for anything else)."""
+    if not isinstance(table, Mapping):
+        return {}
+    columns = table.get("columns")
+    if not isinstance(columns, Sequence) or not columns or columns[0] != "epoch":
+        return {}
+    out: dict[int, dict[str, Any]] = {}
+    for row in table.get("rows") or ():
+        if isinstance(row, Sequence) and len(row) == len(columns) and isinstance(row[0], int):
+            out[row[0]] = {c: v for c, v in zip(columns[1:], row[1:]) if v is not None}
+    return out
+
+
+def _table(epochs: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
+    """The :data:`EPOCHS` table of ``epochs`` (epoch -> record): columns in order of first appearance."""
+    columns: dict[str, None] = {}
+    for epoch in sorted(epochs):
+        columns.update(dict.fromkeys(epochs[epoch]))
+    names = list(columns)
+    return {"columns": ["epoch", *names], "rows": [[e, *(epochs[e].get(c) for c in names)] for e in sorted(epochs)]}
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, (int, float)) else str(value)
 
 
 def _retried_from(trial: FrozenTrial) -> int | None:
@@ -341,6 +444,32 @@ def superseded_numbers(trials: Sequence[FrozenTrial]) -> set[int]:
 # -- writing ---------------------------------------------------------------------------------------------
 
 
+class TrialAttrs:
+    """A trial's attributes collected in memory: what the trial writers below write into, in place of a live
+    ``optuna.Trial``, to build trials without running them (``optuna.trial.create_trial(user_attrs=...,
+    system_attrs=...)``; see :mod:`tuner.testing.large_study`)."""
+
+    def __init__(
+        self, user_attrs: Mapping[str, Any] | None = None, system_attrs: Mapping[str, Any] | None = None
+    ) -> None:
+        self._user: dict[str, Any] = dict(user_attrs or {})
+        self._system: dict[str, Any] = dict(system_attrs or {})
+
+    @property
+    def user_attrs(self) -> dict[str, Any]:
+        return dict(self._user)
+
+    @property
+    def system_attrs(self) -> dict[str, Any]:
+        return dict(self._system)
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        self._user[key] = value
+
+    def set_system_attr(self, key: str, value: Any) -> None:
+        self._system[key] = value
+
+
 def write_study(study: optuna.Study, values: Mapping[str, Any]) -> None:
     """Record what ``study`` is (the :data:`STUDY_KEYS`) on its first use."""
     unknown = set(values) - set(STUDY_KEYS)
@@ -359,9 +488,12 @@ def name_metric(study: optuna.Study, metric: str) -> None:
             study.set_metric_names([metric])
 
 
-def write_baseline(study: optuna.Study, metrics: Mapping[str, float]) -> None:
-    """Record the validation metrics of the model before fine-tuning."""
+def write_baseline(study: optuna.Study, metrics: Mapping[str, float], label: str | None = None) -> None:
+    """Record the validation metrics of the study's starting point, and what it is (``label``: "untrained
+    model", "pretrained model before fine-tuning", "pyannote's default parameters")."""
     study.set_user_attr(BASELINE, dict(metrics))
+    if label is not None:
+        study.set_user_attr(BASELINE_LABEL, label)
 
 
 def write_warm_start(study: optuna.Study, source: str, names: Sequence[str]) -> None:
@@ -394,9 +526,22 @@ def inherited_seed(trial: optuna.Trial) -> int | None:
     return trial.user_attrs.get(SEED)
 
 
-def write_epoch(trial: optuna.Trial, epoch: int, record: Mapping[str, float]) -> None:
-    """Record one finished epoch (metric, components, lr, seconds)."""
-    trial.set_user_attr(epoch_key(epoch), dict(record))
+def write_epoch(trial: optuna.Trial | TrialAttrs, epoch: int, record: Mapping[str, float]) -> None:
+    """Record one finished epoch (metric, components, lr, seconds): the trial's :data:`EPOCHS` table is
+    rewritten with this epoch's row added (or replaced), in one write. A retry continues the table it
+    inherited."""
+    from tuner import _compat
+
+    if isinstance(trial, TrialAttrs):
+        current = trial.system_attrs.get(EPOCHS)
+    else:
+        current = _compat.trial_system_attrs(trial.study, trial).get(EPOCHS)
+    epochs = _table_records(current)
+    epochs[int(epoch)] = {k: v for k, v in record.items() if k != "epoch"}
+    if isinstance(trial, TrialAttrs):
+        trial.set_system_attr(EPOCHS, _table(epochs))
+    else:
+        _compat.set_trial_system_attr(trial.study, trial, EPOCHS, _table(epochs))
 
 
 def write_best_details(trial: optuna.Trial, epoch: int, details: Mapping[str, Any]) -> None:
@@ -438,3 +583,19 @@ def write_checkpoint(study: optuna.Study, trial: optuna.Trial, record: Mapping[s
     from tuner import _compat
 
     _compat.set_trial_system_attr(study, trial, CHECKPOINT, dict(record) if record is not None else None)
+
+
+# -- stepwise trials (a configuration evaluated item by item) -----------------------------------------------
+STEPS = "steps"
+RESULT = "result"
+
+
+def write_steps(trial: optuna.Trial, per_step: Mapping[str, Mapping[str, float]], result: Mapping[str, float]) -> None:
+    """Record a stepwise trial: each evaluated item's values (by its id) and the combined metrics."""
+    trial.set_user_attr(STEPS, {item: dict(values) for item, values in per_step.items()})
+    trial.set_user_attr(RESULT, dict(result))
+
+
+def write_test(study: optuna.Study, result: Mapping[str, Any]) -> None:
+    """Record ``tuner evaluate``'s figures: the trial evaluated, on which split, its metrics and the baseline's."""
+    study.set_user_attr(TEST, dict(result))

@@ -2,8 +2,10 @@
 and a comparison of several studies of one metric.
 
 - :func:`write_report` writes ``DIR/STUDY.md`` (header, trial table, one per-epoch table per trial),
-  ``DIR/STUDY.csv`` (the trial table) and ``DIR/STUDY.html`` (the figures of :func:`study_figures` with
-  plotly.js embedded once, inline: the page opens offline, and the trial table);
+  ``DIR/STUDY.csv`` (the trial table), ``DIR/STUDY.epochs.csv`` (every epoch of every trial) and
+  ``DIR/STUDY.html`` (the figures of :func:`study_figures` with plotly.js embedded once, inline: the page
+  opens offline, and the trial table). A large study's markdown and html show a summary, the best
+  :data:`TABLE_ROWS` trials and the epochs of the best :data:`DETAILED_TRIALS`; the CSVs keep everything;
 - :func:`study_figures` builds the figures (title -> plotly figure): optimization history, intermediate
   values (pruned trials dashed), parallel coordinates, parameter importances, and one figure of the
   objective's own (DER components, EER with the best trial's DET curve, SI-SNRi before/after);
@@ -43,6 +45,7 @@ __all__ = [
     "compare_rows",
     "compare_table_rows",
     "report_csv",
+    "report_epochs_csv",
     "report_html",
     "report_markdown",
     "study_figures",
@@ -70,6 +73,22 @@ _OBJECTIVE_FIGURES = {
 }
 _FIGURE_HEIGHT = 460
 _TEMPLATE = "plotly_white"
+
+#: rows of the trial table in the markdown and html (best first; the CSV has every trial)
+TABLE_ROWS = 200
+#: a study of up to this many trials shows every trial's epochs; a larger one those of the best
+#: :data:`DETAILED_TRIALS` (``STUDY.epochs.csv`` has every epoch of every trial)
+DETAIL_ALL_UP_TO = 50
+DETAILED_TRIALS = 20
+#: intermediate values: one line per trial up to this many trials; beyond, the spread of all trials (median
+#: and 10-90 % band per epoch) with a line for each of the best :data:`BEST_LINES`
+LINES_UP_TO = 50
+BEST_LINES = 10
+#: bars of the per-objective figures: the best trials, at most this many
+BARS = 30
+#: parameter importances: fANOVA up to this many completed trials (its cost grows with the square of their
+#: number: 3 minutes for 3,000), PED-ANOVA over all of them beyond
+FANOVA_UP_TO = 200
 
 
 # ------------------------------------------------------------------------------------ study summary
@@ -105,6 +124,59 @@ class _Report:
 
     def scored_rows(self) -> list[dict[str, Any]]:
         return [r for r in self.rows if _finite(r.get(self.record.metric))]
+
+    @property
+    def large(self) -> bool:
+        """Whether the pages summarise (more trials than they show in full)."""
+        return len(self.rows) > min(TABLE_ROWS, DETAIL_ALL_UP_TO)
+
+    def table_rows(self) -> list[dict[str, Any]]:
+        """The rows the pages' trial table shows: the best :data:`TABLE_ROWS`."""
+        return self.rows[:TABLE_ROWS]
+
+    def detailed(self) -> list[TrialRecord]:
+        """The trials whose epochs the pages show: all, or the best :data:`DETAILED_TRIALS` of a large study."""
+        rows = self.rows if len(self.rows) <= DETAIL_ALL_UP_TO else self.rows[:DETAILED_TRIALS]
+        return [self.trials[r["trial"]] for r in rows]
+
+    def summary(self) -> list[str]:
+        """Plain-text lines summarising every trial (for a large study, whose pages show only the best)."""
+        record, metric = self.record, self.record.metric
+        name = self.study.study_name
+        scored = sorted(r[metric] for r in self.scored_rows())
+        if record.maximize:
+            scored.reverse()
+        lines = [
+            f"the trial table shows the best {min(TABLE_ROWS, len(self.rows))} of {len(self.rows)} trials and "
+            f"the epochs of the best {len(self.detailed())}; {_safe_stem(name)}.csv has every trial and "
+            f"{_safe_stem(name)}.epochs.csv every epoch of every trial"
+        ]
+        if scored:
+            marks = ", ".join(
+                f"{label} {_fmt(scored[min(len(scored) - 1, int(q * (len(scored) - 1) + 0.5))])}"
+                for label, q in (("best", 0.0), ("10 %", 0.1), ("median", 0.5), ("90 %", 0.9), ("worst", 1.0))
+            )
+            lines.append(f"{metric} at each trial's best epoch, over the {len(scored)} trials that have one: {marks}")
+        runs: dict[int, int] = {}
+        for trial in self.trials.values():
+            runs[trial.epochs_run] = runs.get(trial.epochs_run, 0) + 1
+        lines.append(
+            "epochs run: "
+            + ", ".join(f"{epochs} by {n} trials" for epochs, n in sorted(runs.items(), key=lambda item: -item[0]))
+        )
+        reasons: dict[str, list[int]] = {}
+        for trial in self.trials.values():
+            if trial.state == "FAIL":
+                reasons.setdefault(trial.fail_summary or "no reason recorded", []).append(trial.number)
+        for reason, numbers in sorted(reasons.items(), key=lambda item: -len(item[1]))[:10]:
+            shown = ", ".join(str(n) for n in numbers[:10]) + (", ..." if len(numbers) > 10 else "")
+            lines.append(f"failed ({len(numbers)} trials: {shown}): {reason}")
+        for state in ("RUNNING", "WAITING"):
+            numbers = [t.number for t in self.trials.values() if t.state == state]
+            if numbers:
+                shown = ", ".join(str(n) for n in numbers[:20]) + (", ..." if len(numbers) > 20 else "")
+                lines.append(f"{state.lower()}: {len(numbers)} trials ({shown})")
+        return lines
 
 
 def _counts_text(counts: Mapping[str, int]) -> str:
@@ -265,6 +337,8 @@ def _header_lines(report: _Report, url: str, command: str) -> list[tuple[str, st
         items.append((label, f"{metric} = {_fmt(baseline[metric])}" + (f" ({others})" if others else "")))
     else:
         items.append((label, "not recorded"))
+    if record.test_text:
+        items.append(("evaluated (`tuner evaluate`)", record.test_text))
     items.append(("store", mask_url(url)))
     items.append(("generated by", f"`{command}` at {_now()}"))
     return items
@@ -284,12 +358,17 @@ def _markdown(report: _Report, url: str, command: str) -> str:
     if not report.rows:
         lines += ["**This study has no trials yet.** Run `tuner run STUDY_FILE` to add some.", ""]
         return "\n".join(lines)
-    lines += [f"## Trials by {metric} (best first; metric and components at each trial's best epoch)", ""]
+    if report.large:
+        lines += ["## Summary", ""]
+        lines += [f"- {line}" for line in report.summary()]
+        lines.append("")
+    shown = report.table_rows()
+    extent = f"; the best {len(shown)} of {len(report.rows)}" if len(shown) < len(report.rows) else ""
+    lines += [f"## Trials by {metric} (best first; metric and components at each trial's best epoch{extent})", ""]
     columns = trial_columns(record)
-    lines += _md_table(columns, ([row.get(c) for c in columns] for row in report.rows))
+    lines += _md_table(columns, ([row.get(c) for c in columns] for row in shown))
     lines.append("")
-    for row in report.rows:
-        trial = report.trials[row["trial"]]
+    for trial in report.detailed():
         lines += [f"## {_trial_heading(trial)}", "", _trial_summary(trial, metric), ""]
         if not trial.epochs:
             lines += ["_No epoch finished._", ""]
@@ -318,19 +397,46 @@ def _csv(report: _Report) -> str:
     return buffer.getvalue()
 
 
+def report_epochs_csv(study: optuna.Study) -> str:
+    """Every epoch of every trial as CSV: trial, state, epoch, best (1 for the trial's best epoch), then the
+    epoch's values in the per-epoch tables' order; trials in the trial table's order (best first)."""
+    return _epochs_csv(_Report.of(study))
+
+
+def _epochs_csv(report: _Report) -> str:
+    record = report.record
+    trials = [report.trials[r["trial"]] for r in report.rows]
+    every = [epoch for trial in trials for epoch in trial.epochs]
+    values = [c for c in _epoch_columns(every, record.metric, record.components) if c != "epoch"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["trial", "state", "epoch", "best", *values])
+    for trial in trials:
+        for epoch in trial.epochs:
+            best = 1 if epoch["epoch"] == trial.best_epoch else 0
+            writer.writerow(
+                [trial.number, trial.state, epoch["epoch"], best, *(_csv_value(epoch.get(c)) for c in values)]
+            )
+    return buffer.getvalue()
+
+
 # ----------------------------------------------------------------------------------------- figures
 
 
-def study_figures(study: optuna.Study) -> dict[str, go.Figure]:
+def study_figures(study: optuna.Study, *, dashboard: bool = False) -> dict[str, go.Figure]:
     """The report's figures of ``study``, title -> plotly figure (the ones the HTML report shows).
 
     Figures that cannot be drawn yet (no completed trial, importances with fewer than two completed
-    trials or without any spread) are left out; the HTML report says why in their place.
+    trials or without any spread) are left out; the HTML report says why in their place. With
+    ``dashboard``, a study of more than :data:`LINES_UP_TO` completed trials also leaves out the
+    optimization history and parallel coordinates, which optuna-dashboard draws itself from every trial
+    (each attached figure travels with every load of the study).
     """
-    return {title: item for title, item in _figure_sections(_Report.of(study)).items() if not isinstance(item, str)}
+    sections = _figure_sections(_Report.of(study), dashboard=dashboard)
+    return {title: item for title, item in sections.items() if not isinstance(item, str)}
 
 
-def _figure_sections(report: _Report) -> dict[str, Any]:
+def _figure_sections(report: _Report, dashboard: bool = False) -> dict[str, Any]:
     """title -> figure, or -> a note saying why that figure is not drawn (in the report's order)."""
     import optuna
 
@@ -338,20 +444,21 @@ def _figure_sections(report: _Report) -> dict[str, Any]:
     notes: dict[str, str] = {}
     study, record = report.study, report.record
     metric = record.metric
-    trials = study.get_trials(deepcopy=False)
+    trials = list(report.trials.values())
     if not trials:
         return {"Figures": "This study has no trials yet: nothing to plot."}
-    completed = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and _finite(t.value)]
+    completed = [t for t in trials if t.state == "COMPLETE" and _finite(t.value)]
+    drawn_by_dashboard = (HISTORY, PARALLEL) if dashboard and len(completed) > LINES_UP_TO else ()
     builders = [
-        (HISTORY, lambda: _history(study, metric) if completed else None, "no completed trial yet"),
+        (HISTORY, lambda: _history(report, completed) if completed else None, "no completed trial yet"),
         (
             INTERMEDIATE,
-            lambda: _intermediate(study, record.prune_on) if any(t.intermediate_values for t in trials) else None,
+            lambda: _intermediate(report) if any(t.reported for t in trials) else None,
             "no trial has reported an epoch yet",
         ),
         (
             PARALLEL,
-            lambda: _parallel(study, metric) if completed and any(t.params for t in completed) else None,
+            lambda: _parallel(report, completed) if completed and any(t.params for t in completed) else None,
             "no completed trial yet",
         ),
         (IMPORTANCES, lambda: _importances(study, metric, completed, notes), None),
@@ -365,6 +472,8 @@ def _figure_sections(report: _Report) -> dict[str, Any]:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # optuna's "no trials" warnings are notes here
     try:
         for title, build, why in builders:
+            if title in drawn_by_dashboard:
+                continue
             try:
                 figure = build()
             except Exception as error:
@@ -389,15 +498,54 @@ def _figure_sections(report: _Report) -> dict[str, Any]:
     return sections
 
 
-def _history(study: optuna.Study, metric: str) -> go.Figure:
-    from optuna.visualization import plot_optimization_history
+def _history(report: _Report, completed: Sequence[TrialRecord]) -> go.Figure:
+    """Each completed trial's value by trial number, and the best value so far (as Optuna's optimization
+    history, from the records already read), with the baseline model's value as a line."""
+    import plotly.graph_objects as go
 
-    return plot_optimization_history(study, target_name=metric)
+    record = report.record
+    metric = record.metric
+    ordered = sorted(completed, key=lambda t: t.number)
+    best: list[float] = []
+    for trial in ordered:
+        value = float(trial.value)  # type: ignore[arg-type]
+        best.append(value if not best or record.better(value, best[-1]) else best[-1])
+    size = 6 if len(ordered) <= 500 else 3
+    figure = go.Figure()
+    figure.add_scatter(
+        name=metric,
+        x=[t.number for t in ordered],
+        y=[t.value for t in ordered],
+        mode="markers",
+        marker={"size": size},
+        hovertemplate=f"trial %{{x}}<br>{metric} %{{y:.4g}}<extra></extra>",
+    )
+    figure.add_scatter(name="Best value", x=[t.number for t in ordered], y=best, mode="lines", line_shape="hv")
+    baseline = record.baseline.get(metric)
+    if _finite(baseline):
+        figure.add_hline(y=baseline, line_dash="dash", annotation_text=f"{record.baseline_label} {_fmt(baseline)}")
+    others = len(report.trials) - len(ordered)
+    figure.update_layout(
+        xaxis_title="trial" + (f" ({len(ordered)} completed; {others} pruned, failed or unfinished)" if others else ""),
+        yaxis_title=metric,
+    )
+    return figure
 
 
-def _intermediate(study: optuna.Study, reported: str) -> go.Figure:
-    """Optuna's intermediate values (``reported``: the value the pruner reads, the metric or the study's
-    ``prune_on``), with a legend: pruned trials dashed and named so."""
+def _intermediate(report: _Report) -> go.Figure:
+    """The value each trial reported after each epoch (the study's ``prune_on``: what the pruner compared).
+
+    Up to :data:`LINES_UP_TO` trials, one line each, pruned trials dashed and named so (Optuna's figure).
+    A larger study shows where all of them were, epoch by epoch (median and 10-90 % band, with how many
+    trials got that far), and one line for each of its best :data:`BEST_LINES` trials.
+    """
+    reporting = [t for t in report.trials.values() if t.reported]
+    if len(reporting) <= LINES_UP_TO:
+        return _intermediate_lines(report.study, report.record.prune_on)
+    return _intermediate_spread(report, reporting)
+
+
+def _intermediate_lines(study: optuna.Study, reported: str) -> go.Figure:
     from optuna.visualization import plot_intermediate_values
 
     figure = plot_intermediate_values(study)
@@ -416,18 +564,139 @@ def _intermediate(study: optuna.Study, reported: str) -> go.Figure:
     return figure
 
 
-def _parallel(study: optuna.Study, metric: str) -> go.Figure:
-    from optuna.visualization import plot_parallel_coordinate
+def _intermediate_spread(report: _Report, reporting: Sequence[TrialRecord]) -> go.Figure:
+    import numpy as np
+    import plotly.graph_objects as go
 
-    return plot_parallel_coordinate(study, target_name=metric)
+    reported = report.record.prune_on
+    by_step: dict[int, list[float]] = {}
+    for trial in reporting:
+        for step, value in trial.reported.items():
+            if _finite(value):
+                by_step.setdefault(step, []).append(value)
+    steps = sorted(by_step)
+    low, median, high = (
+        [float(np.percentile(by_step[s], q)) for s in steps] for q in (10, 50, 90)
+    )  # fmt: skip
+    counts = [len(by_step[s]) for s in steps]
+    figure = go.Figure()
+    figure.add_scatter(name="90th percentile", x=steps, y=high, mode="lines", line={"width": 0}, showlegend=False,
+                       hoverinfo="skip")  # fmt: skip
+    figure.add_scatter(
+        name=f"10-90 % of the {len(reporting)} trials",
+        x=steps,
+        y=low,
+        mode="lines",
+        line={"width": 0},
+        fill="tonexty",
+        fillcolor="rgba(99, 110, 250, 0.2)",
+        hoverinfo="skip",
+    )
+    figure.add_scatter(
+        name="median",
+        x=steps,
+        y=median,
+        mode="lines+markers",
+        line={"color": "rgb(99, 110, 250)", "width": 3},
+        customdata=[[n, lo, hi] for n, lo, hi in zip(counts, low, high)],
+        hovertemplate="epoch %{x}: median %{y:.4g} of %{customdata[0]} trials (10-90 %: %{customdata[1]:.4g}"
+        "-%{customdata[2]:.4g})<extra></extra>",
+    )
+    best = [report.trials[r["trial"]] for r in report.scored_rows() if report.trials[r["trial"]].reported]
+    for trial in best[:BEST_LINES]:
+        pruned = trial.state == "PRUNED"
+        points = sorted(trial.reported.items())
+        figure.add_scatter(
+            name=f"trial {trial.number} ({trial.state.lower()})",
+            x=[step for step, _ in points],
+            y=[value for _, value in points],
+            mode="lines+markers",
+            line={"dash": "dash"} if pruned else {},
+            marker={"symbol": "x" if pruned else "circle", "size": 5},
+        )
+    figure.update_layout(
+        showlegend=True,
+        xaxis_title=f"epoch (lines: the best {min(BEST_LINES, len(best))} trials by {report.record.metric})",
+        yaxis_title=f"{reported} (each epoch)",
+    )
+    return figure
+
+
+def _parallel(report: _Report, completed: Sequence[TrialRecord]) -> go.Figure:
+    """Each completed trial's parameters and metric: Optuna's parallel coordinates (one line a trial) up to
+    :data:`LINES_UP_TO` trials, one plotly ``Parcoords`` trace (drawn by WebGL, for thousands) beyond."""
+    if len(completed) <= LINES_UP_TO:
+        from optuna.visualization import plot_parallel_coordinate
+
+        return plot_parallel_coordinate(report.study, target_name=report.record.metric)
+    return _parallel_dense(report.record, completed)
+
+
+def _parallel_dense(record: StudyRecord, completed: Sequence[TrialRecord]) -> go.Figure:
+    import math
+
+    import plotly.graph_objects as go
+
+    metric = record.metric
+    values = [float(t.value) for t in completed]  # type: ignore[arg-type]
+    dimensions: list[dict[str, Any]] = [{"label": metric, "values": values}]
+    names = list(dict.fromkeys([*(n for n in record.search_space if any(n in t.params for t in completed)),
+                                *(n for t in completed for n in t.params)]))  # fmt: skip
+    for name in names:
+        column = [t.params.get(name) for t in completed]
+        present = [v for v in column if v is not None]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present)
+        spec = record.search_space.get(name)
+        if numeric and len(set(present)) > 3:
+            log = isinstance(spec, Mapping) and bool(spec.get("log")) and all(v > 0 for v in present)
+            scaled = [math.log10(v) if log else float(v) for v in present]
+            low, high = min(scaled), max(scaled)
+            missing = low - 0.1 * ((high - low) or 1.0)
+            dimension: dict[str, Any] = {
+                "label": name,
+                "values": [missing if v is None else (math.log10(v) if log else float(v)) for v in column],
+            }
+            if log:
+                decades = range(math.floor(low), math.ceil(high) + 1)
+                dimension.update(tickvals=list(decades), ticktext=[f"1e{d}" for d in decades])
+            if len(present) < len(column):
+                dimension.setdefault("tickvals", [])
+                dimension.setdefault("ticktext", [])
+                dimension["tickvals"] = [missing, *dimension["tickvals"]]
+                dimension["ticktext"] = ["none", *dimension["ticktext"]]
+        else:
+            choices = sorted({repr(v): v for v in column}.values(), key=lambda v: (v is None, str(v)))
+            index = {repr(v): i for i, v in enumerate(choices)}
+            dimension = {
+                "label": name,
+                "values": [index[repr(v)] for v in column],
+                "tickvals": list(range(len(choices))),
+                "ticktext": ["none" if v is None else _fmt(v) for v in choices],
+            }
+        dimensions.append(dimension)
+    figure = go.Figure(
+        go.Parcoords(
+            dimensions=dimensions,
+            line={
+                "color": values,
+                "colorscale": "Viridis",
+                "reversescale": not record.maximize,  # the best trials bright
+                "showscale": True,
+                "colorbar": {"title": {"text": metric}},
+            },
+        )
+    )
+    figure.update_layout(margin={"l": 80, "r": 40, "t": 90, "b": 40})
+    return figure
 
 
 def _importances(
-    study: optuna.Study, metric: str, completed: Sequence[optuna.trial.FrozenTrial], notes: dict[str, str]
+    study: optuna.Study, metric: str, completed: Sequence[TrialRecord], notes: dict[str, str]
 ) -> go.Figure | None:
-    """fANOVA importances (seeded), or a note when there is too little to rank."""
-    from optuna.importance import FanovaImportanceEvaluator
-    from optuna.visualization import plot_param_importances
+    """How much each parameter explains of the metric: fANOVA (seeded) up to :data:`FANOVA_UP_TO` completed
+    trials, PED-ANOVA (what sets the best 10 % apart) beyond; or a note when there is too little to rank."""
+    import plotly.graph_objects as go
+    from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator, get_param_importances
 
     if len(completed) < 2:
         notes[IMPORTANCES] = (
@@ -442,11 +711,30 @@ def _importances(
     if len({t.value for t in completed}) < 2:
         notes[IMPORTANCES] = f"every completed trial has the same {metric}: no parameter explains any difference"
         return None
+    if len(completed) <= FANOVA_UP_TO:
+        evaluator: Any = FanovaImportanceEvaluator(seed=0)
+        method = f"fANOVA over the {len(completed)} completed trials"
+    else:
+        evaluator = PedAnovaImportanceEvaluator()
+        method = f"PED-ANOVA: what sets the best 10 % of the {len(completed)} completed trials apart"
     try:
-        return plot_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0), target_name=metric)
+        importances = get_param_importances(study, evaluator=evaluator)
     except (RuntimeError, ValueError) as error:  # e.g. "zero total variance in all trees"
         notes[IMPORTANCES] = f"cannot be computed from these trials yet ({error})"
         return None
+    ranked = sorted(importances.items(), key=lambda item: item[1])  # the most important at the top
+    figure = go.Figure()
+    figure.add_bar(
+        name="importance",
+        x=[float(value) for _, value in ranked],
+        y=[name for name, _ in ranked],
+        orientation="h",
+        text=[f"{float(value):.2f}" for _, value in ranked],
+        textposition="outside",
+        hovertemplate="%{y}: %{x:.3f}<extra></extra>",
+    )
+    figure.update_layout(xaxis_title=f"importance for {metric} ({method})", yaxis_title="parameter")
+    return figure
 
 
 def _label(row: Mapping[str, Any]) -> str:
@@ -455,17 +743,24 @@ def _label(row: Mapping[str, Any]) -> str:
 
 
 def _objective_figure(report: _Report) -> go.Figure | None:
-    rows, record = report.scored_rows(), report.record
-    if not rows:
+    """The objective's own figure, over the best :data:`BARS` trials that have a metric (best first)."""
+    scored, record = report.scored_rows(), report.record
+    if not scored:
         return None
+    rows = scored[:BARS]
     objective = record.objective
     if objective == "pyannote_segmentation":
-        return _der_components(rows, record)
-    if objective == "wavlm_sv":
-        return _eer_and_det(report, rows)
-    if objective == "sepformer_separation":
-        return _before_after(rows, record)
-    return _metric_bars(rows, record)
+        figure = _der_components(rows, record)
+    elif objective == "wavlm_sv":
+        figure = _eer_and_det(report, rows)
+    elif objective == "sepformer_separation":
+        figure = _before_after(rows, record)
+    else:
+        figure = _metric_bars(rows, record)
+    if len(rows) < len(scored):
+        axis = figure.layout.xaxis
+        axis.title.text = f"{axis.title.text or 'trial'}: the best {len(rows)} of {len(scored)} trials"
+    return figure
 
 
 def _der_components(rows: Sequence[Mapping[str, Any]], record: StudyRecord) -> go.Figure:
@@ -695,14 +990,20 @@ def _html(report: _Report, url: str, command: str, sections: Mapping[str, Any] |
         parts.append(f'<div class="figure">{figure_html}</div>')
         first = False
 
-    rows = report.rows
-    parts.append(f"<h2>Trials by {html.escape(metric)} (best first; at each trial's best epoch)</h2>")
+    rows = report.table_rows()
+    if report.large:
+        parts.append("<h2>Summary</h2><ul>")
+        parts += [f"<li>{html.escape(line)}</li>" for line in report.summary()]
+        parts.append("</ul>")
+    extent = f"; the best {len(rows)} of {len(report.rows)}" if len(rows) < len(report.rows) else ""
+    parts.append(f"<h2>Trials by {html.escape(metric)} (best first; at each trial's best epoch{extent})</h2>")
     if rows:
         columns = trial_columns(report.record)
         parts.append(_html_table(columns, ([r.get(c) for c in columns] for r in rows), css="trials"))
-        parts.append("<h2>Epochs per trial</h2>")
-        for row in rows:
-            trial = report.trials[row["trial"]]
+        detailed = report.detailed()
+        extent = f" (the best {len(detailed)})" if len(detailed) < len(report.rows) else ""
+        parts.append(f"<h2>Epochs per trial{extent}</h2>")
+        for trial in detailed:
             epochs = trial.epochs
             parts.append(f"<details><summary>{html.escape(_trial_heading(trial))}</summary>")
             parts.append(f"<p>{html.escape(_trial_summary(trial, metric))}</p>")
@@ -722,19 +1023,25 @@ def _html(report: _Report, url: str, command: str, sections: Mapping[str, Any] |
 def write_report(
     study_name: str, storage: str | None = None, out_dir: str | Path = DEFAULT_REPORT_DIR, command: str | None = None
 ) -> dict[str, Path]:
-    """Write ``out_dir/STUDY.md``, ``.csv`` and ``.html`` from the store; returns ``{"md", "csv", "html"}``
-    -> path. ``command`` is the line recorded as having generated the report (default: the equivalent
-    ``tuner report`` command)."""
+    """Write ``out_dir/STUDY.md``, ``.csv``, ``.epochs.csv`` and ``.html`` from the store; returns ``{"md",
+    "csv", "epochs", "html"}`` -> path. ``command`` is the line recorded as having generated the report
+    (default: the equivalent ``tuner report`` command)."""
     url = resolve_storage_url(storage)
     study = load_existing_study(study_name, url)
     out_dir = Path(out_dir)
     command = command or _command([study_name], url, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = _safe_stem(study_name)
-    paths = {"md": out_dir / f"{stem}.md", "csv": out_dir / f"{stem}.csv", "html": out_dir / f"{stem}.html"}
+    paths = {
+        "md": out_dir / f"{stem}.md",
+        "csv": out_dir / f"{stem}.csv",
+        "epochs": out_dir / f"{stem}.epochs.csv",
+        "html": out_dir / f"{stem}.html",
+    }
     report = _Report.of(study)
     paths["md"].write_text(_markdown(report, url, command), encoding="utf-8")
     paths["csv"].write_text(_csv(report), encoding="utf-8", newline="")
+    paths["epochs"].write_text(_epochs_csv(report), encoding="utf-8", newline="")
     paths["html"].write_text(_html(report, url, command), encoding="utf-8")
     return paths
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuner import _compat, records
 from tuner.errors import ConfigError, TunerError
-from tuner.objectives.base import Objective, get_objective_class
+from tuner.objectives.base import Objective, StepwiseObjective, TrainedObjective, get_objective_class
 from tuner.search_space import SearchSpace, TrialConfig
 from tuner.storage import mask_url, open_storage, resolve_storage_url
 from tuner.study import StudySpec, load_warm_start
@@ -25,7 +25,19 @@ if TYPE_CHECKING:
 
     from tuner.training.checkpoint import EpochCheckpoint
 
-__all__ = ["run_study", "fit", "FitResult", "prepare_objective", "device_settings", "describe_failure", "TrialFailed"]
+__all__ = [
+    "run_study",
+    "fit",
+    "FitResult",
+    "validate",
+    "evaluate_steps",
+    "StepsResult",
+    "baseline_config",
+    "prepare_objective",
+    "device_settings",
+    "describe_failure",
+    "TrialFailed",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +67,7 @@ _QUIET = (
     r".*The number of training batches \(\d+\) is smaller than the logging interval.*",
     r".*`torch.nn.utils.weight_norm` is deprecated.*",  # s3prl's WavLM
     r".*Support for mismatched key_padding_mask and attn_mask is deprecated.*",  # s3prl's WavLM
+    r".*when using `ckpt_path`, callbacks used to create the checkpoint need to be provided.*",  # tuner evaluate
 )
 
 
@@ -74,18 +87,28 @@ def _quiet_libraries() -> Iterator[None]:
         yield
 
 
-def prepare_objective(spec: StudySpec, workdir: str | Path = "storage") -> tuple[Objective, SearchSpace]:
-    """The study's objective (data validated) and search space (validated), before the store is touched."""
+def prepare_objective(
+    spec: StudySpec, workdir: str | Path = "storage", store: tuple[str, Path] | None = None
+) -> tuple[Objective, SearchSpace]:
+    """The study's objective (data validated) and search space (validated), before the store is written.
+
+    ``store``: the store URL and artifact folder, where the objective looks up other studies it names
+    (a pipeline's ``pretrained="study:NAME"``)."""
     _check_trainer_options(spec)
     objective_class = get_objective_class(spec.objective)
-    space = spec.load_search_space(objective_class.params)  # the file (or inline dict) + the study's `fixed`
+    # the file (or inline dict) + the study's `fixed`
+    space = spec.load_search_space(objective_class.params, common=objective_class.uses_common_params)
     load_warm_start(spec, space)  # warm-start entries are checked against the space before any work
     try:
         objective = objective_class(spec.data, spec.pretrained, spec.options, workdir=workdir)
     except ConfigError as error:  # its options: name the study (file) that gave them
         raise ConfigError(f"{spec.where}: {error}") from None
+    objective.store = store
     objective.setup()
-    space.check_unfrozen_layers(objective.num_blocks(), model=f"the {objective.name} model")
+    try:
+        objective.check_space(space)
+    except ConfigError as error:
+        raise ConfigError(f"{spec.where}: {error}") from None
     return objective, space
 
 
@@ -195,12 +218,22 @@ def pruning_value(spec: StudySpec, objective: Objective) -> str:
     return key
 
 
-def evaluate_untrained(
-    objective: Objective, config: TrialConfig, seed: int, trainer_options: Mapping[str, Any], device: str | None = None
+def validate(
+    objective: Objective,
+    config: TrialConfig,
+    seed: int,
+    trainer_options: Mapping[str, Any],
+    device: str | None = None,
+    checkpoint: str | Path | None = None,
 ) -> dict[str, float]:
-    """The validation metrics of the model before any training (the study's baseline)."""
+    """The validation metrics of ``config``: for a trained objective, of the model as ``checkpoint`` (a trial's
+    Lightning checkpoint) left it, else before any training (a study's baseline); for a stepwise one, of the
+    configuration on every item of its split."""
+    if isinstance(objective, StepwiseObjective):
+        return evaluate_steps(objective, config).metrics
     import lightning.pytorch as pl
 
+    assert isinstance(objective, TrainedObjective)
     accelerator, devices = device_settings(device)
     inputs = objective.build(config, seed)
     options = {k: v for k, v in trainer_options.items() if k.startswith("limit_val")}
@@ -217,9 +250,64 @@ def evaluate_untrained(
             inputs.module,
             datamodule=inputs.datamodule,
             dataloaders=inputs.val_dataloaders,
+            ckpt_path=str(checkpoint) if checkpoint is not None else None,
+            # tuner's own trial checkpoint (pyannote's hold its task specifications): trusted like the store
+            weights_only=False if checkpoint is not None else None,
             verbose=False,
         )
     return objective.epoch_metrics(results[0] if results else {})
+
+
+@dataclass
+class StepsResult:
+    """The outcome of a stepwise trial: each evaluated item's values, the combined metrics, where it was pruned."""
+
+    per_step: dict[int, dict[str, float]]
+    metrics: dict[str, float]
+    pruned_at: int | None = None
+
+
+def evaluate_steps(
+    objective: StepwiseObjective,
+    config: TrialConfig,
+    *,
+    trial: optuna.Trial | None = None,
+    prune_on: str | None = None,
+    split: str = "development",
+    seed: int = 0,
+) -> StepsResult:
+    """Evaluate ``config`` item by item (in an order shuffled by ``seed``), reporting each item's ``prune_on``
+    value (default: the metric) to ``trial`` at its step and stopping where the pruner says so."""
+    import random
+
+    steps = objective.steps(split)
+    order = list(range(len(steps)))
+    random.Random(seed).shuffle(order)  # a pruner comparing items should not see them always in one order
+    reported = prune_on or objective.metric
+    per_step: dict[int, dict[str, float]] = {}
+    for done, index in enumerate(order, start=1):
+        started = time.perf_counter()
+        values = objective.evaluate_step(config, index, split)
+        values["seconds"] = round(time.perf_counter() - started, 3)
+        per_step[index] = values
+        logger.info(
+            "%s item %d/%d (%s): %s=%.4f (%.1fs)", f"trial {trial.number}" if trial is not None else "run", done,
+            len(order), steps[index], objective.metric, values[objective.metric], values["seconds"],
+        )  # fmt: skip
+        if trial is None:
+            continue
+        trial.report(values[reported], step=index)
+        if done < len(order) and trial.should_prune():
+            return StepsResult(per_step, objective.combine(list(per_step.values())), pruned_at=index)
+    return StepsResult(per_step, objective.combine(list(per_step.values())))
+
+
+def baseline_config(objective: Objective, space: SearchSpace) -> TrialConfig:
+    """The configuration a study's baseline is measured with: the starting model as it is (a trained
+    objective), or the library's own default parameters (a stepwise one)."""
+    if isinstance(objective, StepwiseObjective):
+        return TrialConfig.from_params(objective.default_config())
+    return space.config_from({})
 
 
 def device_settings(device: str | None) -> tuple[str, Any]:
@@ -379,13 +467,13 @@ def run_study(
     from tuner.training.progress import StudyProgress
 
     _silence_library_loggers()
-    objective, space = prepare_objective(spec, workdir)
+    url = resolve_storage_url(storage)
+    objective, space = prepare_objective(spec, workdir, store=(url, resolve_artifact_dir(url, artifacts)))
     # tuner logs each epoch, trial and failure itself (after the objective's imports: importing
     # pyannote.audio sets Optuna's verbosity to WARNING)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     device_settings(device)  # an unknown or absent device fails before the store is touched
     prune_on = pruning_value(spec, objective)  # so does a misspelled prune_on
-    url = resolve_storage_url(storage)
     with store_errors(url, f"opening study '{spec.name}'"):
         study = optuna.create_study(
             study_name=spec.name,
@@ -409,10 +497,10 @@ def run_study(
             # same configurations again
             study.sampler.reseed_rng()
         if not records.StudyRecord.of(study).baseline:
-            label = records.StudyRecord.of(study).baseline_label
-            logger.info("evaluating the %s (the study's baseline)", label)
-            baseline = evaluate_untrained(objective, space.config_from({}), spec.seed, spec.trainer, device)
-            records.write_baseline(study, baseline)
+            label = objective.baseline_label
+            logger.info("evaluating the study's baseline: the %s", label)
+            baseline = validate(objective, baseline_config(objective, space), spec.seed, spec.trainer, device)
+            records.write_baseline(study, baseline, label)
             logger.info("baseline (%s) %s=%.4f", label, objective.metric, baseline.get(objective.metric, float("nan")))
     artifact_store = open_artifact_store(resolve_artifact_dir(url, artifacts))
 
@@ -477,9 +565,8 @@ def run_study(
 
 
 def _count(study: optuna.Study, state: str) -> int:
-    import optuna
-
-    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState[state],)))
+    """The study's trials in ``state``, counted by the database (a worker's wait loop asks every few seconds)."""
+    return _compat.count_trials(study).get(state, 0)
 
 
 def _wait_for_other_workers(study: optuna.Study, deadline: float | None) -> bool:
@@ -552,24 +639,32 @@ class _Worker:
         self.current: optuna.Trial | None = None  # the trial this worker runs, until after_trial
 
     def run_trial(self, trial: optuna.Trial) -> float:
-        """The Optuna objective function: one fine-tuning run with the trial's configuration."""
+        """The Optuna objective function: one fine-tuning run (or stepwise evaluation) of the trial's
+        configuration."""
+        self.current = trial
+        config = self.space.suggest(trial)
+        seed = records.inherited_seed(trial)  # a retry keeps its trial's seed
+        seed = self.spec.seed + trial.number if seed is None else seed
+        stored = config.as_dict() if self.objective.uses_common_params else dict(config.extra)
+        why_retried = records.start_trial(trial, stored, seed, self.spec.max_epochs)
+        if isinstance(self.objective, StepwiseObjective):
+            return self._evaluate_trial(trial, config, seed, why_retried)
+        return self._fit_trial(trial, config, seed, why_retried)
+
+    def _fit_trial(self, trial: optuna.Trial, config: TrialConfig, seed: int, why_retried: str | None) -> float:
         import optuna
 
         from tuner.training.checkpoint import EpochCheckpoint
         from tuner.training.progress import BatchProgress
 
-        self.current = trial
         spec, objective = self.spec, self.objective
-        config = self.space.suggest(trial)
-        seed = records.inherited_seed(trial)  # a retry keeps its trial's seed
-        seed = spec.seed + trial.number if seed is None else seed
-        why_retried = records.start_trial(trial, config.as_dict(), seed, spec.max_epochs)
+        assert isinstance(objective, TrainedObjective)
         checkpoints = EpochCheckpoint(trial, self.artifact_store)
         try:
             resume_from = self._resume_path(trial, checkpoints, why_retried)
             started = time.perf_counter()
             progress = [BatchProgress(self.display, f"trial {trial.number}")] if self.show_progress else []
-            try:
+            with self._recording_failures(trial, "resume from its last finished epoch", cleanup=checkpoints.discard):
                 result = fit(
                     objective,
                     config,
@@ -582,22 +677,6 @@ class _Worker:
                     resume_from=resume_from,
                     prune_on=self.prune_on,
                 )
-            except KeyboardInterrupt:
-                records.fail_trial(trial, "interrupted (Ctrl-C); re-queued to resume from its last finished epoch")
-                raise
-            except _TRIAL_FAILURES as error:
-                if isinstance(error, TunerError):
-                    records.fail_trial(trial, str(error))
-                    raise
-                reason = describe_failure(error)
-                logger.debug("trial %d failed", trial.number, exc_info=True)
-                records.fail_trial(trial, reason)
-                checkpoints.discard()
-                _free_memory()
-                raise TrialFailed(reason) from error
-            except Exception as error:
-                records.fail_trial(trial, describe_failure(error))
-                raise
             seconds = time.perf_counter() - started
             records.finish_trial(trial, len(result.history), result.best_epoch, seconds, result.info)
             if result.pruned_at is not None:
@@ -611,6 +690,49 @@ class _Worker:
             return value
         finally:
             checkpoints.close()
+
+    def _evaluate_trial(self, trial: optuna.Trial, config: TrialConfig, seed: int, why_retried: str | None) -> float:
+        """A stepwise trial: every item of the development split (in a shuffled order), pruned between items."""
+        import optuna
+
+        objective = self.objective
+        assert isinstance(objective, StepwiseObjective)
+        origin = records.retried_from(self.study, trial)
+        if origin is not None:
+            records.write_resumed_from(trial, origin, None, why_retried)
+        started = time.perf_counter()
+        with self._recording_failures(trial, "run again"):
+            result = evaluate_steps(objective, config, trial=trial, prune_on=self.prune_on, seed=seed)
+        steps = objective.steps()
+        records.write_steps(trial, {steps[i]: values for i, values in sorted(result.per_step.items())}, result.metrics)
+        records.finish_trial(trial, 0, None, time.perf_counter() - started, {"items": len(result.per_step)})
+        if result.pruned_at is not None:
+            raise optuna.TrialPruned(f"pruned after {len(result.per_step)} of {len(steps)} items")
+        return result.metrics[objective.metric]
+
+    @contextlib.contextmanager
+    def _recording_failures(self, trial: optuna.Trial, on_retry: str, cleanup: Callable[[], None] | None = None):
+        """Record why a trial fails: a failure of its own (diverged, out of memory) becomes :class:`TrialFailed`
+        (the study goes on, after ``cleanup``); Ctrl-C and study-stopping errors propagate."""
+        try:
+            yield
+        except KeyboardInterrupt:
+            records.fail_trial(trial, f"interrupted (Ctrl-C); re-queued to {on_retry}")
+            raise
+        except _TRIAL_FAILURES as error:
+            if isinstance(error, TunerError):
+                records.fail_trial(trial, str(error))
+                raise
+            reason = describe_failure(error)
+            logger.debug("trial %d failed", trial.number, exc_info=True)
+            records.fail_trial(trial, reason)
+            if cleanup is not None:
+                cleanup()
+            _free_memory()
+            raise TrialFailed(reason) from error
+        except Exception as error:
+            records.fail_trial(trial, describe_failure(error))
+            raise
 
     def _resume_path(self, trial: optuna.Trial, checkpoints: EpochCheckpoint, why: str | None) -> Path | None:
         """For a retry: the checkpoint it resumes from (None to start over), recorded as its ``resumed_from``
@@ -638,17 +760,17 @@ class _Worker:
         if self.display is not None:
             self.display.trial_finished(f"last: #{trial.number} {trial.state.name.lower()}{value}")
         if trial.state == optuna.trial.TrialState.COMPLETE:
+            best = study.best_trial  # one look-up by the database
             logger.info(
-                "trial %d complete:%s (best so far: %.4f, trial %d)",
-                trial.number,
-                value,
-                study.best_value,
-                study.best_trial.number,
+                "trial %d complete:%s (best so far: %.4f, trial %d)", trial.number, value, best.value, best.number
             )
         elif trial.state == optuna.trial.TrialState.FAIL:
             reason = records.TrialRecord.of(trial, records.StudyRecord.of(study)).fail_summary
             logger.warning("trial %d failed: %s", trial.number, reason or "see the log above")
         publish_trial_note(study, trial)  # optuna-dashboard note; never raises
+        # Optuna has just collected this trial's garbage: what survived (the study's trials in Optuna's cache
+        # among it) joins the frozen heap, so that later collections do not walk a study of 10,000 trials
+        gc.freeze()
 
     def requeue_interrupted(self, error: BaseException) -> None:
         """After an interrupt or a study-stopping error in a trial: queue a retry that resumes it."""

@@ -168,8 +168,9 @@ class SearchSpace:
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def from_yaml(cls, path: str | Path, extra: Mapping[str, Param] | None = None) -> SearchSpace:
-        """Load and validate a search-space YAML file (``extra``: the objective's own parameters)."""
+    def from_yaml(cls, path: str | Path, extra: Mapping[str, Param] | None = None, common: bool = True) -> SearchSpace:
+        """Load and validate a search-space YAML file (``extra``: the objective's own parameters; ``common``:
+        whether the common training vocabulary applies too)."""
         path = Path(path)
         if not path.is_file():
             raise ConfigError(
@@ -179,7 +180,7 @@ class SearchSpace:
         content = parse_yaml(path.read_text(encoding="utf-8"), path)
         if content is None:
             content = {}
-        return cls.from_dict(content, extra=extra, source=str(path))
+        return cls.from_dict(content, extra=extra, source=str(path), common=common)
 
     @classmethod
     def from_dict(
@@ -187,8 +188,9 @@ class SearchSpace:
         content: Any,
         extra: Mapping[str, Param] | None = None,
         source: str = "<search space>",
+        common: bool = True,
     ) -> SearchSpace:
-        vocabulary = {**COMMON_PARAMS, **(extra or {})}
+        vocabulary = {**(COMMON_PARAMS if common else {}), **(extra or {})}
         if not isinstance(content, Mapping):
             raise ConfigError(
                 f"{source}: a search space must be a mapping of parameter names, got {type(content).__name__}."

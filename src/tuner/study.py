@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -83,14 +84,16 @@ class StudySpec:
                 f"(parameter -> value, optionally 'name'), got {type(warm_start).__name__}."
             )
 
-    def load_search_space(self, extra: Mapping[str, Param] | None = None) -> SearchSpace:
-        """The study's search space (file or inline), validated, with ``fixed`` applied on top."""
+    def load_search_space(self, extra: Mapping[str, Param] | None = None, common: bool = True) -> SearchSpace:
+        """The study's search space (file or inline), validated, with ``fixed`` applied on top (``extra``: the
+        objective's own parameters; ``common``: whether the common training vocabulary applies)."""
         from tuner.search_space import SearchSpace
 
         if isinstance(self.search_space, Mapping):
-            space = SearchSpace.from_dict(self.search_space, extra=extra, source=f"{self.where} search_space")
+            source = f"{self.where} search_space"
+            space = SearchSpace.from_dict(self.search_space, extra=extra, source=source, common=common)
         else:
-            space = SearchSpace.from_yaml(self.search_space, extra=extra)
+            space = SearchSpace.from_yaml(self.search_space, extra=extra, common=common)
         return space.with_fixed(self.fixed, source=self.where)
 
     def override(self, **changes: Any) -> StudySpec:
@@ -114,7 +117,8 @@ def load_study_file(path: str | Path) -> StudySpec:
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:
-        spec.loader.exec_module(module)
+        with _experimental_features_allowed():  # a study file may use an Optuna pruner marked experimental
+            spec.loader.exec_module(module)
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
     except SyntaxError as error:
@@ -137,6 +141,16 @@ def load_study_file(path: str | Path) -> StudySpec:
             "See studies/pyannote_optim.py for the shape of a study file."
         )
     return replace(study, source=str(path))
+
+
+@contextlib.contextmanager
+def _experimental_features_allowed() -> Iterator[None]:
+    """Silence Optuna's ExperimentalWarning (WilcoxonPruner, ...) while a study file runs."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".* is experimental \(supported from")
+        yield
 
 
 def _spec_call_error(error: Exception, path: Path) -> tuple[str, int | None] | None:

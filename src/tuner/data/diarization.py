@@ -46,8 +46,12 @@ class DiarizationCorpus:
     def __str__(self) -> str:
         return f"{self.database_yml}:{self.protocol_name}"
 
-    def protocol(self) -> Any:
-        """The pyannote.database protocol, with ``audio`` resolved to paths and ``annotated`` filled in."""
+    def protocol(self, validate_on: str = "development") -> Any:
+        """The pyannote.database protocol, with ``audio`` resolved to paths and ``annotated`` filled in.
+
+        ``validate_on="test"``: the same protocol with its test subset in the place of the development one,
+        which is the subset pyannote's tasks validate on (``tuner evaluate``).
+        """
         from pyannote.database import FileFinder
         from pyannote.database.registry import Registry
 
@@ -55,11 +59,23 @@ class DiarizationCorpus:
         registry = Registry()
         registry.load_database(self.database_yml)
         preprocessors = {"audio": FileFinder(registry=registry), "annotated": _annotated_or_whole_file}
-        return registry.get_protocol(self.protocol_name, preprocessors=preprocessors)
+        protocol = registry.get_protocol(self.protocol_name, preprocessors=preprocessors)
+        return protocol if validate_on == "development" else _validating_on(protocol, validate_on)
+
+    def files(self, subset: str) -> list[Any]:
+        """The files of ``subset`` (``train``, ``development``, ``test``) with their audio, annotation and
+        annotated regions."""
+        return _list_files(self.protocol(), subset, self)
 
     # -- validation --------------------------------------------------------------------------
-    def validate(self, sample_rate: int | None = None, chunk_duration: float | None = None) -> dict[str, Any]:
-        """Check every file of the train and development subsets; return a summary per subset.
+    def validate(
+        self,
+        sample_rate: int | None = None,
+        chunk_duration: float | None = None,
+        subsets: tuple[str, ...] = ("train", "development"),
+    ) -> dict[str, Any]:
+        """Check every file of ``subsets`` (train and development: what a study uses); return a summary per
+        subset.
 
         RTTM and UEM files are read by tuner's strict readers first (errors name ``file:line``), then
         the protocol is listed through pyannote.database and every audio header is checked (readable,
@@ -69,14 +85,12 @@ class DiarizationCorpus:
         (UEM region, else whole file) shorter than a chunk, in training and validation alike, so those
         are named in a warning, and a subset left with none is an error.
         """
-        subsets = self._subset_config()
-        spans = {
-            subset: self._validate_annotations(subset, subsets.get(subset) or {}) for subset in ("train", "development")
-        }
+        declared = self._subset_config()
+        spans = {subset: self._validate_annotations(subset, declared.get(subset) or {}) for subset in subsets}
         protocol = self.protocol()
         summary: dict[str, Any] = {}
         off_rate: dict[int, list[Path]] = {}
-        for subset in ("train", "development"):
+        for subset in subsets:
             files = _list_files(protocol, subset, self)
             seconds = 0.0
             regions: list[_Span] = []
@@ -123,6 +137,12 @@ class DiarizationCorpus:
         uri needs a UEM region when the protocol declares UEM files."""
         uri_list = config.get("uri")
         uris = self._read_uris(uri_list, subset) if isinstance(uri_list, str) else []
+        if not uris and subset == "test":
+            raise DataError(
+                f"{self}: no test subset ({uri_list or 'no test uri list declared'}). Evaluating a study needs test "
+                "files: add test.txt (one uri per line) with test/wav, test/rttm (and test/uem) in the pyannote folder "
+                f"layout, or a 'test' subset to the protocol in {self.database_yml}."
+            )
         if not uris:
             raise DataError(
                 f"{self}: the {subset} subset is empty. Add uris to its list ({uri_list or 'no uri list declared'}): "
@@ -303,6 +323,17 @@ def _protocols(config: dict[str, Any], path: Path) -> dict[str, dict[str, Any]]:
                     mapping(entry, f"{where}.{name}.{subset}")
             out[f"{database}.SpeakerDiarization.{name}"] = dict(subsets)
     return out
+
+
+def _validating_on(protocol: Any, subset: str) -> Any:
+    """A copy of ``protocol`` whose ``development()`` yields another of its subsets (pyannote's tasks validate
+    on the development subset; ``tuner evaluate`` validates the same way on the test one). Still an instance
+    of the protocol's class, which pyannote's tasks check."""
+    import copy
+
+    proxy = copy.copy(protocol)
+    proxy.development = getattr(protocol, subset)  # the instance attribute shadows the method
+    return proxy
 
 
 def _annotated_or_whole_file(file: Any) -> Any:

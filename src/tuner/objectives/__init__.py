@@ -4,6 +4,13 @@ Modules are imported on demand (see :data:`tuner.objectives.base.OBJECTIVES`): e
 heavy library (pyannote.audio, s3prl, SpeechBrain) only when a study uses it.
 """
 
-from tuner.objectives.base import OBJECTIVES, FitInputs, Objective, get_objective_class
+from tuner.objectives.base import (
+    OBJECTIVES,
+    FitInputs,
+    Objective,
+    StepwiseObjective,
+    TrainedObjective,
+    get_objective_class,
+)
 
-__all__ = ["Objective", "FitInputs", "OBJECTIVES", "get_objective_class"]
+__all__ = ["Objective", "TrainedObjective", "StepwiseObjective", "FitInputs", "OBJECTIVES", "get_objective_class"]

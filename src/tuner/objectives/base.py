@@ -1,4 +1,11 @@
-"""The Objective interface: what one fine-tuning task must provide to be searched by a study."""
+"""The Objective interface: what one task must provide to be searched by a study.
+
+Two kinds share it. A :class:`TrainedObjective` fine-tunes a model with Lightning (a trial is a fit of up to
+``max_epochs``, its metric reported after every epoch). A :class:`StepwiseObjective` tunes something that is
+not trained, such as the hyper-parameters of a diarization pipeline: a trial evaluates one configuration
+item by item (a file, an utterance), reporting each item's value, so that a pruner comparing trials on the
+same items (Optuna's ``WilcoxonPruner``) can stop a bad one early.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from tuner.errors import ConfigError, DataError
-from tuner.search_space import Param, TrialConfig
+from tuner.search_space import Param, SearchSpace, TrialConfig
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -18,7 +25,19 @@ if TYPE_CHECKING:
 
     from tuner.training.freeze import LayerStack
 
-__all__ = ["Objective", "FitInputs", "get_objective_class", "OBJECTIVES", "under"]
+__all__ = [
+    "Objective",
+    "TrainedObjective",
+    "StepwiseObjective",
+    "FitInputs",
+    "get_objective_class",
+    "OBJECTIVES",
+    "under",
+    "SPLITS",
+]
+
+#: the corpus splits a study validates on ("development", during the study) and is evaluated on ("test")
+SPLITS = ("development", "test")
 
 
 @dataclass
@@ -39,24 +58,22 @@ class FitInputs:
 
 
 class Objective(abc.ABC):
-    """One fine-tuning task (model + data + metric) that a study searches the parameters of.
+    """One task (model + data + metric) that a study searches the parameters of.
 
-    The contract, which the study runner relies on:
+    The contract every objective keeps (the two kinds below add theirs):
 
     * Class attributes: ``name`` (used in study files and exports), ``metric`` (the value reported to
-      Optuna each epoch and returned by the trial), ``direction`` of that metric, ``components``
-      (the other per-epoch values recorded beside it, losses included) and ``params``: the
-      objective's own search-space parameters on top of the common vocabulary.
+      Optuna as a trial goes and returned by the trial), ``direction`` of that metric, ``components``
+      (the other values recorded beside it, losses included) and ``params``: the objective's own
+      search-space parameters, on top of the common training vocabulary when ``uses_common_params``.
     * ``__init__`` only stores its arguments: heavy libraries are imported in :meth:`setup` and later,
       so that listing or describing studies stays instant.
     * :meth:`setup` runs once per process before any trial: it resolves and validates the corpus
       (raising :class:`~tuner.errors.DataError` naming the file and line) and caches what trials
       share. It must be idempotent.
-    * :meth:`build` returns fresh, independently initialised inputs for one trial, seeded by ``seed``.
-      It must honour every field of the :class:`TrialConfig` except optimizer and schedule, which the
-      runner applies, and ``unfrozen_layers``, which the runner applies through :meth:`layers`.
-    * :meth:`layers` tells which modules of a built model are the head and the freezable blocks.
-    * :meth:`epoch_metrics` maps what the module logged in an epoch to ``{metric, *components}``.
+    * :meth:`for_split` gives the same objective validating on another split of the corpus (``tuner
+      evaluate`` runs the study's best trial on ``test`` with the code that validated it); a corpus
+      without that split is a :class:`~tuner.errors.DataError` naming what to add.
     """
 
     name: ClassVar[str]
@@ -64,6 +81,8 @@ class Objective(abc.ABC):
     direction: ClassVar[Literal["minimize", "maximize"]]
     components: ClassVar[tuple[str, ...]] = ()
     params: ClassVar[Mapping[str, Param]] = {}
+    #: whether the common vocabulary (optimizer, lr, schedule, batch size, ...) applies to this objective
+    uses_common_params: ClassVar[bool] = True
     #: default objective options, overridable from the study file's ``options``
     default_options: ClassVar[Mapping[str, Any]] = {}
 
@@ -94,30 +113,31 @@ class Objective(abc.ABC):
     def setup(self) -> None:
         """Resolve and validate the data (and the pretrained checkpoint) once per process."""
 
-    @abc.abstractmethod
-    def build(self, config: TrialConfig, seed: int) -> FitInputs:
-        """Fresh model and data for one trial with ``config``."""
+    def check_space(self, space: SearchSpace) -> None:  # noqa: B027 - a hook: most objectives take any space
+        """Refuse a search space this objective (set up) cannot honour, naming the key. Default: nothing."""
 
-    @abc.abstractmethod
-    def layers(self, module: pl.LightningModule) -> LayerStack:
-        """The head and the freezable blocks of ``module`` (valid once the module is set up)."""
+    def split_options(self, split: str) -> dict[str, Any]:
+        """The options that make this objective validate on ``split`` instead of the development data.
 
-    def num_blocks(self) -> int | None:
-        """How many freezable blocks the model has (after :meth:`setup`); None if unknown until built.
+        Override it; the default knows no split but the development one."""
+        raise DataError(f"objective '{self.name}' cannot be evaluated on the {split} split.")
 
-        The runner checks the search space's ``unfrozen_layers`` against it before any trial runs.
-        """
-        return None
-
-    def epoch_metrics(self, logged: Mapping[str, float]) -> dict[str, float]:
-        """``{metric: value, component: value, ...}`` from Lightning's ``callback_metrics`` (by default
-        the logged keys named like the metric and components)."""
-        return {key: float(logged[key]) for key in (self.metric, *self.components) if key in logged}
+    def for_split(self, split: str) -> Objective:
+        """This objective validating on ``split`` (``development``: itself), not yet set up."""
+        if split not in SPLITS:
+            raise ConfigError(f"unknown split '{split}': use one of {', '.join(SPLITS)}.")
+        if split == "development":
+            return self
+        options = {**self.options, **self.split_options(split)}
+        return type(self)(self.data, self.pretrained, options, workdir=self.workdir)
 
     #: what ``data`` resolved to in :meth:`setup` (a folder, a database.yml:protocol); recorded in studies
     resolved_data: str | None = None
     #: where the pretrained checkpoint came from (:func:`tuner.pretrained.resolve`); recorded in studies
     pretrained_source: dict[str, Any] | None = None
+    #: the study's store URL and artifact folder, set by the runner before :meth:`setup` (where a source such
+    #: as ``study:NAME``, another study's best trial, is looked up)
+    store: tuple[str, Path] | None = None
 
     def resolve_pretrained(self, kinds: tuple[str, ...] = ()) -> str | None:
         """The checkpoint ``pretrained`` names (a known name is fetched into ``<workdir>/pretrained`` on
@@ -141,6 +161,19 @@ class Objective(abc.ABC):
         self.resolved_data = str(root)
         return root
 
+    @property
+    def baseline_label(self) -> str:
+        """What a study's baseline is: the starting point its trials are compared with."""
+        return "pretrained model before fine-tuning" if self.pretrained is not None else "untrained model"
+
+    #: whether :meth:`export` writes something a user runs (``tuner export`` then writes a folder)
+    exports_folder: ClassVar[bool] = False
+
+    def export(self, folder: str | Path, config: Mapping[str, Any]) -> Path:
+        """Write what a user runs with ``config`` (the best trial's parameters) into ``folder``; objectives
+        with :attr:`exports_folder` override it. The default: nothing beyond the exported YAML."""
+        raise ConfigError(f"objective '{self.name}' exports its best configuration as YAML only (no folder).")
+
     def describe(self) -> dict[str, Any]:
         """What this objective trains on, recorded in the study and in exports."""
         data = self.resolved_data or (str(self.data) if self.data is not None else None)
@@ -151,6 +184,82 @@ class Objective(abc.ABC):
             "pretrained_source": self.pretrained_source,
             "options": dict(self.options),
         }
+
+
+class TrainedObjective(Objective):
+    """An objective whose trial fine-tunes a model with Lightning, validating after every epoch.
+
+    The runner relies on, besides :class:`Objective`'s contract:
+
+    * :meth:`build` returns fresh, independently initialised inputs for one trial, seeded by ``seed``.
+      It must honour every field of the :class:`TrialConfig` except optimizer and schedule, which the
+      runner applies, and ``unfrozen_layers``, which the runner applies through :meth:`layers`.
+    * :meth:`layers` tells which modules of a built model are the head and the freezable blocks.
+    * :meth:`epoch_metrics` maps what the module logged in an epoch to ``{metric, *components}``.
+    """
+
+    @abc.abstractmethod
+    def build(self, config: TrialConfig, seed: int) -> FitInputs:
+        """Fresh model and data for one trial with ``config``."""
+
+    @abc.abstractmethod
+    def layers(self, module: pl.LightningModule) -> LayerStack:
+        """The head and the freezable blocks of ``module`` (valid once the module is set up)."""
+
+    def num_blocks(self) -> int | None:
+        """How many freezable blocks the model has (after :meth:`setup`); None if unknown until built.
+
+        :meth:`check_space` checks the search space's ``unfrozen_layers`` against it before any trial.
+        """
+        return None
+
+    def check_space(self, space: SearchSpace) -> None:
+        space.check_unfrozen_layers(self.num_blocks(), model=f"the {self.name} model")
+
+    def epoch_metrics(self, logged: Mapping[str, float]) -> dict[str, float]:
+        """``{metric: value, component: value, ...}`` from Lightning's ``callback_metrics`` (by default
+        the logged keys named like the metric and components)."""
+        return {key: float(logged[key]) for key in (self.metric, *self.components) if key in logged}
+
+
+class StepwiseObjective(Objective):
+    """An objective whose trial evaluates one configuration on a sequence of items (nothing is trained).
+
+    The runner relies on, besides :class:`Objective`'s contract:
+
+    * :meth:`steps` names the items of a split in a fixed order: item ``k`` is the same in every trial,
+      which is what a pruner comparing trials item by item needs (the runner reports item ``k`` at step
+      ``k``, in an order shuffled per trial);
+    * :meth:`evaluate_step` returns ``{metric, *components}`` of one item (and any raw counts
+      :meth:`combine` needs), caching across calls whatever the configuration cannot change;
+    * :meth:`combine` turns the results of several items into the trial's ``{metric, *components}``.
+    * :meth:`default_config` is the configuration the library itself would use: the study's baseline.
+    """
+
+    uses_common_params = False
+
+    @abc.abstractmethod
+    def steps(self, split: str = "development") -> list[str]:
+        """Stable identifiers of the items of ``split`` (after :meth:`setup`)."""
+
+    @abc.abstractmethod
+    def evaluate_step(self, config: TrialConfig, index: int, split: str = "development") -> dict[str, float]:
+        """``{metric, *components, ...}`` of item ``index`` of ``split`` with ``config``."""
+
+    @abc.abstractmethod
+    def combine(self, results: list[dict[str, float]]) -> dict[str, float]:
+        """The trial's ``{metric, *components}`` from the results of its items."""
+
+    def default_config(self) -> dict[str, Any]:
+        """Parameter values of the library's own defaults (the baseline); default: the params' defaults."""
+        return {name: param.default for name, param in self.params.items()}
+
+    @property
+    def baseline_label(self) -> str:
+        return "default parameters"
+
+    def for_split(self, split: str) -> Objective:
+        return self  # one instance evaluates every split: steps() and evaluate_step() take it
 
 
 def under(root: Path, path: str | Path) -> Path:
@@ -165,6 +274,7 @@ OBJECTIVES: dict[str, str] = {
     "wavlm_sv": "tuner.objectives.wavlm_sv:WavLMSpeakerVerification",
     "sepformer_separation": "tuner.objectives.sepformer:SepFormerSeparation",
     "synthetic": "tuner.objectives.synthetic:SyntheticRegression",  # seconds-long, no data: checks workers
+    "pyannote_pipeline": "tuner.objectives.pipeline:PyannotePipeline",
 }
 
 

@@ -34,7 +34,7 @@ import torch
 from tuner.data.audio import WaveformCache
 from tuner.data.diarization import DiarizationCorpus, resolve_diarization_corpus
 from tuner.errors import ConfigError
-from tuner.objectives.base import FitInputs, Objective
+from tuner.objectives.base import FitInputs, TrainedObjective
 from tuner.search_space import TrialConfig
 from tuner.training.freeze import LayerStack
 
@@ -72,7 +72,7 @@ class _SoundfileSpeakerDiarization(SpeakerDiarization):
         return {"waveform": torch.from_numpy(waveform), "sample_rate": sample_rate}
 
 
-class PyannoteSegmentation(Objective):
+class PyannoteSegmentation(TrainedObjective):
     """Fine-tune pyannote's segmentation model on a diarization protocol; minimise validation DER."""
 
     name = "pyannote_segmentation"
@@ -85,6 +85,8 @@ class PyannoteSegmentation(Objective):
         "max_speakers_per_chunk": None,  # 3 from scratch
         "max_speakers_per_frame": None,  # 2 from scratch (powerset)
         "num_workers": 0,
+        # the subset validation runs on: "development" in a study; `tuner evaluate` uses "test"
+        "split": "development",
         # small PyanNet for CPU runs from scratch (pyannote's defaults: lstm 128 x 2, linear 128 x 2)
         "sincnet": {"stride": 10},
         "lstm": {"hidden_size": 64, "num_layers": 2, "bidirectional": True, "monolithic": True},
@@ -119,8 +121,11 @@ class PyannoteSegmentation(Objective):
                 self._task_options[key] = self.options[key]
         self.resolved_data = str(corpus)
         # files at another rate, regions shorter than a chunk: warnings (no region left: an error)
-        self.data_summary = corpus.validate(sample_rate=sample_rate, chunk_duration=self._task_options["duration"])
-        self._protocol = corpus.protocol()
+        split = self.options["split"]
+        self.data_summary = corpus.validate(
+            sample_rate=sample_rate, chunk_duration=self._task_options["duration"], subsets=("train", split)
+        )
+        self._protocol = corpus.protocol(validate_on=split)
         self._waveforms = WaveformCache(pad_samples=256)
         cache_dir = Path(tempfile.mkdtemp(prefix="tuner-pyannote-"))
         weakref.finalize(self, shutil.rmtree, cache_dir, ignore_errors=True)  # with the objective, or at exit
@@ -151,6 +156,9 @@ class PyannoteSegmentation(Objective):
 
     def num_blocks(self) -> int | None:
         return self._num_blocks
+
+    def split_options(self, split: str) -> dict[str, Any]:
+        return {"split": split}
 
     def layers(self, module: pl.LightningModule) -> LayerStack:
         names = [name for name in _BLOCKS if isinstance(getattr(module, name, None), torch.nn.Module)]

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
 from tuner.errors import DataError
-from tuner.objectives.base import FitInputs, Objective, under
+from tuner.objectives.base import FitInputs, TrainedObjective, under
 from tuner.search_space import Param, TrialConfig
 from tuner.training.freeze import LayerStack
 
@@ -148,7 +148,7 @@ class SeparationModule(pl.LightningModule):
             self.log_dict({k: float(np.mean([s[k] for s in self._scores])) for k in keys}, on_epoch=True)
 
 
-class SepFormerSeparation(Objective):
+class SepFormerSeparation(TrainedObjective):
     """Fine-tune SpeechBrain's SepFormer on LibriMix-format data; maximise dev SI-SNRi (dB)."""
 
     name = "sepformer_separation"
@@ -162,6 +162,8 @@ class SepFormerSeparation(Objective):
         # CSVs relative to the data folder: LibriMix metadata or SpeechBrain's CSVs (both are read)
         "train_csv": "metadata/mixture_train_mix_both.csv",
         "dev_csv": "metadata/mixture_dev_mix_both.csv",
+        "test_csv": "metadata/mixture_test_mix_both.csv",  # for `tuner evaluate`
+        "split": "development",  # which mixtures validation separates: development, or test (tuner evaluate)
         "crop_seconds": 2.0,  # training segments
         "max_eval_seconds": 8.0,  # validation separates the first seconds of each dev mixture
         "model": None,  # SepFormer size for random init (None: a small config); ignored with --pretrained
@@ -176,8 +178,14 @@ class SepFormerSeparation(Objective):
 
         root = self.data_folder(lambda demo: ensure_separation_corpus(demo / "separation"), _DATA_HINT)
         summaries, csvs = {}, {}
+        evaluated = "test" if self.options["split"] == "test" else "dev"
         for split in ("train", "dev"):
-            csv = csvs[split] = under(root, self.options[f"{split}_csv"])
+            csv = csvs[split] = under(root, self.options[f"{evaluated if split == 'dev' else split}_csv"])
+            if not csv.is_file() and evaluated == "test" and split == "dev":
+                raise DataError(
+                    f"{csv}: no test mixture list. Evaluating a study needs one: add it (LibriMix: "
+                    "metadata/mixture_test_mix_both.csv) or point options['test_csv'] at it."
+                )
             if not csv.is_file():
                 raise DataError(
                     f"{csv}: {split} CSV not found. Point the study's options['{split}_csv'] at a LibriMix metadata "
@@ -221,6 +229,9 @@ class SepFormerSeparation(Objective):
 
             return int({**RECIPE_SEPFORMER, **self._model_config}["num_blocks"])
         return self._num_blocks
+
+    def split_options(self, split: str) -> dict[str, Any]:
+        return {"split": split}
 
     def build(self, config: TrialConfig, seed: int) -> FitInputs:
         self.setup()

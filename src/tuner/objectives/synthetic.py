@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from typing_extensions import override
 
 from tuner.errors import ConfigError
-from tuner.objectives.base import FitInputs, Objective
+from tuner.objectives.base import FitInputs, TrainedObjective
 from tuner.search_space import TrialConfig
 from tuner.training.freeze import LayerStack
 
@@ -35,22 +35,34 @@ __all__ = ["RegressionMLP", "RegressionModule", "SyntheticRegression", "make_pro
 logger = logging.getLogger(__name__)
 
 
-def make_problem(n_train: int, n_val: int, n_features: int, noise: float, seed: int) -> dict[str, torch.Tensor]:
-    """``{x_train, y_train, x_val, y_val}`` of the seeded regression problem (float32, y of shape (n, 1))."""
+def make_problem(
+    n_train: int, n_val: int, n_features: int, noise: float, seed: int, n_test: int = 0
+) -> dict[str, torch.Tensor]:
+    """``{x_train, y_train, x_val, y_val, x_test, y_test}`` of the seeded regression problem (float32, y of
+    shape (n, 1)); the test samples are drawn after the others, so they leave train and val unchanged."""
     rng = np.random.default_rng(seed)
     teacher_hidden = 2 * n_features
     w1 = rng.normal(size=(n_features, teacher_hidden)) / np.sqrt(n_features)
     w2 = rng.normal(size=(teacher_hidden, 1)) / np.sqrt(teacher_hidden)
     x = rng.normal(size=(n_train + n_val, n_features))
-    y = np.tanh(x @ w1) @ w2
-    y = (y - y.mean()) / y.std()  # the teacher's signal at unit variance, then the noise on top
-    y = (y + noise * rng.normal(size=y.shape)) / np.sqrt(1 + noise**2)
+    signal = np.tanh(x @ w1) @ w2
+    center, scale = signal.mean(), signal.std()
+
+    def targets(signal: np.ndarray) -> np.ndarray:  # the teacher's signal at unit variance, then the noise
+        y = (signal - center) / scale
+        return (y + noise * rng.normal(size=y.shape)) / np.sqrt(1 + noise**2)
+
+    y = targets(signal)
     tensors = {"x": torch.as_tensor(x, dtype=torch.float32), "y": torch.as_tensor(y, dtype=torch.float32)}
+    x_test = rng.normal(size=(n_test, n_features))
+    y_test = targets(np.tanh(x_test @ w1) @ w2)
     return {
         "x_train": tensors["x"][:n_train],
         "y_train": tensors["y"][:n_train],
         "x_val": tensors["x"][n_train:],
         "y_val": tensors["y"][n_train:],
+        "x_test": torch.as_tensor(x_test, dtype=torch.float32),
+        "y_test": torch.as_tensor(y_test, dtype=torch.float32),
     }
 
 
@@ -102,7 +114,7 @@ class RegressionModule(pl.LightningModule):
         self.log_dict({"loss/val": loss, "mse": loss}, on_step=False, on_epoch=True, batch_size=len(x))
 
 
-class SyntheticRegression(Objective):
+class SyntheticRegression(TrainedObjective):
     """Train a small MLP on a seeded synthetic regression problem; minimise validation MSE (seconds a trial)."""
 
     name = "synthetic"
@@ -117,6 +129,7 @@ class SyntheticRegression(Objective):
         "noise": 0.1,  # target noise (relative to the teacher's signal)
         "data_seed": 0,  # the problem; trials' seeds only change the initialisation and batch order
         "sleep_per_epoch": 0.0,  # seconds of time.sleep per training epoch (stand-in for GPU work)
+        "split": "development",  # what validation scores: development, or test (tuner evaluate; n_val samples)
     }
 
     def setup(self) -> None:
@@ -165,16 +178,23 @@ class SyntheticRegression(Objective):
                 "a number >= 0",
             )
         self._problem = make_problem(
-            options["n_train"], options["n_val"], options["n_features"], float(options["noise"]), options["data_seed"]
-        )
-        self.resolved_data = (
+            options["n_train"], options["n_val"], options["n_features"], float(options["noise"]), options["data_seed"],
+            n_test=options["n_val"],
+        )  # fmt: skip
+        if options["split"] == "test":
+            self._problem["x_val"], self._problem["y_val"] = self._problem["x_test"], self._problem["y_test"]
+        # the problem is generated from the options (recorded with the study): `data` stays unset
+        self.data_summary = (
             f"synthetic regression: {options['n_train']} train + {options['n_val']} val x {options['n_features']} "
             f"features, noise {options['noise']}, data_seed {options['data_seed']}"
         )
-        logger.info("%s", self.resolved_data)
+        logger.info("%s", self.data_summary)
 
     def num_blocks(self) -> int | None:
         return len(self.options["hidden"])
+
+    def split_options(self, split: str) -> dict[str, Any]:
+        return {"split": split}
 
     def build(self, config: TrialConfig, seed: int) -> FitInputs:
         self.setup()

@@ -23,8 +23,8 @@ from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
 from tuner.data.audio import WaveformCache
-from tuner.errors import ConfigError
-from tuner.objectives.base import FitInputs, Objective, under
+from tuner.errors import ConfigError, DataError
+from tuner.objectives.base import FitInputs, TrainedObjective, under
 from tuner.search_space import Param, TrialConfig
 from tuner.training.freeze import LayerStack
 
@@ -181,7 +181,7 @@ class SpeakerEmbedder(pl.LightningModule):
         self.epoch_details = {"det": det_points(scores, trials[:, 0])}
 
 
-class WavLMSpeakerVerification(Objective):
+class WavLMSpeakerVerification(TrainedObjective):
     """Fine-tune WavLM + ECAPA-TDNN for speaker verification; minimise dev EER (%)."""
 
     name = "wavlm_sv"
@@ -196,6 +196,8 @@ class WavLMSpeakerVerification(Objective):
     default_options: Mapping[str, Any] = {
         "train_split": "train",  # <root>/<train_split>/<speaker>/<utterance>.wav|flac
         "dev_trials": "trials/dev.txt",  # 'label path1 path2' lines, paths relative to <root>
+        "test_trials": "trials/test.txt",  # the same, for `tuner evaluate`
+        "split": "development",  # which trial list validation scores: development, or test (tuner evaluate)
         "crop_seconds": 2.0,  # training crops
         "max_eval_seconds": 10.0,  # scoring uses the first seconds of each utterance
         "per_speaker": 2,  # utterances of a speaker in each training batch
@@ -217,7 +219,14 @@ class WavLMSpeakerVerification(Objective):
         self._speakers = speakers
         self._train_paths = [u.path for u in utterances]
         self._train_labels = [speakers.index(u.speaker) for u in utterances]
-        trials_path = under(root, self.options["dev_trials"])
+        key = "test_trials" if self.options["split"] == "test" else "dev_trials"
+        trials_path = under(root, self.options[key])
+        if key == "test_trials" and not trials_path.is_file():
+            raise DataError(
+                f"{trials_path}: no test trial list. Evaluating a study needs one: add it ('label path1 path2' "
+                f"lines, paths relative to {root}, as {self.options['dev_trials']}) or point options['test_trials'] "
+                "at it (IndicSUPERB: meta_data/<language>/test_known_data.txt)."
+            )
         trials = read_trials(trials_path, root)
         self._eval_paths = sorted({t.enroll for t in trials} | {t.test for t in trials})
         position = {p: i for i, p in enumerate(self._eval_paths)}
@@ -291,6 +300,9 @@ class WavLMSpeakerVerification(Objective):
 
     def num_blocks(self) -> int | None:
         return int(self._wavlm_config.get("encoder_layers", 12))
+
+    def split_options(self, split: str) -> dict[str, Any]:
+        return {"split": split}
 
     def layers(self, module: pl.LightningModule) -> LayerStack:
         assert isinstance(module, SpeakerEmbedder)
