@@ -28,6 +28,7 @@ from tuner.dashboard import (
     study_note,
     trial_note,
 )
+from tuner.records import epochs_of
 
 BIN = Path(sys.executable).parent
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -208,7 +209,10 @@ def test_dashboard_command_help_and_errors(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "http://127.0.0.1:9999/dashboard/" in out and "postgresql://tuner:***@db-host/tuner" in out
     assert "s3cret" not in out and served["port"] == 9999 and served["host"] == "127.0.0.1" and served["closed"]
-    assert served["app"] == ("app", ("storage", "postgresql://tuner:s3cret@db-host/tuner"))
+    served_app = served["app"]  # optuna-dashboard's app behind tuner's study request (StudyDetailFirst)
+    assert isinstance(served_app, dashboard.StudyDetailFirst) and served_app.app[0] == "app"
+    storage = served_app.app[1]  # the store behind Optuna's cache layer (tuner._compat.cached)
+    assert served_app.storage is storage and storage._backend == ("storage", "postgresql://tuner:s3cret@db-host/tuner")
 
 
 # ----------------------------------------------------------------------- a real study in a browser
@@ -251,7 +255,7 @@ def test_real_study_in_the_dashboard(make_spec, tmp_path):
     # what run_study left for the dashboard: a note per trial, the study note, the report's figures
     notes = [optuna_dashboard.get_note(DashboardTrial.of(study, t)) for t in trials]
     for trial, note in zip(trials, notes):
-        der = trial.user_attrs["epoch/000"]["DER"]
+        der = epochs_of(trial)[0]["DER"]
         assert f"Trial {trial.number}: complete" in note and f"seed {trial.user_attrs['seed']}" in note
         assert f"| 0 (best) | {der:.4f} |" in note
         assert f"| lr | {trial.user_attrs['config']['lr']:.3g} | searched |" in note
@@ -328,7 +332,7 @@ def test_real_study_in_the_dashboard(make_spec, tmp_path):
         assert "Trial 0" in page and "Trial 1" in page
         # the selected trial's note, rendered from markdown (its tables are tables)
         assert "Trial 0: complete" in page and f"seed {trials[0].user_attrs['seed']}" in page
-        assert f"0 (best) {trials[0].user_attrs['epoch/000']['DER']:.4f}" in page
+        assert f"0 (best) {epochs_of(trials[0])[0]['DER']:.4f}" in page
         assert f"lr {trials[0].user_attrs['config']['lr']:.3g} searched" in page and "batch_size 8 fixed" in page
         assert "| epoch |" not in page and "**" not in page
         assert "Study dash_tiny" in text["note"] and "untrained model" in text["note"]

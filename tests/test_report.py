@@ -99,9 +99,13 @@ def _stored(store: str, objective: str) -> optuna.Study:
 
 
 def _epochs(trial: optuna.trial.FrozenTrial) -> list[dict[str, Any]]:
-    """The trial's ``epoch/NNN`` records straight from its user attributes, in epoch order."""
-    keys = sorted(k for k in trial.user_attrs if re.fullmatch(r"epoch/\d{3}", k))
-    return [{"epoch": int(k[6:]), **trial.user_attrs[k]} for k in keys]
+    """The trial's per-epoch records straight from its attributes (the ``tuner:epochs`` table), in epoch order;
+    for a trial built by the test in the layout before it, from its ``epoch/NNN`` user attributes."""
+    if "tuner:epochs" not in trial.system_attrs:
+        keys = sorted(k for k in trial.user_attrs if re.fullmatch(r"epoch/\d{3}", k))
+        return [{"epoch": int(k[6:]), **trial.user_attrs[k]} for k in keys]
+    table = trial.system_attrs["tuner:epochs"]
+    return [{c: v for c, v in zip(table["columns"], row) if v is not None} for row in table["rows"]]
 
 
 def _best(records: list[dict[str, Any]], metric: str, maximize: bool) -> dict[str, Any] | None:
@@ -403,7 +407,9 @@ def _cli(*args: str) -> int:
 def test_cli_report_and_compare(store, tmp_path, capsys):
     out = tmp_path / "cli"
     assert _cli("report", NAMES["wavlm_sv"], "--storage", store, "--out", str(out)) == 0
-    assert {p.name for p in out.iterdir()} == {f"{NAMES['wavlm_sv']}.{ext}" for ext in ("md", "csv", "html")}
+    assert {p.name for p in out.iterdir()} == {
+        f"{NAMES['wavlm_sv']}.{ext}" for ext in ("md", "csv", "epochs.csv", "html")
+    }
     assert (
         f"tuner report {NAMES['wavlm_sv']} --storage {store} --out {out}"
         in (out / f"{NAMES['wavlm_sv']}.md").read_text()

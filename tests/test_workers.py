@@ -21,7 +21,7 @@ import pytest
 from conftest import REPO, TINY_OPTIONS
 
 from tuner.records import CHECKPOINT as CHECKPOINT_ATTR
-from tuner.records import epoch_key
+from tuner.records import epochs_of
 from tuner.storage import open_storage
 
 State = optuna.trial.TrialState
@@ -165,10 +165,10 @@ def _assert_resumed(original: optuna.trial.FrozenTrial, retry: optuna.trial.Froz
     assert resumed["trial"] == original.number and retry.system_attrs["failed_trial"] == original.number
     assert 0 <= epoch < max_epochs - 1
     assert retry.params == original.params and retry.user_attrs["seed"] == original.user_attrs["seed"]
-    records = sorted(k for k in retry.user_attrs if k.startswith("epoch/"))
-    assert records == [epoch_key(e) for e in range(max_epochs)]  # every epoch once, none restarted
+    records = epochs_of(retry)
+    assert [r["epoch"] for r in records] == list(range(max_epochs))  # every epoch once, none restarted
     for e in range(epoch + 1):  # the epochs before the interruption were not run again
-        assert retry.user_attrs[epoch_key(e)] == original.user_attrs[epoch_key(e)]
+        assert records[e] == epochs_of(original)[e]
     assert sorted(retry.intermediate_values) == list(range(max_epochs))
     assert retry.user_attrs["epochs_run"] == max_epochs
     return epoch

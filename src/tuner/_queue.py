@@ -124,9 +124,12 @@ def _who(value: str) -> str:
 
 
 def planned_trials(study: optuna.Study) -> int:
-    """Trials that count towards the budget: every trial but those a retry replaced."""
-    trials = study.get_trials(deepcopy=False)
-    return len(trials) - len(records.superseded_numbers(trials))
+    """Trials that count towards the budget: every trial but those a retry replaced (counted by the database,
+    without reading the study's trials)."""
+    from tuner import _compat
+
+    replaced = set().union(*_compat.retry_histories(study).values())
+    return sum(_compat.count_trials(study).values()) - len(replaced)
 
 
 def fill_queue(

@@ -14,11 +14,14 @@ from tuner.errors import StorageError
 if TYPE_CHECKING:
     import optuna
 
+    from tuner import _compat
+
 __all__ = [
     "DEFAULT_STORAGE",
     "resolve_storage_url",
     "mask_url",
     "open_storage",
+    "open_reader",
     "load_existing_study",
     "check_driver",
     "sqlite_path",
@@ -106,16 +109,13 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True) -> optuna.st
 
     url = resolve_storage_url(url)
     check_driver(url)
-    engine_kwargs: dict = {}
     sqlite_file = sqlite_path(url)
     if sqlite_file is not None:
         try:
             sqlite_file.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise StorageError(f"cannot create the folder of the SQLite store {sqlite_file}: {error}") from None
-        engine_kwargs["connect_args"] = {"timeout": 60}  # several local workers wait for the write lock
-    else:
-        engine_kwargs["pool_pre_ping"] = True
+    engine_kwargs = _engine_kwargs(url)
     try:
         with warnings.catch_warnings():  # heartbeats are 'experimental' in Optuna, stable for years
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -140,6 +140,26 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True) -> optuna.st
             "(sqlite:///path/to.db, postgresql://user:password@host:5432/db), that the server is "
             "running and reachable, and that the database exists and is writable."
         ) from None
+
+
+def _engine_kwargs(url: str) -> dict:
+    if sqlite_path(url) is not None:
+        return {"connect_args": {"timeout": 60}}  # several local workers wait for the write lock
+    return {"pool_pre_ping": True}
+
+
+def open_reader(url: str | None = None) -> _compat.StoreReader | None:
+    """The store's SQL engine alone (:class:`tuner._compat.StoreReader`), for a read-only command's few
+    queries; None where there is nothing to read yet (a SQLite file that does not exist). A caller falls back
+    to :func:`open_storage` when a query fails: its errors are the ones users get."""
+    from tuner import _compat
+
+    url = resolve_storage_url(url)
+    check_driver(url)
+    sqlite_file = sqlite_path(url)
+    if sqlite_file is not None and not sqlite_file.is_file():
+        return None
+    return _compat.StoreReader(url, _engine_kwargs(url))
 
 
 #: SQLAlchemy driver -> the package that provides it
@@ -200,7 +220,9 @@ def load_existing_study(study_name: str, storage: str | None = None) -> optuna.S
     try:
         return optuna.load_study(study_name=study_name, storage=store)
     except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(store) if "::lock:" not in s.study_name]
+        from tuner import _compat
+
+        names = [name for _, name in _compat.study_ids(store) if "::lock:" not in name]
         raise ConfigError(
             f"no study '{study_name}' in {mask_url(url)}. Studies there: {', '.join(names) or 'none'}."
         ) from None

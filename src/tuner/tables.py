@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     import optuna
     from rich.table import Table
 
-__all__ = ["PARAM_COLUMNS", "rich_table", "study_rows", "trial_columns", "trial_rows", "trial_row"]
+__all__ = ["PARAM_COLUMNS", "rich_table", "study_rows", "store_study_rows", "trial_columns", "trial_rows", "trial_row"]
 
 #: configuration columns shown for every objective (the knobs of the hand-run settings)
 PARAM_COLUMNS = ("optimizer", "schedule", "batch_size", "lr", "weight_decay", "unfrozen_layers")
@@ -62,33 +62,64 @@ def trial_columns(study: optuna.Study | StudyRecord) -> list[str]:
 
 
 def study_rows(storage: Any) -> list[dict[str, Any]]:
-    """One row per study in ``storage``: name, objective, trial counts by state, best value."""
+    """One row per study in ``storage`` (an RDB storage, or a :class:`tuner._compat.StoreReader`): name,
+    objective, trial counts by state, best value.
+
+    Nothing reads the trials themselves: the database counts them (:func:`tuner._compat.trial_counts`) and
+    finds the best one, so a store of studies of 10,000 trials lists in well under a second.
+    """
     import optuna
 
+    from tuner import _compat
+
+    counts = _compat.trial_counts(storage)
     rows = []
-    for summary in optuna.get_all_study_summaries(storage, include_best_trial=True):
-        if "::lock:" in summary.study_name:  # a worker's momentary lock (tuner._queue.study_lock)
+    for study_id, name in _compat.study_ids(storage):
+        if "::lock:" in name:  # a worker's momentary lock (tuner._queue.study_lock)
             continue
-        study = optuna.load_study(study_name=summary.study_name, storage=storage)
-        states = [t.state for t in study.get_trials(deepcopy=False)]
-        best = summary.best_trial
-        record = StudyRecord.from_attrs(summary.study_name, summary.user_attrs, summary.direction.name.lower())
+        directions = _compat.study_directions(storage, study_id)
+        maximize = bool(directions) and directions[0] == optuna.study.StudyDirection.MAXIMIZE
+        record = StudyRecord.from_attrs(
+            name, _compat.study_user_attrs(storage, study_id), "maximize" if maximize else "minimize"
+        )
+        best = _compat.ranked_trial(storage, study_id, maximize) if len(directions) == 1 else None
+        best_trial = _compat.read_trial(storage, study_id, best[1]) if best is not None else None
+        states = counts.get(study_id, {})
         rows.append(
             {
-                "study": summary.study_name,
+                "study": name,
                 "objective": record.objective or "?",
                 "metric": record.metric,
                 "direction": record.direction,
-                "trials": len(states),
-                "complete": sum(s == optuna.trial.TrialState.COMPLETE for s in states),
-                "pruned": sum(s == optuna.trial.TrialState.PRUNED for s in states),
-                "failed": sum(s == optuna.trial.TrialState.FAIL for s in states),
-                "running": sum(s == optuna.trial.TrialState.RUNNING for s in states),
-                "best": best.value if best is not None else None,
-                "best_trial": best.number if best is not None else None,
+                "trials": sum(states.values()),
+                "complete": states.get(optuna.trial.TrialState.COMPLETE.name, 0),
+                "pruned": states.get(optuna.trial.TrialState.PRUNED.name, 0),
+                "failed": states.get(optuna.trial.TrialState.FAIL.name, 0),
+                "running": states.get(optuna.trial.TrialState.RUNNING.name, 0),
+                "best": best_trial.value if best_trial is not None else None,
+                "best_trial": best_trial.number if best_trial is not None else None,
             }
         )
     return rows
+
+
+def store_study_rows(url: str) -> list[dict[str, Any]]:
+    """:func:`study_rows` of the store at ``url``, read through its SQL engine alone
+    (:func:`tuner.storage.open_reader`); through Optuna's storage (:func:`tuner.storage.open_storage`, and
+    its errors) when that fails: a store without Optuna's tables yet, or one that cannot be reached."""
+    import sqlalchemy.exc
+
+    from tuner.storage import open_reader, open_storage
+
+    reader = open_reader(url)
+    if reader is not None:
+        try:
+            return study_rows(reader)
+        except sqlalchemy.exc.SQLAlchemyError:
+            pass
+        finally:
+            reader.engine.dispose()
+    return study_rows(open_storage(url, heartbeat=False))
 
 
 def format_value(value: Any) -> str:
