@@ -7,9 +7,11 @@ and for the eight hand-run settings (``search_spaces/hand_grid.yaml``, whole mod
 
 The table is itself a tuner study (every configuration enqueued once, no pruning) in its own store, so a
 run can stop at any time and the next one resumes; ``--limit N`` runs at most N more configurations. After
-each run the finished configurations are written to ``benchmarks/data/pyannote_curves.json``, the
-compact table ``benchmarks/search_strategies.py`` replays (hand-run settings first, then the grid in a
-fixed shuffled order, so a partial table already holds the yardstick and an even spread of the rest).
+each configuration the finished ones are written to ``benchmarks/data/pyannote_curves.json``, the compact
+table ``benchmarks/search_strategies.py`` replays (hand-run settings first, then the grid in a fixed
+shuffled order, so a partial table already holds the yardstick and an even spread of the rest). The file is
+the durable record: a configuration it already holds in full is not trained again (a lost or new store
+resumes from it), and rows it holds beyond the current grid (an earlier, wider grid) are kept.
 
     .venv/bin/python benchmarks/curve_table.py                # build or resume, then write the table
     .venv/bin/python benchmarks/curve_table.py --limit 10     # ten more configurations this time
@@ -67,8 +69,21 @@ def configurations() -> list[dict[str, Any]]:
     return entries
 
 
-def spec(epochs: int) -> StudySpec:
-    entries = configurations()
+def recorded(path: Path, epochs: int) -> list[dict[str, Any]]:
+    """The rows of the table file at ``path`` that hold all ``epochs`` epochs (none if there is no file)."""
+    if not path.exists():
+        return []
+    return [row for row in json.loads(path.read_text())["rows"] if len(row["epochs"]) >= epochs]
+
+
+def _key(params: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(params[k] for k in KEYS)
+
+
+def spec(epochs: int, done: list[dict[str, Any]]) -> StudySpec:
+    """The table study: every configuration not yet in ``done`` (the rows already recorded), enqueued."""
+    have = {_key(row["params"]) for row in done}
+    entries = [e for e in configurations() if _key(e) not in have]
     return StudySpec(
         name="pyannote_curve_table",
         objective="pyannote_segmentation",
@@ -85,11 +100,18 @@ def spec(epochs: int) -> StudySpec:
     )
 
 
-def export(storage: str, out: Path = TABLE) -> dict[str, Any]:
-    """Write the finished configurations of the table study to ``out`` (compact JSON); returns the table."""
-    study = optuna.load_study(study_name="pyannote_curve_table", storage=storage)
+def export(storage: str, epochs: int, out: Path = TABLE) -> dict[str, Any]:
+    """Write the rows already in ``out`` and the finished configurations of the table study to ``out``
+    (compact JSON, in the order of :func:`configurations`, then rows of an earlier grid); returns the table."""
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    try:
+        study = optuna.load_study(study_name="pyannote_curve_table", storage=storage)
+    except KeyError:  # nothing trained in this store: the file holds every row there is
+        if not previous:
+            raise SystemExit(f"no table study in {storage} and no {out}: run without --export-only") from None
+        return previous
     record, trials = study_trials(study)
-    rows = []
+    rows = list(recorded(out, epochs))
     for trial in trials:
         if trial.state != "COMPLETE":
             continue
@@ -101,13 +123,17 @@ def export(storage: str, out: Path = TABLE) -> dict[str, Any]:
                 "epochs": [[_round(epoch.get(c)) for c in COLUMNS] for epoch in trial.epochs],
             }
         )
+    order = {_key(e): i for i, e in enumerate(configurations())}
+    unique = {_key(row["params"]): row for row in rows}
+    rows = sorted(unique.values(), key=lambda row: order.get(_key(row["params"]), len(order)))
     source = dict(record.pretrained_source or {})
     table = {
         "objective": record.objective,
         "data": "demo",
         "pretrained": record.pretrained,
         "pretrained_sha256": next(
-            (f["sha256"] for f in source.get("files", []) if f["file"] == "pytorch_model.bin"), None
+            (f["sha256"] for f in source.get("files", []) if f["file"] == "pytorch_model.bin"),
+            previous.get("pretrained_sha256"),
         ),
         "metric": record.metric,
         "direction": record.direction,
@@ -115,9 +141,10 @@ def export(storage: str, out: Path = TABLE) -> dict[str, Any]:
         "keys": list(KEYS),
         "columns": list(COLUMNS),
         "dimensions": {k: sorted({r["params"][k] for r in rows}, key=str) for k in KEYS},
-        "baseline": {k: _round(v) for k, v in record.baseline.items()},
+        "baseline": {k: _round(v) for k, v in record.baseline.items()} or previous.get("baseline", {}),
         "configurations": len(rows),
         "planned": len(configurations()),
+        "planned_recorded": sum(_key(row["params"]) in order for row in rows),
         "command": ".venv/bin/python benchmarks/curve_table.py",
         "machine": machine(),
         "updated": time.strftime("%Y-%m-%d %H:%M"),
@@ -144,15 +171,21 @@ def main() -> None:
     if not args.export_only:
         done = {"n": 0}
 
-        def stop_after_limit(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        def after_each(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            export(args.storage, args.epochs)  # nothing finished is lost if the run stops
             done["n"] += 1
             if args.limit is not None and done["n"] >= args.limit:
                 study.stop()
 
-        run_study(spec(args.epochs), args.storage, workdir=REPO / "storage", show_progress=False,
-                  device=args.device, callbacks=[stop_after_limit])  # fmt: skip
-    table = export(args.storage)
-    print(f"{table['configurations']} of {table['planned']} configurations in {TABLE} ({command()})")
+        study_spec = spec(args.epochs, recorded(TABLE, args.epochs))
+        if study_spec.warm_start:
+            run_study(study_spec, args.storage, workdir=REPO / "storage", show_progress=False,
+                      device=args.device, callbacks=[after_each])  # fmt: skip
+    table = export(args.storage, args.epochs)
+    print(
+        f"{table['planned_recorded']} of {table['planned']} planned configurations (and "
+        f"{table['configurations'] - table['planned_recorded']} of an earlier grid) in {TABLE} ({command()})"
+    )
 
 
 if __name__ == "__main__":

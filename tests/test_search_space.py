@@ -414,12 +414,12 @@ def test_extra_parameter_is_unknown_without_the_objective(tmp_path: Path) -> Non
 
 
 def test_the_default_fine_tuning_space_is_the_recorded_grid_with_torchs_weight_decays() -> None:
-    """search_spaces/pyannote.yaml (studies/pyannote_optim.py): 144 configurations, the table's grid; weight
+    """search_spaces/pyannote.yaml (studies/pyannote_optim.py): 64 configurations, the table's grid; weight
     decay is torch's default for the optimizer drawn, as the hand runs had it."""
     space = SearchSpace.from_yaml(REPO / "search_spaces" / "pyannote.yaml")
     searched = {name: d.choices for name, d in space.dimensions.items() if name != "weight_decay"}
     assert all(choices is not None for choices in searched.values())  # a grid: every dimension is a list
-    assert math.prod(len(c) for c in searched.values()) == 144
+    assert math.prod(len(c) for c in searched.values()) == 64
     assert max(searched["lr"]) == 1e-3  # fine-tuning: pyannote's default rate is the top
     decays = {}
     for config in _trial_configs(space, 40):
