@@ -88,7 +88,9 @@ def test_trials_report_each_files_der_and_wilcoxon_prunes_a_worse_one(pipeline_c
     assert {round(v["DER"], 6) for v in steps.values()} == {round(v, 6) for v in good.intermediate_values.values()}
     # a configuration worse on the same files is stopped before the last one
     assert bad.state == State.PRUNED and 4 <= len(bad.intermediate_values) < 6
-    assert "pruned" in report_markdown(study, storage_url).lower()
+    report = report_markdown(study, storage_url)
+    assert "pruned" in report.lower() and "| item | DER | Confusion | FalseAlarm | Miss |" in report
+    assert "| demo_dev_000 |" in report and "optimizer" not in report and "epochs run" not in report
 
     result = evaluate_study("pipe", storage_url, workdir=workdir, artifacts=tmp_path / "artifacts")
     assert result["split"] == "test" and result["trial"] == study.best_trial.number

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from tuner.errors import ConfigError
 from tuner.records import StudyRecord, TrialRecord, study_trials
 from tuner.storage import load_existing_study, mask_url, resolve_storage_url
-from tuner.tables import sort_rows, trial_columns, trial_row
+from tuner.tables import sort_rows, trains, trial_columns, trial_row
 
 if TYPE_CHECKING:
     import optuna
@@ -122,6 +122,28 @@ class _Report:
         except ValueError:  # no completed trial (or a multi-objective study)
             return None
 
+    @property
+    def trains(self) -> bool:
+        """Whether trials train (per-epoch records) or evaluate items one by one (a pipeline's files)."""
+        return trains(self.record)
+
+    @property
+    def at_best(self) -> str:
+        """Where a row's metric comes from, for headings."""
+        return "at each trial's best epoch" if self.trains else "over the items each trial evaluated"
+
+    def detail(self, trial: TrialRecord) -> tuple[list[str], list[list[Any]]]:
+        """The columns and rows of ``trial``'s own table: its epochs (the best marked), or each evaluated
+        item of a stepwise trial (a pipeline's dev files, in the order it evaluated them)."""
+        metric, components = self.record.metric, self.record.components
+        if trial.epochs:
+            columns = _epoch_columns(trial.epochs, metric, components)
+            marks = ("*" if e["epoch"] == trial.best_epoch else "" for e in trial.epochs)
+            return [*columns, "best"], [[*(e.get(c) for c in columns), m] for e, m in zip(trial.epochs, marks)]
+        steps = dict(trial.steps or {})
+        columns = [metric, *(c for c in components if any(c in v for v in steps.values()))]
+        return ["item", *columns], [[item, *(values.get(c) for c in columns)] for item, values in steps.items()]
+
     def scored_rows(self) -> list[dict[str, Any]]:
         return [r for r in self.rows if _finite(r.get(self.record.metric))]
 
@@ -146,22 +168,24 @@ class _Report:
         scored = sorted(r[metric] for r in self.scored_rows())
         if record.maximize:
             scored.reverse()
+        unit = "epochs" if self.trains else "evaluated items"
         lines = [
             f"the trial table shows the best {min(TABLE_ROWS, len(self.rows))} of {len(self.rows)} trials and "
-            f"the epochs of the best {len(self.detailed())}; {_safe_stem(name)}.csv has every trial and "
-            f"{_safe_stem(name)}.epochs.csv every epoch of every trial"
+            f"the {unit} of the best {len(self.detailed())}; {_safe_stem(name)}.csv has every trial"
+            + (f" and {_safe_stem(name)}.epochs.csv every epoch of every trial" if self.trains else "")
         ]
         if scored:
             marks = ", ".join(
                 f"{label} {_fmt(scored[min(len(scored) - 1, int(q * (len(scored) - 1) + 0.5))])}"
                 for label, q in (("best", 0.0), ("10 %", 0.1), ("median", 0.5), ("90 %", 0.9), ("worst", 1.0))
             )
-            lines.append(f"{metric} at each trial's best epoch, over the {len(scored)} trials that have one: {marks}")
+            lines.append(f"{metric} {self.at_best}, over the {len(scored)} trials that have one: {marks}")
         runs: dict[int, int] = {}
         for trial in self.trials.values():
-            runs[trial.epochs_run] = runs.get(trial.epochs_run, 0) + 1
+            done = trial.epochs_run if self.trains else len(trial.reported)
+            runs[done] = runs.get(done, 0) + 1
         lines.append(
-            "epochs run: "
+            ("epochs run: " if self.trains else "items evaluated: ")
             + ", ".join(f"{epochs} by {n} trials" for epochs, n in sorted(runs.items(), key=lambda item: -item[0]))
         )
         reasons: dict[str, list[int]] = {}
@@ -293,14 +317,17 @@ def _trial_summary(trial: TrialRecord, metric: str) -> str:
     """One line under a trial's heading: the rest of its configuration, seed, epochs, best epoch, and for a
     failed trial why it failed."""
     shown = {"optimizer", "schedule", "batch_size", "lr"}
-    rest = [f"{k.replace('_', ' ')} {_fmt(v)}" for k, v in trial.config.items() if k not in shown]
+    rest = [f"{k.replace('_', ' ')} {_fmt(v)}" for k, v in trial.config.items() if k not in shown and v is not None]
     facts = []
     if rest:
         facts.append(", ".join(rest))
     if trial.seed is not None:
         facts.append(f"seed {trial.seed}")
-    max_epochs = trial.max_epochs
-    facts.append(f"{trial.epochs_run}" + (f" of {max_epochs}" if max_epochs else "") + " epochs run")
+    if trial.steps is not None or (not trial.epochs and trial.reported):
+        facts.append(f"{len(trial.reported)} items evaluated")
+    else:
+        max_epochs = trial.max_epochs
+        facts.append(f"{trial.epochs_run}" + (f" of {max_epochs}" if max_epochs else "") + " epochs run")
     if trial.best_epoch is not None:
         facts.append(f"best epoch {trial.best_epoch}: {metric} {_fmt(trial.best.get(metric))}")
     if trial.retry_summary:
@@ -333,7 +360,7 @@ def _header_lines(report: _Report, url: str, command: str) -> list[tuple[str, st
     label = f"baseline ({record.baseline_label})"
     baseline = record.baseline
     if metric in baseline:
-        others = ", ".join(f"{k} {_fmt(v)}" for k, v in baseline.items() if k != metric)
+        others = ", ".join(f"{k} {_fmt(v)}" for k, v in baseline.items() if k in record.components)
         items.append((label, f"{metric} = {_fmt(baseline[metric])}" + (f" ({others})" if others else "")))
     else:
         items.append((label, "not recorded"))
@@ -351,7 +378,7 @@ def report_markdown(study: optuna.Study, url: str = "", command: str = "") -> st
 
 def _markdown(report: _Report, url: str, command: str) -> str:
     record = report.record
-    metric, components = record.metric, record.components
+    metric = record.metric
     lines = [f"# Study report: {report.study.study_name}", ""]
     lines += [f"- {label}: {text}" for label, text in _header_lines(report, url, command)]
     lines.append("")
@@ -364,20 +391,17 @@ def _markdown(report: _Report, url: str, command: str) -> str:
         lines.append("")
     shown = report.table_rows()
     extent = f"; the best {len(shown)} of {len(report.rows)}" if len(shown) < len(report.rows) else ""
-    lines += [f"## Trials by {metric} (best first; metric and components at each trial's best epoch{extent})", ""]
+    lines += [f"## Trials by {metric} (best first; metric and components {report.at_best}{extent})", ""]
     columns = trial_columns(record)
     lines += _md_table(columns, ([row.get(c) for c in columns] for row in shown))
     lines.append("")
     for trial in report.detailed():
         lines += [f"## {_trial_heading(trial)}", "", _trial_summary(trial, metric), ""]
-        if not trial.epochs:
-            lines += ["_No epoch finished._", ""]
+        columns, detail = report.detail(trial)
+        if not detail:
+            lines += ["_No epoch finished._" if report.trains else "_No item evaluated._", ""]
             continue
-        epoch_columns = _epoch_columns(trial.epochs, metric, components)
-        lines += _md_table(
-            [*epoch_columns, "best"],
-            ([*(e.get(c) for c in epoch_columns), "*" if e["epoch"] == trial.best_epoch else ""] for e in trial.epochs),
-        )
+        lines += _md_table(columns, detail)
         lines.append("")
     return "\n".join(lines)
 
@@ -963,7 +987,7 @@ def _html(report: _Report, url: str, command: str, sections: Mapping[str, Any] |
 
     if sections is None:
         sections = _figure_sections(report)
-    metric, components = report.record.metric, report.record.components
+    metric = report.record.metric
     name = html.escape(report.study.study_name)
     parts = [
         "<!DOCTYPE html>",
@@ -996,20 +1020,19 @@ def _html(report: _Report, url: str, command: str, sections: Mapping[str, Any] |
         parts += [f"<li>{html.escape(line)}</li>" for line in report.summary()]
         parts.append("</ul>")
     extent = f"; the best {len(rows)} of {len(report.rows)}" if len(rows) < len(report.rows) else ""
-    parts.append(f"<h2>Trials by {html.escape(metric)} (best first; at each trial's best epoch{extent})</h2>")
+    parts.append(f"<h2>Trials by {html.escape(metric)} (best first; {report.at_best}{extent})</h2>")
     if rows:
         columns = trial_columns(report.record)
         parts.append(_html_table(columns, ([r.get(c) for c in columns] for r in rows), css="trials"))
         detailed = report.detailed()
         extent = f" (the best {len(detailed)})" if len(detailed) < len(report.rows) else ""
-        parts.append(f"<h2>Epochs per trial{extent}</h2>")
+        parts.append(f"<h2>{'Epochs' if report.trains else 'Evaluated items'} per trial{extent}</h2>")
         for trial in detailed:
-            epochs = trial.epochs
             parts.append(f"<details><summary>{html.escape(_trial_heading(trial))}</summary>")
             parts.append(f"<p>{html.escape(_trial_summary(trial, metric))}</p>")
-            if epochs:
-                columns = _epoch_columns(epochs, metric, components)
-                parts.append(_html_table(columns, ([e.get(c) for c in columns] for e in epochs), css="epochs"))
+            columns, detail = report.detail(trial)
+            if detail:
+                parts.append(_html_table(columns, detail, css="epochs"))
             parts.append("</details>")
     else:
         parts.append('<p class="note">This study has no trials yet.</p>')

@@ -498,7 +498,7 @@ def run_study(
             study.sampler.reseed_rng()
         if not records.StudyRecord.of(study).baseline:
             label = objective.baseline_label
-            logger.info("evaluating the study's baseline: the %s", label)
+            logger.info("evaluating the study's baseline (%s)", label)
             baseline = validate(objective, baseline_config(objective, space), spec.seed, spec.trainer, device)
             records.write_baseline(study, baseline, label)
             logger.info("baseline (%s) %s=%.4f", label, objective.metric, baseline.get(objective.metric, float("nan")))

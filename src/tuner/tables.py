@@ -48,17 +48,25 @@ def sort_rows(rows: list[dict[str, Any]], study: StudyRecord) -> list[dict[str, 
     return sorted(rows, key=key)
 
 
+def trains(study: StudyRecord) -> bool:
+    """Whether the study's trials train a model (the common knobs apply, epochs count); a pipeline study's
+    space holds none of them. A study that recorded no space is taken to train."""
+    return not study.search_space or any(k in study.search_space for k in PARAM_COLUMNS)
+
+
 def param_columns(study: StudyRecord) -> list[str]:
-    """The common knobs, then the objective's own searched ones (a loss, a margin, a clip value)."""
-    own = (k for k in study.search_space if k not in PARAM_COLUMNS and k != "warmup_epochs")
-    return [*PARAM_COLUMNS, *own]
+    """The common knobs (for a study that trains), then the objective's own searched ones (a loss, a
+    margin, a clip value, a pipeline's clustering threshold)."""
+    own = [k for k in study.search_space if k not in PARAM_COLUMNS and k != "warmup_epochs"]
+    return [*PARAM_COLUMNS, *own] if trains(study) else own
 
 
 def trial_columns(study: optuna.Study | StudyRecord) -> list[str]:
     """The columns of :func:`trial_rows` (also for a study without trials): trial, state, configuration,
-    epochs, best_epoch, metric, components."""
+    epochs and best_epoch (a study that trains), metric, components."""
     record = study if isinstance(study, StudyRecord) else StudyRecord.of(study)
-    return ["trial", "state", *param_columns(record), "epochs", "best_epoch", record.metric, *record.components]
+    epochs = ["epochs", "best_epoch"] if trains(record) else []
+    return ["trial", "state", *param_columns(record), *epochs, record.metric, *record.components]
 
 
 def study_rows(storage: Any) -> list[dict[str, Any]]:
