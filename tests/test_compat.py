@@ -14,6 +14,7 @@ import pytest
 
 from tuner import _compat
 from tuner.storage import open_storage
+from tuner.testing.wsgi import get_json
 
 
 @pytest.fixture
@@ -259,19 +260,6 @@ def test_optunas_cache_layer_wraps_a_store():
     assert len(study.trials) == 1
 
 
-def _dashboard_json(app, path: str, query: str) -> dict:
-    import sys
-
-    status: list[str] = []
-    environ = {
-        "REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": query, "SERVER_NAME": "test",
-        "SERVER_PORT": "80", "wsgi.input": io.BytesIO(), "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
-    }  # fmt: skip
-    body = b"".join(app(environ, lambda s, headers, exc_info=None: status.append(s)))
-    assert status == ["200 OK"], body[:300]
-    return json.loads(body)
-
-
 def comparable_detail(body: dict) -> dict:
     """A study-detail answer with its search spaces' categorical choices in one order (optuna-dashboard's
     come from a set)."""
@@ -300,7 +288,7 @@ def test_the_study_detail_is_optuna_dashboards_own(study, tmp_path):
     app = optuna_dashboard.wsgi(storage, artifact_store=store)
     sid = _compat.study_id(study)
     for after in (0, 2):
-        theirs = _dashboard_json(app, f"/api/studies/{sid}", f"after={after}")
+        theirs = get_json(app, f"/api/studies/{sid}", f"after={after}")
         ours = json.loads(json.dumps(_compat.dashboard_study_detail(app, storage, sid, after)))
         assert comparable_detail(ours) == comparable_detail(theirs) and theirs["trials"][0]["number"] == after
         assert any(t["note"]["body"] == "a note" for t in theirs["trials"]) == (after == 0)

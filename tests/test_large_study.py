@@ -9,7 +9,6 @@ import csv
 import io
 import json
 import math
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from tuner.report import DETAILED_TRIALS, TABLE_ROWS, write_report
 from tuner.storage import open_storage
 from tuner.tables import store_study_rows, study_rows, trial_columns, trial_row
 from tuner.testing.large_study import build_study, noted_numbers
+from tuner.testing.wsgi import get_json
 
 LARGE, SMALL = 1000, 12
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -194,14 +194,7 @@ def _dashboard_get(url: str, path: str, query: str = "", *, tuners: bool = False
     app = optuna_dashboard.wsgi(storage)
     if tuners:
         app = dashboard.StudyDetailFirst(app, storage)
-    status: list[str] = []
-    environ = {
-        "REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": query, "SERVER_NAME": "test",
-        "SERVER_PORT": "80", "wsgi.input": io.BytesIO(), "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
-    }  # fmt: skip
-    body = b"".join(app(environ, lambda s, headers, exc_info=None: status.append(s)))
-    assert status == ["200 OK"], body[:500]
-    return json.loads(body)
+    return get_json(app, path, query)
 
 
 def test_the_dashboard_api_serves_every_trial_with_bounded_notes_and_figures(stores):

@@ -21,6 +21,18 @@ _STORAGE_HELP = (
 storage_option = click.option("--storage", envvar="TUNER_STORAGE", metavar="URL", help=_STORAGE_HELP)
 
 
+def workdir_option(help: str) -> Any:
+    """``--workdir DIR`` (default ``storage``): where demo corpora, caches and fetched checkpoints are."""
+    return click.option(
+        "--workdir", type=click.Path(file_okay=False, path_type=Path), default="storage", show_default=True, help=help
+    )
+
+
+def artifacts_option(help: str = "The trials' checkpoint folder (default: as `tuner run`).") -> Any:
+    """``--artifacts DIR`` (or ``$TUNER_ARTIFACTS``): the trials' checkpoint folder."""
+    return click.option("--artifacts", metavar="DIR", envvar="TUNER_ARTIFACTS", help=help)
+
+
 def _setup_logging(verbose: int) -> None:
     from rich.logging import RichHandler
 
@@ -87,13 +99,7 @@ def cli(verbose: int) -> None:
 )
 @click.option("--max-epochs", type=click.IntRange(min=1), help="Epochs per trial (default: the study file's).")
 @click.option("--study-name", metavar="NAME", help="Name of the study in the store (default: the study file's).")
-@click.option(
-    "--workdir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default="storage",
-    show_default=True,
-    help="Where demo corpora and caches are written.",
-)
+@workdir_option("Where demo corpora and caches are written.")
 @click.option(
     "--device",
     metavar="DEVICE",
@@ -102,14 +108,9 @@ def cli(verbose: int) -> None:
         "One trial at a time per worker: start one worker per GPU."
     ),
 )
-@click.option(
-    "--artifacts",
-    metavar="DIR",
-    envvar="TUNER_ARTIFACTS",
-    help=(
-        "Folder for trial checkpoints (default: $TUNER_ARTIFACTS, else 'artifacts' beside a SQLite store, "
-        "else storage/artifacts). Workers on several machines need one they all mount."
-    ),
+@artifacts_option(
+    "Folder for trial checkpoints (default: $TUNER_ARTIFACTS, else 'artifacts' beside a SQLite store, "
+    "else storage/artifacts). Workers on several machines need one they all mount."
 )
 def run(
     study_file: Path,
@@ -196,19 +197,8 @@ def studies(storage: str | None) -> None:
     type=click.Path(path_type=Path),
     help="YAML file to write (default best.yaml); for a pipeline study, the folder (default exported/STUDY_NAME).",
 )
-@click.option(
-    "--workdir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default="storage",
-    show_default=True,
-    help="Where demo corpora and fetched checkpoints are (a pipeline study's parts).",
-)
-@click.option(
-    "--artifacts",
-    metavar="DIR",
-    envvar="TUNER_ARTIFACTS",
-    help="The trials' checkpoint folder (default: as `tuner run`).",
-)
+@workdir_option("Where demo corpora and fetched checkpoints are (a pipeline study's parts).")
+@artifacts_option()
 def export(study_name: str, storage: str | None, out: Path | None, workdir: Path, artifacts: str | None) -> None:
     """Write the best trial of STUDY_NAME as YAML: parameters, metric and epoch, and what it was trained
     on (objective, data, pretrained source, options, seed).
@@ -279,12 +269,7 @@ def report(study_names: tuple[str, ...], storage: str | None, out: Path, compare
 @storage_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port to listen on.")
-@click.option(
-    "--artifacts",
-    metavar="DIR",
-    envvar="TUNER_ARTIFACTS",
-    help="The trials' checkpoint folder, to list and download them (default: as `tuner run`).",
-)
+@artifacts_option("The trials' checkpoint folder, to list and download them (default: as `tuner run`).")
 def dashboard(storage: str | None, host: str, port: int, artifacts: str | None) -> None:
     """Serve optuna-dashboard on the store until Ctrl+C, and print its address.
 
@@ -327,13 +312,7 @@ def dashboard(storage: str | None, host: str, port: int, artifacts: str | None) 
     show_default=True,
     help="Largest |metric difference| at the exported epoch that counts as reproducing the trial (metric units).",
 )
-@click.option(
-    "--workdir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default="storage",
-    show_default=True,
-    help="Where demo corpora, caches and the default output folder go.",
-)
+@workdir_option("Where demo corpora, caches and the default output folder go.")
 @click.option("--device", metavar="DEVICE", help="auto (default), cpu, cuda, or a GPU index (0, cuda:1).")
 def train(
     export_file: Path,
@@ -433,19 +412,8 @@ def pretrained_fetch(name: str, root: Path, wheel: Path | None) -> None:
     help="Corpus split to evaluate on.",
 )
 @click.option("--trial", "trial_number", type=click.IntRange(min=0), help="Trial to evaluate (default: the best).")
-@click.option(
-    "--workdir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default="storage",
-    show_default=True,
-    help="Where demo corpora, caches and fetched checkpoints are.",
-)
-@click.option(
-    "--artifacts",
-    metavar="DIR",
-    envvar="TUNER_ARTIFACTS",
-    help="The trials' checkpoint folder (default: as `tuner run`).",
-)
+@workdir_option("Where demo corpora, caches and fetched checkpoints are.")
+@artifacts_option()
 @click.option("--device", metavar="DEVICE", help="auto (default), cpu, cuda, or a GPU index (0, cuda:1).")
 def evaluate(
     study_name: str,
