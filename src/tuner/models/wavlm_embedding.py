@@ -1,0 +1,100 @@
+"""The speaker embedder a ``wavlm_sv`` study trains (WavLM -> weighted layer sum -> ECAPA-TDNN), as a
+pyannote.audio ``Model``, so that pyannote's speaker-diarization pipeline embeds speakers with it.
+
+:func:`load_wavlm_sv_embedding` reads a checkpoint of :class:`tuner.objectives.wavlm_sv.SpeakerEmbedder` (the
+``final.ckpt`` of ``tuner train``, or a trial's kept checkpoint): its hyper-parameters rebuild the model, its
+weights load (the training loss's weights are left out: an embedding needs none). ``forward(waveforms,
+weights)`` pools each waveform's frames where ``weights`` (pyannote's speaker activity in the chunk) is on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pyannote.audio import Model
+from pyannote.audio.core.task import Problem, Resolution, Specifications
+
+__all__ = ["WavLMEmbedding", "load_wavlm_sv_embedding", "is_wavlm_sv_checkpoint"]
+
+#: the sub-modules of SpeakerEmbedder an embedding keeps (its ``loss`` is training-only)
+KEPT = ("upstream.", "featurizer.", "head.")
+
+
+class WavLMEmbedding(Model):
+    """WavLM + weighted layer sum + ECAPA-TDNN: (batch, 1, samples) at 16 kHz -> (batch, emb_dim)."""
+
+    def __init__(
+        self,
+        wavlm: Mapping[str, Any],
+        head: Mapping[str, Any],
+        sample_rate: int = 16000,
+        num_channels: int = 1,
+        task: object | None = None,
+    ) -> None:
+        import warnings
+
+        from tuner.models.ecapa import ECAPATDNN
+        from tuner.models.wavlm import WavLMUpstream, WeightedLayerSum
+
+        super().__init__(sample_rate=sample_rate, num_channels=num_channels, task=task)
+        self.save_hyperparameters("wavlm", "head")
+        with warnings.catch_warnings():  # s3prl's WavLM uses the deprecated torch.nn.utils.weight_norm
+            warnings.filterwarnings("ignore", message=r".*weight_norm.*", category=FutureWarning)
+            self.upstream = WavLMUpstream(dict(wavlm))
+        self.featurizer = WeightedLayerSum(self.upstream.num_layers + 1)
+        self.head = ECAPATDNN(self.upstream.hidden_size, **dict(head))
+        if task is None:
+            self.specifications = Specifications(
+                problem=Problem.REPRESENTATION, resolution=Resolution.CHUNK, duration=10.0
+            )
+
+    @property
+    def dimension(self) -> int:
+        return int(dict(self.hparams.head).get("emb_dim", 256))
+
+    def forward(self, waveforms: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Embeddings of ``waveforms`` (batch, channels, samples); ``weights`` (batch, frames) at any frame
+        rate: only the frames where it is at least 0.5 are pooled (all of them where fewer than 3 are)."""
+        hidden, frames = self.upstream(waveforms.mean(dim=1))
+        features = self.featurizer(hidden)  # (batch, frames, dim)
+        if weights is None:
+            return self.head(features, frames)
+        active = F.interpolate(weights[:, None].float(), size=features.shape[1], mode="nearest")[:, 0] >= 0.5
+        active[active.sum(dim=1) < 3] = True  # a speaker barely active in the chunk: the whole chunk
+        lengths = active.sum(dim=1)
+        # the active frames first, in order, then the rest (masked by the lengths)
+        order = torch.argsort((~active).to(torch.int8), dim=1, stable=True)
+        packed = torch.gather(features, 1, order[..., None].expand(-1, -1, features.shape[2]))
+        return self.head(packed, lengths)
+
+
+def _checkpoint(path: str | Path) -> dict[str, Any]:
+    return torch.load(str(path), map_location="cpu", weights_only=False)
+
+
+def is_wavlm_sv_checkpoint(path: str | Path) -> bool:
+    """Whether ``path`` is a Lightning checkpoint of a ``wavlm_sv`` speaker embedder."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        hyper = _checkpoint(path).get("hyper_parameters") or {}
+    except Exception:  # not a torch file at all
+        return False
+    return isinstance(hyper, Mapping) and "wavlm" in hyper and "head" in hyper and "n_speakers" in hyper
+
+
+def load_wavlm_sv_embedding(path: str | Path) -> WavLMEmbedding:
+    """The embedder in a ``wavlm_sv`` checkpoint (``tuner train``'s ``final.ckpt`` or a trial's), in eval mode."""
+    checkpoint = _checkpoint(path)
+    hyper = checkpoint["hyper_parameters"]
+    model = WavLMEmbedding(dict(hyper["wavlm"]), dict(hyper["head"]))
+    state = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(KEPT)}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: {len(missing)} weights missing (e.g. {missing[:2]}), {len(unexpected)} unexpected")
+    return model.eval()
