@@ -167,10 +167,11 @@ def fill_queue(
         if warm_start and not done_before:
             records.write_warm_start(study, warm_start_source, [e.name for e in entries])
             logger.info(
-                "study '%s': enqueued %d warm-start configurations from %s",
+                "study '%s': enqueued %d warm-start configuration%s from %s",
                 study.study_name,
                 len(entries),
-                warm_start_source,
+                "" if len(entries) == 1 else "s",
+                "the study file" if warm_start_source == "inline" else warm_start_source,
             )
         return planned, missing
 
