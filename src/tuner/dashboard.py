@@ -226,6 +226,8 @@ def _trial_note(trial: TrialRecord, study: StudyRecord) -> str:
     if trial.config:
         lines += ["", "| parameter | value | |", "|---|---|---|"]
         for name, value in trial.config.items():
+            if value is None and name not in trial.params:  # a key this configuration does not use
+                continue
             lines.append(f"| {name} | {_fmt(value)} | {'searched' if name in trial.params else 'fixed'} |")
 
     if epochs:
@@ -257,7 +259,10 @@ def study_note(study: optuna.Study) -> str:
     if components:
         what += " with " + ", ".join(components)
     lines.append(what + ".")
-    epochs = record.max_epochs
+    from tuner.tables import trains
+
+    training = trains(record)
+    epochs = record.max_epochs if training else None
     details = [
         f"data `{record.data}`" if record.data else None,
         f"pretrained `{record.pretrained_text}`" if record.pretrained else "trained from random weights",
@@ -281,12 +286,15 @@ def study_note(study: optuna.Study) -> str:
             lines.append(f"| {record.baseline_label} | {values} |")
         if best is not None:
             values = " | ".join(_fmt(v) for v in [best.value, *(best.best.get(c) for c in components)])
-            lines.append(f"| best: trial {best.number}, epoch {_fmt(best.best_epoch)} | {values} |")
+            at = f", epoch {_fmt(best.best_epoch)}" if training else ""
+            lines.append(f"| best: trial {best.number}{at} | {values} |")
     if record.test_text:
         lines += ["", f"Evaluated with `tuner evaluate`: {record.test_text}."]
     if best is not None:
-        lines += ["", "Best configuration: " + ", ".join(f"{k}={_fmt(v)}" for k, v in best.config.items()) + "."]
-        lines += ["", f"Export it with `tuner export {study.study_name} --out best.yaml`."]
+        shown = {k: v for k, v in best.config.items() if v is not None or k in best.params}
+        lines += ["", "Best configuration: " + ", ".join(f"{k}={_fmt(v)}" for k, v in shown.items()) + "."]
+        out = "best.yaml" if training else f"exported/{study.study_name}"
+        lines += ["", f"Export it with `tuner export {study.study_name} --out {out}`."]
     else:
         lines += ["", "No completed trial yet."]
     return "\n".join(lines) + "\n"
