@@ -77,7 +77,7 @@ def run_seed(name: str, seed: int, budget: int, goal: float, url: str, study_fil
         "fraction": round(reached / budget, 4) if reached is not None else max(1.0, len(values) / budget),
         "best_at_budget": round(min(values), 5) if values else None,
         "epochs_counted": len(values),
-        "trials": len(study.trials),
+        "trials": sum(t.state in ("COMPLETE", "PRUNED") for t in study_trials(study)[1]),
     }
 
 

@@ -60,8 +60,10 @@ def cli(verbose: int) -> None:
 
     \b
     Typical session:
-      tuner run studies/pyannote_optim.py          run or resume a study
+      tuner run studies/pyannote_optim.py          run or resume a study (fine-tune segmentation-3.0)
+      tuner run studies/pyannote_pipeline.py       then tune the diarization pipeline on its best trial
       tuner studies                                list the studies in the store
+      tuner evaluate pyannote_optim                the best trial on the test split
       tuner export pyannote_optim --out best.yaml  best configuration as YAML
       optuna-dashboard sqlite:///storage/tuner.db  browse trials in a browser
     """
