@@ -214,11 +214,10 @@ def export(study_name: str, storage: str | None, out: Path | None, workdir: Path
       tuner export pyannote_optim --out best.yaml
       tuner export pyannote_pipeline --out exported/pipeline
     """
-    from tuner.export import export_best, exports_folder
+    from tuner.export import export_best
 
-    if out is None:
-        out = Path("exported") / study_name if exports_folder(study_name, storage) else Path("best.yaml")
     exported = export_best(study_name, out, storage, workdir=workdir, artifacts=artifacts)
+    out = Path(exported["out"])
     metric = exported["metric"]
     at_epoch = f" at epoch {metric['epoch']}" if metric["epoch"] is not None else ""
     what = f"{out}/ (load it with pyannote.audio.Pipeline.from_pretrained)" if "folder" in exported else str(out)

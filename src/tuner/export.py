@@ -15,7 +15,7 @@ from tuner.storage import load_existing_study, mask_url, resolve_storage_url
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
-__all__ = ["export_best", "best_config", "exports_folder"]
+__all__ = ["export_best", "best_config"]
 
 
 def best_config(study_name: str, storage: str | None = None) -> dict[str, Any]:
@@ -98,30 +98,32 @@ def _read_best(study_name: str, url: str) -> tuple[StudyRecord, FrozenTrial | No
 FOLDER_RECORD = "tuner_export.yaml"
 
 
-def exports_folder(study_name: str, storage: str | None = None) -> bool:
-    """Whether the objective of ``study_name`` exports a folder a user runs (a diarization pipeline)."""
+def _exports_folder(objective: str | None) -> bool:
+    """Whether ``objective`` exports a folder a user runs (a diarization pipeline) rather than YAML alone."""
     from tuner.objectives.base import get_objective_class
 
-    record = StudyRecord.of(load_existing_study(study_name, resolve_storage_url(storage)))
-    return bool(record.objective) and get_objective_class(record.objective).exports_folder
+    return bool(objective) and get_objective_class(objective).exports_folder
 
 
 def export_best(
     study_name: str,
-    out: str | Path,
+    out: str | Path | None = None,
     storage: str | None = None,
     *,
     workdir: str | Path = "storage",
     artifacts: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Write the best configuration of ``study_name`` to ``out`` and return it: a YAML file, or, for an
-    objective that exports what a user runs (``pyannote_pipeline``), the folder ``out`` with that in it (a
+    """Write the best configuration of ``study_name`` to ``out`` and return it (``exported["out"]``: where):
+    a YAML file (default ``best.yaml``), or, for an objective that exports what a user runs
+    (``pyannote_pipeline``), the folder ``out`` (default ``exported/STUDY``) with that in it (a
     ``Pipeline.from_pretrained`` folder) and the YAML as ``out/tuner_export.yaml``."""
     exported = best_config(study_name, storage)
-    out = Path(out)
+    folder = _exports_folder(exported["objective"])
+    out = Path(out) if out is not None else (Path("exported") / study_name if folder else Path("best.yaml"))
     header = f"# Best configuration of study '{study_name}' (written by `tuner export`).\n"
     text = header + yaml.safe_dump(exported, sort_keys=False)
-    if exports_folder(study_name, storage):
+    exported["out"] = str(out)  # returned, not written
+    if folder:
         from tuner.evaluate import study_objective
         from tuner.storage import resolve_artifact_dir
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from pyannote.audio import Model
 from pyannote.audio.core.task import Problem, Resolution, Specifications
 
-__all__ = ["WavLMEmbedding", "load_wavlm_sv_embedding", "is_wavlm_sv_checkpoint"]
+__all__ = ["WavLMEmbedding", "load_wavlm_sv_embedding", "read_wavlm_sv_checkpoint"]
 
 #: the sub-modules of SpeakerEmbedder an embedding keeps (its ``loss`` is training-only)
 KEPT = ("upstream.", "featurizer.", "head.")
@@ -72,29 +72,35 @@ class WavLMEmbedding(Model):
         return self.head(packed, lengths)
 
 
-def _checkpoint(path: str | Path) -> dict[str, Any]:
-    return torch.load(str(path), map_location="cpu", weights_only=False)
-
-
-def is_wavlm_sv_checkpoint(path: str | Path) -> bool:
-    """Whether ``path`` is a Lightning checkpoint of a ``wavlm_sv`` speaker embedder."""
+def read_wavlm_sv_checkpoint(path: str | Path) -> dict[str, Any] | None:
+    """The Lightning checkpoint at ``path`` if it holds a ``wavlm_sv`` speaker embedder, else None (read once:
+    :func:`load_wavlm_sv_embedding` takes what this returns). Like pyannote's own checkpoints it is unpickled
+    in full: give it checkpoints tuner wrote."""
     path = Path(path)
     if not path.is_file():
-        return False
+        return None
     try:
-        hyper = _checkpoint(path).get("hyper_parameters") or {}
+        checkpoint = torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception:  # not a torch file at all
-        return False
-    return isinstance(hyper, Mapping) and "wavlm" in hyper and "head" in hyper and "n_speakers" in hyper
+        return None
+    hyper = checkpoint.get("hyper_parameters") if isinstance(checkpoint, Mapping) else None
+    if isinstance(hyper, Mapping) and {"wavlm", "head", "n_speakers"} <= set(hyper):
+        return checkpoint
+    return None
 
 
-def load_wavlm_sv_embedding(path: str | Path) -> WavLMEmbedding:
-    """The embedder in a ``wavlm_sv`` checkpoint (``tuner train``'s ``final.ckpt`` or a trial's), in eval mode."""
-    checkpoint = _checkpoint(path)
+def load_wavlm_sv_embedding(checkpoint: str | Path | Mapping[str, Any]) -> WavLMEmbedding:
+    """The embedder in a ``wavlm_sv`` checkpoint (``tuner train``'s ``final.ckpt`` or a trial's; a path, or
+    what :func:`read_wavlm_sv_checkpoint` read), in eval mode."""
+    if not isinstance(checkpoint, Mapping):
+        found = read_wavlm_sv_checkpoint(checkpoint)
+        if found is None:
+            raise ValueError(f"{checkpoint}: not a checkpoint of a wavlm_sv speaker embedder")
+        checkpoint = found
     hyper = checkpoint["hyper_parameters"]
     model = WavLMEmbedding(dict(hyper["wavlm"]), dict(hyper["head"]))
     state = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(KEPT)}
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(f"{path}: {len(missing)} weights missing (e.g. {missing[:2]}), {len(unexpected)} unexpected")
+        raise ValueError(f"{len(missing)} weights missing (e.g. {missing[:2]}), {len(unexpected)} unexpected")
     return model.eval()

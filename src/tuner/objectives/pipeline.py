@@ -230,7 +230,7 @@ class PyannotePipeline(StepwiseObjective):
         return target
 
     def _embedding_model(self) -> tuple[Any, dict[str, Any]]:
-        from tuner.models.wavlm_embedding import is_wavlm_sv_checkpoint, load_wavlm_sv_embedding
+        from tuner.models.wavlm_embedding import load_wavlm_sv_embedding, read_wavlm_sv_checkpoint
         from tuner.pretrained import KNOWN, resolve
 
         source = str(self.options["embedding"])
@@ -238,16 +238,18 @@ class PyannotePipeline(StepwiseObjective):
             checkpoint = self._study_checkpoint(source[len("study:") :], "embedding")
             if checkpoint is None:
                 raise ConfigError(self._missing_study_checkpoint)
-            if not is_wavlm_sv_checkpoint(checkpoint):
+            found = read_wavlm_sv_checkpoint(checkpoint)
+            if found is None:
                 raise ConfigError(f"options['embedding'] = {source!r}: that study's checkpoints are not wavlm_sv's.")
-            return load_wavlm_sv_embedding(checkpoint), self._study_source
+            return load_wavlm_sv_embedding(found), self._study_source
         resolved = resolve(source, self.workdir / "pretrained", kinds=("speaker-embedding",))
         if source in KNOWN:
             from tuner.models.campplus import load_campplus
 
             return load_campplus(resolved.load), dict(resolved.provenance)
-        if is_wavlm_sv_checkpoint(resolved.load):  # `tuner train`'s final.ckpt of a wavlm_sv study
-            return load_wavlm_sv_embedding(resolved.load), dict(resolved.provenance)
+        found = read_wavlm_sv_checkpoint(resolved.load)  # `tuner train`'s final.ckpt of a wavlm_sv study
+        if found is not None:
+            return load_wavlm_sv_embedding(found), dict(resolved.provenance)
         model = _load_model(resolved.load, what="speaker-embedding")
         if not hasattr(model, "dimension"):
             raise ConfigError(
