@@ -100,9 +100,9 @@ FOLDER_RECORD = "tuner_export.yaml"
 
 def _exports_folder(objective: str | None) -> bool:
     """Whether ``objective`` exports a folder a user runs (a diarization pipeline) rather than YAML alone."""
-    from tuner.objectives.base import get_objective_class
+    from tuner.objectives.base import FOLDER_EXPORTS
 
-    return bool(objective) and get_objective_class(objective).exports_folder
+    return objective in FOLDER_EXPORTS
 
 
 def export_best(

@@ -32,6 +32,7 @@ __all__ = [
     "FitInputs",
     "get_objective_class",
     "OBJECTIVES",
+    "FOLDER_EXPORTS",
     "under",
     "SPLITS",
 ]
@@ -276,6 +277,9 @@ OBJECTIVES: dict[str, str] = {
     "synthetic": "tuner.objectives.synthetic:SyntheticRegression",  # seconds-long, no data: checks workers
     "pyannote_pipeline": "tuner.objectives.pipeline:PyannotePipeline",
 }
+#: the objectives whose :attr:`Objective.exports_folder` is true, known without importing them (``tuner export``
+#: of a YAML study stays a second; tests/test_objectives_registry.py checks it against the classes)
+FOLDER_EXPORTS = frozenset({"pyannote_pipeline"})
 
 
 def get_objective_class(name: str) -> type[Objective]:
