@@ -34,7 +34,7 @@ import yaml
 from _common import command, machine
 
 from tuner import StudySpec, run_study
-from tuner.records import study_trials
+from tuner.store.records import study_trials
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE = REPO / "benchmarks" / "data" / "pyannote_curves.json"

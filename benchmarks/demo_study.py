@@ -18,7 +18,7 @@ import optuna
 from _common import write_result
 
 from tuner import load_study_file, run_study
-from tuner.records import StudyRecord
+from tuner.store.records import StudyRecord
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ model options, Trainer arguments, 6 epochs) and one fixed configuration (``--con
 lr 1e-3, cosine, batch 32, weight decay 1e-4, unfrozen_layers 3, seed 0):
 
 (a) plain: ``objective.build(config, seed)``; its ``configure_optimizers`` returns the trial's optimizer and
-    per-epoch schedule after freezing the trial's layers (the runner's own ``_attach_optimization``, as a
+    per-epoch schedule after freezing the trial's layers (the runner's own ``attach_optimization``, as a
     trial's); ``lightning.Trainer(max_epochs=E, ...)``
     with the Trainer arguments runner.fit uses (no logger, no checkpointing, no progress bar, no model
     summary, no sanity validation; ``--plain-checkpointing`` turns Lightning's default ModelCheckpoint on)
@@ -50,7 +50,7 @@ from _common import write_result
 
 from tuner import StudySpec, TrialConfig, load_study_file, run_study
 from tuner.objectives.base import Objective, get_objective_class
-from tuner.records import StudyRecord, TrialRecord
+from tuner.store.records import StudyRecord, TrialRecord
 
 logger = logging.getLogger("benchmarks.overhead")
 
@@ -84,13 +84,13 @@ def plain_fit(
     """(seconds, seconds in Trainer.fit, last epoch's metrics) of a plain Lightning fit: build, optimizer, fit."""
     import lightning.pytorch as pl
 
-    from tuner.runner import _attach_optimization  # the trial's optimizer, schedule and unfrozen layers
+    from tuner.training.fit import attach_optimization  # the trial's optimizer, schedule and unfrozen layers
 
     started = time.perf_counter()
     inputs = objective.build(config, seed)
     module = inputs.module
 
-    _attach_optimization(module, objective, config, epochs)
+    attach_optimization(module, objective, config, epochs)
     with quiet():
         trainer = pl.Trainer(
             max_epochs=epochs,

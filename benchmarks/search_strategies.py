@@ -88,7 +88,7 @@ def reseeded(sampler: optuna.samplers.BaseSampler, seed: int) -> optuna.samplers
     """A fresh copy of ``sampler`` drawing from ``seed`` (tuner's samplers take ``seed``; Optuna's are rebuilt)."""
     if hasattr(sampler, "reseeded"):
         return sampler.reseeded(seed)
-    from tuner._compat import reseeded_optuna_sampler
+    from tuner.store.optuna_internals import reseeded_optuna_sampler
 
     return reseeded_optuna_sampler(sampler, seed)
 

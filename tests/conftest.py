@@ -216,7 +216,7 @@ def fit_capturing(
     """Fit, returning ``(result, module, parameters as they were when training started, trainer)``."""
     import lightning.pytorch as pl
 
-    from tuner.runner import fit
+    from tuner.training.fit import fit
 
     seen: dict[str, Any] = {}
 

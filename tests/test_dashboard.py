@@ -20,7 +20,6 @@ import pytest
 from browser import ARTIFACTS, dump_dom, ink_fraction, screenshot
 
 from tuner import dashboard
-from tuner._compat import DashboardTrial
 from tuner.dashboard import (
     attach_figures,
     save_study_note,
@@ -28,7 +27,8 @@ from tuner.dashboard import (
     study_note,
     trial_note,
 )
-from tuner.records import epochs_of
+from tuner.reports.dashboard_internals import DashboardTrial
+from tuner.store.records import epochs_of
 
 BIN = Path(sys.executable).parent
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -104,7 +104,7 @@ def test_trial_note_of_pruned_and_failed_trials():
     failed = trial_note(
         optuna.trial.create_trial(
             state=optuna.trial.TrialState.FAIL,
-            # where the runner writes it (tuner.records.fail_trial): a user attribute
+            # where the runner writes it (tuner.store.records.fail_trial): a user attribute
             user_attrs={
                 "config": {"lr": 0.01},
                 "seed": 3,
@@ -211,7 +211,7 @@ def test_dashboard_command_help_and_errors(tmp_path, monkeypatch, capsys):
     assert "s3cret" not in out and served["port"] == 9999 and served["host"] == "127.0.0.1" and served["closed"]
     served_app = served["app"]  # optuna-dashboard's app behind tuner's study request (StudyDetailFirst)
     assert isinstance(served_app, dashboard.StudyDetailFirst) and served_app.app[0] == "app"
-    storage = served_app.app[1]  # the store behind Optuna's cache layer (tuner._compat.cached)
+    storage = served_app.app[1]  # the store behind Optuna's cache layer (tuner.store.optuna_internals.cached)
     assert served_app.storage is storage and storage._backend == ("storage", "postgresql://tuner:s3cret@db-host/tuner")
 
 

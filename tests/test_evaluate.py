@@ -13,7 +13,7 @@ from tuner import StudySpec, run_study
 from tuner.cli import main
 from tuner.errors import ConfigError, DataError
 from tuner.evaluate import evaluate_study
-from tuner.records import StudyRecord, TrialRecord
+from tuner.store.records import StudyRecord, TrialRecord
 
 pytestmark = pytest.mark.slow
 

@@ -15,13 +15,14 @@ import yaml
 from conftest import REPO
 
 from tuner import StudySpec
-from tuner._compat import DashboardTrial
 from tuner.cli import main
 from tuner.errors import DataError, StorageError
-from tuner.records import CHECKPOINT as CHECKPOINT_ATTR
-from tuner.records import StudyRecord, TrialRecord
 from tuner.report import report_markdown, write_report
-from tuner.runner import describe_failure, run_study
+from tuner.reports.dashboard_internals import DashboardTrial
+from tuner.runner import run_study
+from tuner.store.records import CHECKPOINT as CHECKPOINT_ATTR
+from tuner.store.records import StudyRecord, TrialRecord
+from tuner.training.failures import describe_failure
 
 State = optuna.trial.TrialState
 pytestmark = pytest.mark.bad_input

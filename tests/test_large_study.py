@@ -17,11 +17,13 @@ import optuna
 import pytest
 import yaml
 from conftest import STORAGE_BACKENDS
-from test_compat import comparable_detail
+from test_dashboard_internals import comparable_detail
 
-from tuner import _compat, dashboard, records
+from tuner import dashboard
 from tuner.report import DETAILED_TRIALS, TABLE_ROWS, write_report
-from tuner.storage import open_storage
+from tuner.reports import dashboard_internals
+from tuner.store import optuna_internals, records
+from tuner.store.connect import open_storage
 from tuner.tables import store_study_rows, study_rows, trial_columns, trial_row
 from tuner.testing.large_study import build_study, noted_numbers
 from tuner.testing.wsgi import get_json
@@ -190,7 +192,7 @@ def _dashboard_get(url: str, path: str, query: str = "", *, tuners: bool = False
     """optuna-dashboard's answer to ``path`` (``tuners``: as `tuner dashboard` serves it)."""
     import optuna_dashboard
 
-    storage = _compat.cached(open_storage(url, heartbeat=False))
+    storage = optuna_internals.cached(open_storage(url, heartbeat=False))
     app = optuna_dashboard.wsgi(storage)
     if tuners:
         app = dashboard.StudyDetailFirst(app, storage)
@@ -239,11 +241,11 @@ def test_a_worker_leaves_notes_only_for_the_first_and_the_best_trials(storage_ur
     built = build_study(storage, "w", 70, seed=5, pruned=0.2, dashboard=False)
     for trial in built.get_trials(deepcopy=False):
         dashboard.publish_trial_note(built, trial)
-    with_notes = [t.number for t in built.trials if _compat.read_note(built, t._trial_id)]
+    with_notes = [t.number for t in built.trials if dashboard_internals.read_note(built, t._trial_id)]
     assert with_notes == noted_numbers(built) and len(with_notes) < 70
     # a note a person wrote in is kept when its trial leaves the best ones
     victim = next(n for n in with_notes if n >= dashboard.NOTES_UP_TO)
-    ref = _compat.DashboardTrial.of(built, built.trials[victim])
+    ref = dashboard_internals.DashboardTrial.of(built, built.trials[victim])
     import optuna_dashboard
 
     optuna_dashboard.save_note(ref, optuna_dashboard.get_note(ref) + "\nkeep this -- Ana\n")
@@ -251,7 +253,7 @@ def test_a_worker_leaves_notes_only_for_the_first_and_the_best_trials(storage_ur
         built.add_trial(optuna.trial.create_trial(value=value, user_attrs={"config": {}}))
         dashboard.publish_trial_note(built, built.trials[-1])
     assert "keep this -- Ana" in optuna_dashboard.get_note(ref)
-    remaining = [t.number for t in built.trials if _compat.read_note(built, t._trial_id)]
+    remaining = [t.number for t in built.trials if dashboard_internals.read_note(built, t._trial_id)]
     assert victim in remaining and len([n for n in remaining if n >= dashboard.NOTES_UP_TO]) == dashboard.NOTED_BEST + 1
 
 

@@ -71,8 +71,8 @@ def _spec(corpus: Path, **overrides: Any) -> StudySpec:
 @pytest.mark.parametrize("storage_url", ["sqlite"], indirect=True)  # store-independent: one backend is enough
 def test_trials_report_each_files_der_and_wilcoxon_prunes_a_worse_one(pipeline_corpus, workdir, storage_url, tmp_path):
     from tuner.evaluate import evaluate_study
-    from tuner.records import StudyRecord, TrialRecord
     from tuner.report import report_markdown
+    from tuner.store.records import StudyRecord, TrialRecord
 
     study = run_study(_spec(pipeline_corpus), storage_url, workdir=workdir, show_progress=False,
                       artifacts=tmp_path / "artifacts")  # fmt: skip
@@ -184,7 +184,7 @@ def test_a_corpus_without_a_test_split_is_named_when_evaluated(pipeline_corpus, 
 def test_a_wavlm_sv_studys_embedder_diarizes_behind_pyannotes_interface(pipeline_corpus, sv_spec, workdir, tmp_path):
     """embedding='study:NAME': the WavLM + ECAPA embedder a wavlm_sv study trained (its best trial's checkpoint)."""
     from tuner.models.wavlm_embedding import WavLMEmbedding
-    from tuner.records import StudyRecord
+    from tuner.store.records import StudyRecord
 
     url, artifacts = f"sqlite:///{tmp_path / 'tuner.db'}", tmp_path / "artifacts"
     run_study(sv_spec(n_trials=1, max_epochs=1), url, workdir=workdir, show_progress=False, artifacts=artifacts)

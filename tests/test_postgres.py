@@ -18,8 +18,8 @@ from conftest import REPO
 
 from tuner import StudySpec, run_study
 from tuner.errors import StorageError
-from tuner.records import epochs_of
-from tuner.storage import mask_url, open_storage
+from tuner.store.connect import mask_url, open_storage
+from tuner.store.records import epochs_of
 from tuner.tables import study_rows
 from tuner.testing.postgres import LocalPostgres, PostgresUnavailable, _free_port
 

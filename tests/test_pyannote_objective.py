@@ -9,7 +9,8 @@ import pytest
 import torch
 from conftest import changed, fit_capturing
 
-from tuner.runner import fit, prepare_objective
+from tuner.runner import prepare_objective
+from tuner.training.fit import fit
 
 
 def test_tiny_trial_end_to_end_records_der_and_components(make_spec):

@@ -10,10 +10,10 @@ import optuna
 import pytest
 from test_warm_start import WARM, _entries, _spec
 
-import tuner._queue
-from tuner._compat import StudyAttrRow
-from tuner._queue import QueueEmpty, fill_queue, planned_trials, requeue, study_lock
-from tuner.storage import open_storage
+import tuner.store.lock
+from tuner.store.connect import open_storage
+from tuner.store.lock import StudyAttrRow, study_lock
+from tuner.store.queue import QueueEmpty, fill_queue, planned_trials, requeue
 
 Waiting = optuna.trial.TrialState.WAITING
 
@@ -110,7 +110,7 @@ def test_a_lock_left_by_a_dead_worker_is_taken_over(storage_url, caplog):
 def test_several_waiters_on_a_stale_lock_enqueue_the_budget_exactly_once(storage_url, monkeypatch, caplog):
     """Six workers wait on a dead worker's lock and time out together: one takes it over and fills the
     queue; the others find the budget planned."""
-    monkeypatch.setattr(tuner._queue, "LOCK_STALE_S", 0.6)
+    monkeypatch.setattr(tuner.store.lock, "LOCK_STALE_S", 0.6)
     study = optuna.create_study(study_name="ws", storage=storage_url)
     assert StudyAttrRow(study, "tuner:lock:queue").insert(_DEAD_HOLDER)
     seen: list[tuple[int, int]] = []

@@ -17,7 +17,7 @@ from conftest import REPO, TINY_OPTIONS, TINY_SEP_OPTIONS, TINY_SV_OPTIONS
 
 from tuner import StudySpec, run_study
 from tuner.errors import ConfigError, TunerError
-from tuner.storage import mask_url
+from tuner.store.connect import mask_url
 
 OBJECTIVES = ("pyannote_segmentation", "wavlm_sv", "sepformer_separation")
 NAMES = {"pyannote_segmentation": "report_dia", "wavlm_sv": "report_sv", "sepformer_separation": "report_sep"}

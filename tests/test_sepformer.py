@@ -14,8 +14,8 @@ from conftest import TINY_SEPFORMER, changed, fit_capturing
 from tuner import export_best, run_study
 from tuner.errors import ConfigError, DataError
 from tuner.metrics.separation import pit_si_snr, separation_metrics
-from tuner.records import epochs_of
 from tuner.runner import prepare_objective
+from tuner.store.records import epochs_of
 
 
 # ----------------------------------------------------------------------------------------- metrics

@@ -10,7 +10,7 @@ import yaml
 
 from tuner import export_best, run_study
 from tuner.errors import ConfigError
-from tuner.records import epochs_of
+from tuner.store.records import epochs_of
 from tuner.tables import trial_rows
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)

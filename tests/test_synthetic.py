@@ -12,8 +12,9 @@ from conftest import REPO, changed, fit_capturing
 from tuner import StudySpec, load_study_file, run_study
 from tuner.errors import ConfigError
 from tuner.objectives.synthetic import RegressionMLP, RegressionModule, make_problem
-from tuner.records import epochs_of
-from tuner.runner import fit, prepare_objective
+from tuner.runner import prepare_objective
+from tuner.store.records import epochs_of
+from tuner.training.fit import fit
 
 SMALL = {"n_train": 128, "n_val": 64, "n_features": 8, "hidden": [16, 16, 16]}
 

@@ -16,7 +16,7 @@ from conftest import REPO, TINY_OPTIONS
 
 from tuner import StudySpec, export_best, run_study
 from tuner.errors import ConfigError
-from tuner.records import epochs_of
+from tuner.store.records import epochs_of
 from tuner.train import DEFAULT_TOLERANCE, load_export, train_exported
 
 BIN = Path(sys.executable).parent

@@ -14,8 +14,8 @@ from conftest import TINY_SV_OPTIONS, TINY_WAVLM, changed, fit_capturing
 
 from tuner import export_best, run_study
 from tuner.errors import ConfigError, DataError
-from tuner.records import epochs_of
 from tuner.runner import prepare_objective
+from tuner.store.records import epochs_of
 
 
 @pytest.mark.parametrize("loss", ["aam", "pair_bce", "triplet"])

@@ -20,9 +20,9 @@ import optuna
 import pytest
 from conftest import REPO, TINY_OPTIONS
 
-from tuner.records import CHECKPOINT as CHECKPOINT_ATTR
-from tuner.records import epochs_of
-from tuner.storage import open_storage
+from tuner.store.connect import open_storage
+from tuner.store.records import CHECKPOINT as CHECKPOINT_ATTR
+from tuner.store.records import epochs_of
 
 State = optuna.trial.TrialState
 pytestmark = pytest.mark.slow

@@ -23,6 +23,7 @@ __all__ = [
     "DataError",
     "StorageError",
     "run_study",
+    "StudyCallback",
     "export_best",
 ]
 
@@ -32,6 +33,10 @@ def __getattr__(name: str):  # lazy: importing these pulls in optuna
         from tuner.runner import run_study
 
         return run_study
+    if name == "StudyCallback":
+        from tuner.callbacks import StudyCallback
+
+        return StudyCallback
     if name == "export_best":
         from tuner.export import export_best
 

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from tuner.errors import TunerError
-from tuner.storage import DEFAULT_STORAGE
+from tuner.store.connect import DEFAULT_STORAGE
 
 logger = logging.getLogger("tuner")
 
@@ -138,8 +138,9 @@ def run(
       tuner run studies/pyannote_optim.py
       tuner run studies/pyannote_optim.py --storage postgresql://user:pass@db-host/tuner --device 0
     """
-    from tuner.records import StudyRecord
+    from tuner.reports.publish import DashboardPublisher
     from tuner.runner import run_study
+    from tuner.store.records import StudyRecord
     from tuner.study import load_study_file
     from tuner.tables import rich_table, trial_rows
 
@@ -147,7 +148,14 @@ def run(
         data=data, pretrained=pretrained, max_epochs=max_epochs, name=study_name
     )
     study = run_study(
-        spec, storage, n_trials=n_trials, timeout=timeout, workdir=workdir, device=device, artifacts=artifacts
+        spec,
+        storage,
+        n_trials=n_trials,
+        timeout=timeout,
+        workdir=workdir,
+        device=device,
+        artifacts=artifacts,
+        callbacks=[DashboardPublisher()],  # optuna-dashboard: trial notes, then the figures and the study note
     )
     console = _stdout_console()
     console.print(
@@ -165,7 +173,7 @@ def _stdout_console() -> Any:
 
 
 def _print_outcome(console: Any, study: Any) -> None:
-    from tuner.records import StudyRecord
+    from tuner.store.records import StudyRecord
 
     record = StudyRecord.of(study)
     try:
@@ -183,7 +191,7 @@ def _print_outcome(console: Any, study: Any) -> None:
 @storage_option
 def studies(storage: str | None) -> None:
     """List the studies in the store with their trial counts and best value."""
-    from tuner.storage import mask_url, resolve_storage_url
+    from tuner.store.connect import mask_url, resolve_storage_url
     from tuner.tables import rich_table, store_study_rows
 
     url = resolve_storage_url(storage)

@@ -13,7 +13,7 @@ attributes), so the stock ``optuna-dashboard <url>`` shows it as well as ``tuner
 - the report figures (``tuner.report.study_figures``) as plotly graph objects, under stable ids so that
   a later run replaces them (for a large study, those optuna-dashboard does not draw itself).
 
-Notes are read and written through :mod:`tuner._compat` (one note's rows at a time, in the layout of
+Notes are read and written through :mod:`tuner.reports.dashboard_internals` (one note's rows at a time, in the layout of
 ``optuna_dashboard.save_note``): ``optuna_dashboard.get_note`` / ``save_note`` read every note and figure
 of the study each time, a cost that grew with every trial.
 
@@ -31,15 +31,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tuner import _compat
-from tuner.records import StudyRecord, TrialRecord, study_trials
-from tuner.storage import (
-    mask_url,
-    open_storage,
-    resolve_artifact_dir,
-    resolve_storage_url,
-    sqlite_path,
-)
+from tuner.reports import dashboard_internals
+from tuner.store import optuna_internals
+from tuner.store.artifacts import resolve_artifact_dir
+from tuner.store.connect import mask_url, open_storage, resolve_storage_url, sqlite_path
+from tuner.store.queries import queries_of
+from tuner.store.records import StudyRecord, TrialRecord, study_trials
 
 if TYPE_CHECKING:
     import optuna
@@ -98,7 +95,7 @@ def serve(
 ) -> None:
     """Serve optuna-dashboard on the store (``storage``, else ``$TUNER_STORAGE``, else the default
     SQLite file) until interrupted. ``echo`` receives the one line saying where to look. The trials'
-    checkpoints in the artifact folder (``artifacts``, see :func:`tuner.storage.resolve_artifact_dir`)
+    checkpoints in the artifact folder (``artifacts``, see :func:`tuner.store.connect.resolve_artifact_dir`)
     are listed under each trial and can be downloaded.
 
     The app is optuna-dashboard's :func:`optuna_dashboard.wsgi`, served by a threaded wsgiref server as
@@ -123,7 +120,7 @@ def serve(
     artifact_store = optuna.artifacts.FileSystemArtifactStore(folder) if folder.is_dir() else None
     # Optuna's cache layer: after its first read of a study, optuna-dashboard's refreshes read only the
     # trials that are new or still running (it re-reads every trial every 10 s otherwise)
-    store = _compat.cached(open_storage(url, heartbeat=False))
+    store = optuna_internals.cached(open_storage(url, heartbeat=False))
     app = StudyDetailFirst(optuna_dashboard.wsgi(store, artifact_store=artifact_store), store)
     try:
         server = _make_server(host, port, app)
@@ -142,8 +139,8 @@ def serve(
 
 class StudyDetailFirst:
     """optuna-dashboard's WSGI ``app``, whose study request (``GET /api/studies/<id>``: the study page's first
-    load and its refreshes, every trial of the study) :func:`tuner._compat.dashboard_study_detail` answers:
-    the same JSON, in half the time for a study of 10,000 trials. Every other request, and a study that
+    load and its refreshes, every trial of the study) :func:`tuner.reports.dashboard_internals.dashboard_study_detail`
+    answers: the same JSON, in half the time for a study of 10,000 trials. Every other request, and a study that
     function leaves to optuna-dashboard (several objectives, preferential), goes to the ``app``."""
 
     _PATH = re.compile(r"/api/studies/(\d+)")
@@ -160,7 +157,9 @@ class StudyDetailFirst:
         after = parse_qs(environ.get("QUERY_STRING", "")).get("after", ["0"])[-1]
         if environ.get("REQUEST_METHOD") == "GET" and match and after.isdigit():
             try:
-                body = _compat.dashboard_study_detail(self.app, self.storage, int(match.group(1)), int(after))
+                body = dashboard_internals.dashboard_study_detail(
+                    self.app, self.storage, int(match.group(1)), int(after)
+                )
             except Exception as error:  # optuna-dashboard answers (and reports) it
                 logger.debug("study %s: %s: %s", match.group(1), type(error).__name__, error)
                 body = None
@@ -320,16 +319,16 @@ def _added_text(existing: str) -> str:
 
 def save_trial_note(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
     """Write :func:`trial_note` as the trial's dashboard note (keeping text a person added); returns it."""
-    trial_id = _compat.trial_id(trial)
-    body = _merge(trial_note(trial, study), _compat.read_note(study, trial_id))
-    _compat.write_note(study, trial_id, body)
+    trial_id = optuna_internals.trial_id(trial)
+    body = _merge(trial_note(trial, study), dashboard_internals.read_note(study, trial_id))
+    dashboard_internals.write_note(study, trial_id, body)
     return body
 
 
 def save_study_note(study: optuna.Study) -> str:
     """Write :func:`study_note` as the study's dashboard note (keeping text a person added); returns it."""
-    body = _merge(study_note(study), _compat.read_note(study))
-    _compat.write_note(study, None, body)
+    body = _merge(study_note(study), dashboard_internals.read_note(study))
+    dashboard_internals.write_note(study, None, body)
     return body
 
 
@@ -343,18 +342,18 @@ def note_wanted(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         return True
     if trial.state != optuna.trial.TrialState.COMPLETE or trial.value is None:
         return False
-    return _compat.count_better(study, trial.value) < NOTED_BEST
+    return queries_of(study).count_better(trial.value) < NOTED_BEST
 
 
 def _retire_pushed_out_note(study: optuna.Study) -> None:
     """Remove the note of the trial that a new best trial pushed out of the best :data:`NOTED_BEST` (not one
     of the first :data:`NOTES_UP_TO`, and only if no person wrote in it)."""
-    pushed = _compat.nth_best_trial(study, NOTED_BEST)
+    pushed = queries_of(study).nth_best_trial(NOTED_BEST)
     if pushed is None or pushed[0] < NOTES_UP_TO:
         return
-    existing = _compat.read_note(study, pushed[1])
+    existing = dashboard_internals.read_note(study, pushed[1])
     if existing and not _added_text(existing).strip():
-        _compat.delete_note(study, pushed[1])
+        dashboard_internals.delete_note(study, pushed[1])
 
 
 # ------------------------------------------------------------------------------------------- figures
@@ -378,14 +377,14 @@ def attach_figures(study: optuna.Study, figures: Mapping[str, go.Figure] | None 
         from tuner.report import study_figures
 
         figures = study_figures(study, dashboard=True)
-    previous = _compat.study_system_attrs(study).get(_FIGURE_IDS_ATTR, [])
+    previous = optuna_internals.study_system_attrs(study).get(_FIGURE_IDS_ATTR, [])
     ids = []
     for key, figure in figures.items():
         ids.append(optuna_dashboard.save_plotly_graph_object(study, figure, graph_object_id=_figure_id(key)))
-    stale = tuple(f"{_compat.PLOT_DATA_PREFIX}{i}:" for i in previous if i not in ids)
+    stale = tuple(f"{dashboard_internals.PLOT_DATA_PREFIX}{i}:" for i in previous if i not in ids)
     if stale:
-        _compat.delete_study_system_attrs(study, keep=lambda key: not key.startswith(stale))
-    _compat.set_study_system_attr(study, _FIGURE_IDS_ATTR, ids)
+        queries_of(study).delete_system_attrs_where(lambda key: key.startswith(stale))
+    optuna_internals.set_study_system_attr(study, _FIGURE_IDS_ATTR, ids)
     return ids
 
 

@@ -8,7 +8,7 @@ is loaded (tuner keeps the checkpoint of the best trial so far: its last epoch);
 starting model (the pretrained checkpoint, or the untrained model) on the same split. For a pipeline the
 trial's parameters run over the test files, beside pyannote's default parameters.
 
-The figures are stored in the study (user attribute ``test``, see :func:`tuner.records.write_test`), so
+The figures are stored in the study (user attribute ``test``, see :func:`tuner.store.records.write_test`), so
 ``tuner report`` and the dashboard's study note show them.
 """
 
@@ -20,8 +20,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tuner import records
 from tuner.errors import ConfigError
+from tuner.store import records
+from tuner.store.resolver import StudyResolver
 
 __all__ = ["evaluate_study"]
 
@@ -41,26 +42,27 @@ def evaluate_study(
     """Evaluate the best trial of ``study_name`` (or trial ``trial_number``) on ``split``, store the figures
     in the study and return them: ``{"split", "trial", "best": {...}, "baseline": {...}, ...}``."""
     from tuner.objectives.base import StepwiseObjective
-    from tuner.runner import _quiet_libraries, validate
+    from tuner.quiet import quiet_libraries
     from tuner.search_space import TrialConfig
-    from tuner.storage import load_existing_study, resolve_artifact_dir, resolve_storage_url, store_errors
+    from tuner.store.artifacts import resolve_artifact_dir
+    from tuner.store.connect import resolve_storage_url, store_errors
+    from tuner.training.fit import validate
+    from tuner.training.steps import evaluate_steps
 
     url = resolve_storage_url(storage)
-    study = load_existing_study(study_name, url)
+    resolver = StudyResolver(url, resolve_artifact_dir(url, artifacts))
+    study = resolver.load(study_name)
     record = records.StudyRecord.of(study)
     if not record.recorded:
         raise ConfigError(f"study '{study_name}' was not made by tuner run: it records no objective to evaluate.")
     frozen = _pick_trial(study, study_name, trial_number)
     trial = records.TrialRecord.of(frozen, record)
-    artifact_dir = resolve_artifact_dir(url, artifacts)
-    objective = study_objective(record, workdir, (url, artifact_dir), split=split)
+    objective = study_objective(record, workdir, resolver, split=split)
     config = TrialConfig.from_params(dict(trial.config))
     seed = trial.seed if trial.seed is not None else (record.seed or 0)
     started = _dt.datetime.now(_dt.timezone.utc)
-    with _quiet_libraries():
+    with quiet_libraries():
         if isinstance(objective, StepwiseObjective):
-            from tuner.runner import evaluate_steps
-
             best = evaluate_steps(objective, config, split=split).metrics
             baseline = evaluate_steps(
                 objective, TrialConfig.from_params(objective.default_config()), split=split
@@ -68,7 +70,8 @@ def evaluate_study(
             checkpoint_epoch = None
         else:
             with tempfile.TemporaryDirectory(prefix="tuner-evaluate-") as scratch:
-                checkpoint, checkpoint_epoch = _trial_checkpoint(study, frozen, artifact_dir, Path(scratch))
+                checkpoint = Path(scratch) / "trial.ckpt"
+                checkpoint_epoch = resolver.trial_checkpoint(study, frozen, checkpoint)
                 best = validate(objective, config, seed, dict(record.trainer), device, checkpoint=checkpoint)
             baseline = validate(objective, config, seed, dict(record.trainer), device)
     shown = [
@@ -92,7 +95,7 @@ def evaluate_study(
 
 
 def study_objective(
-    record: records.StudyRecord, workdir: str | Path, store: tuple[str, Path], split: str = "development"
+    record: records.StudyRecord, workdir: str | Path, store: StudyResolver, split: str = "development"
 ) -> Any:
     """The objective ``record``'s trials ran (same data, checkpoint and options), validating on ``split``,
     set up."""
@@ -125,28 +128,3 @@ def _pick_trial(study: Any, study_name: str, number: int | None) -> Any:
             f"trial {number} of study '{study_name}' is {trials[number].state.name.lower()}, not complete."
         )
     return trials[number]
-
-
-def _trial_checkpoint(study: Any, trial: Any, artifact_dir: Path, scratch: Path) -> tuple[Path, int]:
-    """The trial's kept checkpoint, downloaded from the artifact folder; ``(path, its epoch)``."""
-    import optuna
-
-    from tuner.storage import open_artifact_store
-
-    kept = records.checkpoint_of(study, trial)
-    if kept is None:
-        raise ConfigError(
-            f"trial {trial.number} of study '{study.study_name}' kept no checkpoint (tuner keeps the checkpoint of "
-            "the best trial so far only): evaluate the study's best trial (leave out --trial)."
-        )
-    local = scratch / "trial.ckpt"
-    try:
-        optuna.artifacts.download_artifact(
-            artifact_store=open_artifact_store(artifact_dir), file_path=str(local), artifact_id=kept["artifact_id"]
-        )
-    except optuna.artifacts.exceptions.ArtifactNotFound:
-        raise ConfigError(
-            f"the checkpoint of trial {trial.number} ({kept['artifact_id']}) is not in {artifact_dir}: pass the "
-            "folder the study's workers wrote to with --artifacts DIR (or $TUNER_ARTIFACTS)."
-        ) from None
-    return local, int(kept["epoch"])

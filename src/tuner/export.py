@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from tuner.errors import ConfigError
-from tuner.records import StudyRecord, TrialRecord
-from tuner.storage import load_existing_study, mask_url, resolve_storage_url
+from tuner.store.connect import load_existing_study, mask_url, resolve_storage_url
+from tuner.store.records import StudyRecord, TrialRecord
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -71,23 +71,23 @@ def _read_best(study_name: str, url: str) -> tuple[StudyRecord, FrozenTrial | No
     through Optuna instead (no such study, another schema, a store that cannot be reached)."""
     import sqlalchemy.exc
 
-    from tuner import _compat
-    from tuner.storage import open_reader
+    from tuner.store import sql
+    from tuner.store.connect import open_reader
 
     reader = open_reader(url)
     if reader is None:
         return None
     try:
-        study_id = _compat.study_id_of(reader, study_name)
+        study_id = sql.study_id_of(reader, study_name)
         if study_id is None:
             return None
-        directions = _compat.study_directions(reader, study_id)
+        directions = sql.study_directions(reader, study_id)
         if len(directions) != 1:
             return None
         direction = directions[0].name.lower()
-        record = StudyRecord.from_attrs(study_name, _compat.study_user_attrs(reader, study_id), direction)
-        best = _compat.ranked_trial(reader, study_id, direction == "maximize")
-        return record, (_compat.read_trial(reader, study_id, best[1]) if best is not None else None)
+        record = StudyRecord.from_attrs(study_name, sql.study_user_attrs(reader, study_id), direction)
+        best = sql.ranked_trial(reader, study_id, direction == "maximize")
+        return record, (sql.read_trial(reader, study_id, best[1]) if best is not None else None)
     except sqlalchemy.exc.SQLAlchemyError:
         return None
     finally:
@@ -125,13 +125,15 @@ def export_best(
     exported["out"] = str(out)  # returned, not written
     if folder:
         from tuner.evaluate import study_objective
-        from tuner.storage import resolve_artifact_dir
+        from tuner.store.artifacts import resolve_artifact_dir
+        from tuner.store.resolver import StudyResolver
 
         if out.is_file():
             raise ConfigError(f"{out} is a file: study '{study_name}' exports a folder; give --out a folder path.")
         url = resolve_storage_url(storage)
-        record = StudyRecord.of(load_existing_study(study_name, url))
-        objective = study_objective(record, workdir, (url, resolve_artifact_dir(url, artifacts)))
+        resolver = StudyResolver(url, resolve_artifact_dir(url, artifacts))
+        record = StudyRecord.of(resolver.load(study_name))
+        objective = study_objective(record, workdir, resolver)
         objective.export(out, {**exported["fixed"], **exported["params"]})
         (out / FOLDER_RECORD).write_text(text, encoding="utf-8")
         exported["folder"] = str(out)

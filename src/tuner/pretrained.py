@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.errors import ConfigError, TunerError
+from tuner.text import did_you_mean
 
 __all__ = [
     "KNOWN",
@@ -173,10 +174,9 @@ def sha256_of(path: Path) -> str:
 
 def _known(name: str) -> KnownCheckpoint:
     if name not in KNOWN:
-        from tuner.search_space import _did_you_mean
 
         raise ConfigError(
-            f"unknown pretrained checkpoint '{name}'{_did_you_mean(name, KNOWN)}. Known: {', '.join(KNOWN)} "
+            f"unknown pretrained checkpoint '{name}'{did_you_mean(name, KNOWN)}. Known: {', '.join(KNOWN)} "
             "(tuner pretrained list)."
         )
     return KNOWN[name]

@@ -31,8 +31,8 @@ from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
 
 from tuner.errors import ConfigError
-from tuner.records import StudyRecord, TrialRecord, study_trials
-from tuner.storage import load_existing_study, mask_url, resolve_storage_url
+from tuner.store.connect import load_existing_study, mask_url, resolve_storage_url
+from tuner.store.records import StudyRecord, TrialRecord, study_trials
 from tuner.tables import sort_rows, trains, trial_columns, trial_row
 
 if TYPE_CHECKING:

@@ -6,95 +6,41 @@ import contextlib
 import gc
 import logging
 import time
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tuner import _compat, records
 from tuner.errors import ConfigError, TunerError
 from tuner.objectives.base import Objective, StepwiseObjective, TrainedObjective, get_objective_class
+from tuner.quiet import experimental, silence_library_loggers
 from tuner.search_space import SearchSpace, TrialConfig
-from tuner.storage import mask_url, open_storage, resolve_storage_url
+from tuner.store import optuna_internals, records
+from tuner.store.connect import mask_url, open_storage, resolve_storage_url
+from tuner.store.queries import queries_of
+from tuner.store.resolver import StudyResolver
 from tuner.study import StudySpec, load_warm_start
+from tuner.text import did_you_mean
+from tuner.training.failures import TRIAL_FAILURES, TrialFailed, describe_failure, free_memory
+from tuner.training.fit import check_trainer_options, device_settings, fit, validate
+from tuner.training.steps import evaluate_steps
 
 if TYPE_CHECKING:
-    import lightning.pytorch as pl
     import optuna
 
     from tuner.training.checkpoint import EpochCheckpoint
 
-__all__ = [
-    "run_study",
-    "fit",
-    "FitResult",
-    "validate",
-    "evaluate_steps",
-    "StepsResult",
-    "baseline_config",
-    "prepare_objective",
-    "device_settings",
-    "describe_failure",
-    "TrialFailed",
-]
+__all__ = ["run_study", "prepare_objective", "pruning_value", "baseline_config"]
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class FitResult:
-    """The outcome of one fine-tuning run (a trial, or a ``tuner train``)."""
-
-    history: dict[int, dict[str, float]]
-    best_epoch: int | None
-    pruned_at: int | None = None
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def best(self, metric: str) -> float:
-        if self.best_epoch is None:
-            return float("nan")
-        return self.history[self.best_epoch][metric]
-
-
-#: library warnings that say nothing actionable about a tuner run
-_QUIET = (
-    r".*but have no logger configured.*",
-    r".*`isinstance\(treespec, LeafSpec\)` is deprecated.*",
-    r".*Your `IterableDataset` has `__len__` defined.*",
-    r".*target_rate is required by Identity.*",
-    r".*does not have many workers which may be a bottleneck.*",
-    r".*The number of training batches \(\d+\) is smaller than the logging interval.*",
-    r".*`torch.nn.utils.weight_norm` is deprecated.*",  # s3prl's WavLM
-    r".*Support for mismatched key_padding_mask and attn_mask is deprecated.*",  # s3prl's WavLM
-    r".*when using `ckpt_path`, callbacks used to create the checkpoint need to be provided.*",  # tuner evaluate
-)
-
-
-def _silence_library_loggers() -> None:
-    """Lightning's "GPU available: False" and tips, s3prl's configs: noise in a study log (shown with -vv)."""
-    if not logger.isEnabledFor(logging.DEBUG):
-        for name in ("lightning.pytorch", "s3prl"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-
-
-@contextlib.contextmanager
-def _quiet_libraries() -> Iterator[None]:
-    _silence_library_loggers()
-    with warnings.catch_warnings():
-        for pattern in _QUIET:
-            warnings.filterwarnings("ignore", message=pattern)
-        yield
-
-
 def prepare_objective(
-    spec: StudySpec, workdir: str | Path = "storage", store: tuple[str, Path] | None = None
+    spec: StudySpec, workdir: str | Path = "storage", store: StudyResolver | None = None
 ) -> tuple[Objective, SearchSpace]:
     """The study's objective (data validated) and search space (validated), before the store is written.
 
-    ``store``: the store URL and artifact folder, where the objective looks up other studies it names
-    (a pipeline's ``pretrained="study:NAME"``)."""
-    _check_trainer_options(spec)
+    ``store``: where the objective looks up other studies it names (a pipeline's ``pretrained="study:NAME"``)."""
+    check_trainer_options(spec.trainer, spec.where)
     objective_class = get_objective_class(spec.objective)
     # the file (or inline dict) + the study's `fixed`
     space = spec.load_search_space(objective_class.params, common=objective_class.uses_common_params)
@@ -112,102 +58,18 @@ def prepare_objective(
     return objective, space
 
 
-def _check_trainer_options(spec: StudySpec) -> None:
-    """A misspelled ``trainer`` argument is an error before any trial, not a TypeError in the first one."""
-    import inspect
-
-    import lightning.pytorch as pl
-
-    from tuner.search_space import _did_you_mean
-
-    known = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
-    for key in spec.trainer:
-        if key not in known:
-            raise ConfigError(
-                f"{spec.where}: trainer option '{key}'{_did_you_mean(key, known)} is not an argument of "
-                "lightning.Trainer (https://lightning.ai/docs/pytorch/stable/common/trainer.html#trainer-class-api)."
-            )
-
-
-def fit(
-    objective: Objective,
-    config: TrialConfig,
-    seed: int,
-    max_epochs: int,
-    *,
-    trial: optuna.Trial | None = None,
-    trainer_options: Mapping[str, Any] | None = None,
-    callbacks: list[pl.Callback] | None = None,
-    device: str | None = None,
-    resume_from: str | Path | None = None,
-    prune_on: str | None = None,
-) -> FitResult:
-    """Train ``objective`` with ``config`` for up to ``max_epochs``, reporting to ``trial`` if given.
-
-    ``device``: see :func:`device_settings`. ``resume_from``: a Lightning checkpoint of this same run
-    (model, optimizer, schedule, epoch and records) to continue after its epoch. A NaN or infinite
-    loss raises :class:`~tuner.training.divergence.TrialDiverged`; Ctrl-C raises ``KeyboardInterrupt``
-    once Lightning has shut the run down. ``prune_on``: the per-epoch value reported to ``trial`` (default:
-    the objective's metric; see :func:`pruning_value`).
-    """
-    import lightning.pytorch as pl
-
-    from tuner.training.divergence import DivergenceGuard
-    from tuner.training.reporting import TrialReporter
-
-    accelerator, devices = device_settings(device)
-    inputs = objective.build(config, seed)
-    _attach_optimization(inputs.module, objective, config, max_epochs)
-    reporter = TrialReporter(objective, trial, prune_on=prune_on)
-    with _quiet_libraries():
-        trainer = pl.Trainer(
-            max_epochs=max_epochs,
-            accelerator=accelerator,
-            devices=devices,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            callbacks=[reporter, DivergenceGuard(), *(callbacks or [])],
-            **{**inputs.trainer_options, **dict(trainer_options or {})},
-        )
-        try:
-            trainer.fit(
-                inputs.module,
-                datamodule=inputs.datamodule,
-                train_dataloaders=inputs.train_dataloaders,
-                val_dataloaders=inputs.val_dataloaders,
-                ckpt_path=str(resume_from) if resume_from is not None else None,
-                # tuner's own epoch checkpoint from the study's artifact folder (pyannote's hold its task
-                # specifications, which torch's weights-only loader refuses): trusted like the store itself
-                weights_only=False if resume_from is not None else None,
-            )
-        except SystemExit:
-            if trainer.interrupted:  # Lightning answers Ctrl-C with a graceful shutdown, then sys.exit(1)
-                raise KeyboardInterrupt from None
-            raise
-    info = dict(inputs.info)
-    info["trainable_parameters"] = sum(p.numel() for p in inputs.module.parameters() if p.requires_grad)
-    info["parameters"] = sum(p.numel() for p in inputs.module.parameters())
-    info["device"] = str(trainer.strategy.root_device)
-    return FitResult(reporter.history, reporter.best_epoch, reporter.pruned_at, info)
-
-
 def pruning_value(spec: StudySpec, objective: Objective) -> str:
     """The per-epoch value a trial reports to the pruner: ``spec.prune_on``, else the objective's metric.
 
     It must be one of the objective's per-epoch values, and improve in the study's direction (the pruner
     compares intermediate values that way), so a loss cannot drive a study that maximizes.
     """
-    from tuner.search_space import _did_you_mean
-
     key = spec.prune_on or objective.metric
     known = (objective.metric, *objective.components)
     if key not in known:
         raise ConfigError(
             f"{spec.where}: prune_on={key!r} is not a per-epoch value of objective '{objective.name}'"
-            f"{_did_you_mean(key, known)}. Its values: {', '.join(known)}."
+            f"{did_you_mean(key, known)}. Its values: {', '.join(known)}."
         )
     if objective.direction == "maximize" and key.startswith("loss/"):
         raise ConfigError(
@@ -218,148 +80,12 @@ def pruning_value(spec: StudySpec, objective: Objective) -> str:
     return key
 
 
-def validate(
-    objective: Objective,
-    config: TrialConfig,
-    seed: int,
-    trainer_options: Mapping[str, Any],
-    device: str | None = None,
-    checkpoint: str | Path | None = None,
-) -> dict[str, float]:
-    """The validation metrics of ``config``: for a trained objective, of the model as ``checkpoint`` (a trial's
-    Lightning checkpoint) left it, else before any training (a study's baseline); for a stepwise one, of the
-    configuration on every item of its split."""
-    if isinstance(objective, StepwiseObjective):
-        return evaluate_steps(objective, config).metrics
-    import lightning.pytorch as pl
-
-    assert isinstance(objective, TrainedObjective)
-    accelerator, devices = device_settings(device)
-    inputs = objective.build(config, seed)
-    options = {k: v for k, v in trainer_options.items() if k.startswith("limit_val")}
-    with _quiet_libraries():
-        trainer = pl.Trainer(
-            accelerator=accelerator,
-            devices=devices,
-            logger=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            **options,
-        )
-        results = trainer.validate(
-            inputs.module,
-            datamodule=inputs.datamodule,
-            dataloaders=inputs.val_dataloaders,
-            ckpt_path=str(checkpoint) if checkpoint is not None else None,
-            # tuner's own trial checkpoint (pyannote's hold its task specifications): trusted like the store
-            weights_only=False if checkpoint is not None else None,
-            verbose=False,
-        )
-    return objective.epoch_metrics(results[0] if results else {})
-
-
-@dataclass
-class StepsResult:
-    """The outcome of a stepwise trial: each evaluated item's values, the combined metrics, where it was pruned."""
-
-    per_step: dict[int, dict[str, float]]
-    metrics: dict[str, float]
-    pruned_at: int | None = None
-
-
-def evaluate_steps(
-    objective: StepwiseObjective,
-    config: TrialConfig,
-    *,
-    trial: optuna.Trial | None = None,
-    prune_on: str | None = None,
-    split: str = "development",
-    seed: int = 0,
-) -> StepsResult:
-    """Evaluate ``config`` item by item (in an order shuffled by ``seed``), reporting each item's ``prune_on``
-    value (default: the metric) to ``trial`` at its step and stopping where the pruner says so."""
-    import random
-
-    steps = objective.steps(split)
-    order = list(range(len(steps)))
-    random.Random(seed).shuffle(order)  # a pruner comparing items should not see them always in one order
-    reported = prune_on or objective.metric
-    per_step: dict[int, dict[str, float]] = {}
-    for done, index in enumerate(order, start=1):
-        started = time.perf_counter()
-        values = objective.evaluate_step(config, index, split)
-        values["seconds"] = round(time.perf_counter() - started, 3)
-        per_step[index] = values
-        logger.info(
-            "%s item %d/%d (%s): %s=%.4f (%.1fs)", f"trial {trial.number}" if trial is not None else "run", done,
-            len(order), steps[index], objective.metric, values[objective.metric], values["seconds"],
-        )  # fmt: skip
-        if trial is None:
-            continue
-        trial.report(values[reported], step=index)
-        if done < len(order) and trial.should_prune():
-            return StepsResult(per_step, objective.combine(list(per_step.values())), pruned_at=index)
-    return StepsResult(per_step, objective.combine(list(per_step.values())))
-
-
 def baseline_config(objective: Objective, space: SearchSpace) -> TrialConfig:
     """The configuration a study's baseline is measured with: the starting model as it is (a trained
     objective), or the library's own default parameters (a stepwise one)."""
     if isinstance(objective, StepwiseObjective):
         return TrialConfig.from_params(objective.default_config())
     return space.config_from({})
-
-
-def device_settings(device: str | None) -> tuple[str, Any]:
-    """Lightning's ``(accelerator, devices)`` for ``device``: None/"auto" (a GPU if there is one, else the
-    CPU), "cpu", "cuda" (the first visible GPU) or a GPU index "N" / "cuda:N". One trial runs on one device;
-    run one worker per GPU to use several (``--device N``, or ``CUDA_VISIBLE_DEVICES=N``)."""
-    import re
-
-    if device is None or device == "auto":
-        return "auto", 1
-    if device == "cpu":
-        return "cpu", 1
-    match = re.fullmatch(r"(?:cuda|gpu)(?::(\d+))?|(\d+)", device.strip())
-    if match is None:
-        raise ConfigError(f"unknown device {device!r}: use auto, cpu, cuda, or a GPU index such as 0 or cuda:1.")
-    import torch
-
-    index = int(match.group(1) or match.group(2) or 0)
-    count = torch.cuda.device_count()
-    if index >= count:
-        visible = f"{count} visible GPU(s)" if count else "no visible GPU (torch.cuda.device_count() is 0)"
-        raise ConfigError(
-            f"device {device!r} asks for GPU {index}, but this machine has {visible}. "
-            "Check nvidia-smi and CUDA_VISIBLE_DEVICES (GPUs are renumbered from 0 inside it), or use --device cpu."
-        )
-    return "gpu", [index]
-
-
-def _attach_optimization(
-    module: pl.LightningModule, objective: Objective, config: TrialConfig, max_epochs: int
-) -> None:
-    """Make ``module`` train with the trial's optimizer, schedule and unfrozen layers.
-
-    Freezing happens inside ``configure_optimizers`` because that is the first hook where every
-    objective's model is complete (pyannote builds its classifier in ``setup``), and the optimizer must
-    see only the parameters that train.
-    """
-    from tuner.training.freeze import apply_unfrozen_layers
-    from tuner.training.optim import build_optimizer, build_scheduler
-
-    def configure_optimizers() -> Any:
-        try:
-            apply_unfrozen_layers(module, objective.layers(module), config.unfrozen_layers)
-        except ValueError as error:
-            raise ConfigError(str(error)) from None
-        optimizer = build_optimizer(module.parameters(), config)
-        scheduler = build_scheduler(optimizer, config, max_epochs)
-        if scheduler is None:
-            return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
-
-    module.configure_optimizers = configure_optimizers  # type: ignore[method-assign]
 
 
 def _default_sampler(seed: int) -> optuna.samplers.BaseSampler:
@@ -372,38 +98,6 @@ def _default_pruner() -> optuna.pruners.BasePruner:
     import optuna
 
     return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
-
-
-#: what fails one trial, not the study: recorded as the trial's ``fail_reason``, then the next trial runs
-_TRIAL_FAILURES: tuple[type[BaseException], ...] = (RuntimeError, MemoryError, FloatingPointError)
-
-
-class TrialFailed(Exception):
-    """A trial failed for a reason of its own (diverged, out of memory, ...); the study goes on."""
-
-
-def describe_failure(error: BaseException) -> str:
-    """One line saying why a trial failed and what to do about it."""
-    from tuner.training.divergence import TrialDiverged
-
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    if isinstance(error, TrialDiverged):
-        return text
-    if _is_out_of_memory(error):
-        return (
-            f"out of memory ({text}). Lower batch_size in the search space (or the objective's crop/segment "
-            "length), unfreeze fewer layers, or run one trial per GPU (one worker per device: --device N)."
-        )
-    return f"{type(error).__name__}: {text}"
-
-
-def _is_out_of_memory(error: BaseException) -> bool:
-    import torch
-
-    message = str(error).lower()
-    return isinstance(error, (MemoryError, torch.OutOfMemoryError)) or any(
-        marker in message for marker in ("out of memory", "can't allocate memory", "cannot allocate memory")
-    )
 
 
 @contextlib.contextmanager
@@ -421,14 +115,6 @@ def _frozen_heap() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
-
-
-def _free_memory() -> None:
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def run_study(
@@ -450,25 +136,27 @@ def run_study(
     with ``n_trials`` this call adds that many trials to the budget. A worker whose queue is empty
     waits while other workers still run trials, and retries any whose worker died (no heartbeat for
     the grace period). Each trial keeps its latest epoch as a checkpoint in the artifact folder
-    (``artifacts``, see :func:`tuner.storage.resolve_artifact_dir`), so a retried or interrupted
+    (``artifacts``, see :func:`tuner.store.connect.resolve_artifact_dir`), so a retried or interrupted
     trial resumes after its last finished epoch. A trial that diverges (NaN loss) or runs out of
     memory is recorded as failed with its reason and the study goes on; on Ctrl-C the running trial
     is marked failed and re-queued, and ``KeyboardInterrupt`` propagates.
 
     ``callbacks`` are called after each of this worker's trials with the study and the finished trial,
     as those of :meth:`optuna.Study.optimize`; one that calls ``study.stop()`` ends this call after
-    that trial (trials left in the queue stay there for a later run).
+    that trial (trials left in the queue stay there for a later run). A :class:`tuner.callbacks.StudyCallback`
+    also hears when this call ends normally (``tuner run`` passes
+    :class:`tuner.reports.publish.DashboardPublisher`: optuna-dashboard notes and figures).
     """
     import optuna
 
-    from tuner._queue import QueueEmpty, fill_queue
-    from tuner.dashboard import publish_study
-    from tuner.storage import open_artifact_store, resolve_artifact_dir, store_errors
+    from tuner.store.artifacts import open_artifact_store, resolve_artifact_dir
+    from tuner.store.connect import store_errors
+    from tuner.store.queue import QueueEmpty, fill_queue
     from tuner.training.progress import StudyProgress
 
-    _silence_library_loggers()
+    silence_library_loggers()
     url = resolve_storage_url(storage)
-    objective, space = prepare_objective(spec, workdir, store=(url, resolve_artifact_dir(url, artifacts)))
+    objective, space = prepare_objective(spec, workdir, store=StudyResolver(url, resolve_artifact_dir(url, artifacts)))
     # tuner logs each epoch, trial and failure itself (after the objective's imports: importing
     # pyannote.audio sets Optuna's verbosity to WARNING)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -512,7 +200,7 @@ def run_study(
             spec.name,
             planned + added,
         )
-        publish_study(study)  # optuna-dashboard: report figures and study note
+        _study_ended(study, callbacks)
         return study
     logger.info(
         "study '%s' in %s: %d of %d trials finished, %d waiting, %d running elsewhere (%s, %s on %s)",
@@ -529,7 +217,7 @@ def run_study(
 
     worker = _Worker(study, spec, objective, space, prune_on, artifact_store, device, show_progress)
     deadline = None if timeout is None else time.monotonic() + timeout
-    queue = _compat.backend_of(study)
+    queue = optuna_internals.backend_of(study)
     queue.queue_only = True  # take only enqueued trials: the budget is exact
     with (
         StudyProgress(waiting) as display,
@@ -560,13 +248,21 @@ def run_study(
             raise
         finally:
             queue.queue_only = False
-    publish_study(study)  # optuna-dashboard: report figures and study note; never raises
+    _study_ended(study, callbacks)
     return study
+
+
+def _study_ended(study: optuna.Study, callbacks: Sequence[Callable[..., None]]) -> None:
+    """Tell the callbacks that hear it (:class:`tuner.callbacks.StudyCallback`) that this worker's run ended."""
+    for callback in callbacks:
+        on_study_end = getattr(callback, "on_study_end", None)
+        if on_study_end is not None:
+            on_study_end(study)
 
 
 def _count(study: optuna.Study, state: str) -> int:
     """The study's trials in ``state``, counted by the database (a worker's wait loop asks every few seconds)."""
-    return _compat.count_trials(study).get(state, 0)
+    return queries_of(study).count_trials().get(state, 0)
 
 
 def _wait_for_other_workers(study: optuna.Study, deadline: float | None) -> bool:
@@ -575,17 +271,14 @@ def _wait_for_other_workers(study: optuna.Study, deadline: float | None) -> bool
     Returns True when a trial is waiting again (a retry), False when none runs any more (or the
     ``deadline`` passed).
     """
-    import warnings
-
     import optuna
 
-    from tuner.storage import heartbeat_settings
+    from tuner.store.connect import heartbeat_settings
 
     interval, grace = heartbeat_settings()
     said = False
     while deadline is None or time.monotonic() < deadline:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with experimental():
             optuna.storages.fail_stale_trials(study)  # re-queues the trials of dead workers
         if _count(study, "WAITING"):
             return True
@@ -719,7 +412,7 @@ class _Worker:
         except KeyboardInterrupt:
             records.fail_trial(trial, f"interrupted (Ctrl-C); re-queued to {on_retry}")
             raise
-        except _TRIAL_FAILURES as error:
+        except TRIAL_FAILURES as error:
             if isinstance(error, TunerError):
                 records.fail_trial(trial, str(error))
                 raise
@@ -728,7 +421,7 @@ class _Worker:
             records.fail_trial(trial, reason)
             if cleanup is not None:
                 cleanup()
-            _free_memory()
+            free_memory()
             raise TrialFailed(reason) from error
         except Exception as error:
             records.fail_trial(trial, describe_failure(error))
@@ -752,8 +445,6 @@ class _Worker:
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         import optuna
 
-        from tuner.dashboard import publish_trial_note
-
         self.current = None
         metric = self.objective.metric
         value = "" if trial.value is None else f" {metric}={trial.value:.4f}"
@@ -767,7 +458,6 @@ class _Worker:
         elif trial.state == optuna.trial.TrialState.FAIL:
             reason = records.TrialRecord.of(trial, records.StudyRecord.of(study)).fail_summary
             logger.warning("trial %d failed: %s", trial.number, reason or "see the log above")
-        publish_trial_note(study, trial)  # optuna-dashboard note; never raises
         # Optuna has just collected this trial's garbage: what survived (the study's trials in Optuna's cache
         # among it) joins the frozen heap, so that later collections do not walk a study of 10,000 trials
         gc.freeze()
@@ -791,9 +481,9 @@ class _Worker:
     def _requeue(self, trial: optuna.Trial, error: BaseException) -> None:
         import optuna
 
-        from tuner._queue import requeue
+        from tuner.store.queue import requeue
 
-        frozen = _compat.frozen_trial(self.study, trial)
+        frozen = optuna_internals.frozen_trial(self.study, trial)
         if frozen.state != optuna.trial.TrialState.FAIL:
             return  # still running (its heartbeat stops; another worker retries it after the grace period)
         why = "interrupted" if isinstance(error, KeyboardInterrupt) else type(error).__name__
@@ -814,13 +504,15 @@ class _Worker:
 def _is_best_so_far(study: optuna.Study, value: float, direction: str) -> bool:
     import math
 
+    from tuner.direction import is_better
+
     if math.isnan(value):
         return False
     try:
         best = study.best_value
     except ValueError:  # no completed trial yet
         return True
-    return value <= best if direction == "minimize" else value >= best
+    return is_better(value, best, direction, or_equal=True)
 
 
 def _check_or_record_study(

@@ -68,7 +68,7 @@ class RungTPESampler(TPESampler):
         return depths[max(1, self._min_at_rung) - 1]
 
     def _at_rung(self, study: Study) -> Study:
-        from tuner._compat import study_with_trials
+        from tuner.store.optuna_internals import study_with_trials
 
         trials = study.get_trials(deepcopy=False, states=_FINISHED)
         rung = self.rung(trials)

@@ -18,7 +18,6 @@ extend the common vocabulary.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuner._yaml import parse_yaml
 from tuner.errors import ConfigError
+from tuner.text import did_you_mean
 
 if TYPE_CHECKING:
     import optuna
@@ -41,7 +41,7 @@ SCHEDULES = ("constant", "cosine")
 class Param:
     """Declaration of one tunable parameter: its type, the values it may take and its default."""
 
-    type: type  # int, float or str
+    type: type[Any]  # int, float or str
     default: Any
     allowed: tuple[Any, ...] | None = None  # closed set of values (str params)
     minimum: float | None = None  # inclusive lower bound on any value
@@ -60,7 +60,7 @@ class Param:
         if not isinstance(value, self.type) or isinstance(value, bool):
             raise ConfigError(f"{where}: expected {self.type.__name__}, got {value!r} ({type(value).__name__}).")
         if self.allowed is not None and value not in self.allowed:
-            hint = _did_you_mean(str(value), [str(a) for a in self.allowed])
+            hint = did_you_mean(str(value), [str(a) for a in self.allowed])
             raise ConfigError(f"{where}: unknown value {value!r}{hint}. Allowed: {', '.join(map(str, self.allowed))}.")
         if self.type is float and not math.isfinite(value):
             raise ConfigError(f"{where}: {value!r} is not a finite number.")
@@ -128,6 +128,7 @@ class _Dimension:
     def suggest(self, trial: optuna.Trial) -> Any:
         if self.choices is not None:
             return trial.suggest_categorical(self.name, list(self.choices))
+        assert self.low is not None and self.high is not None  # a range when there are no choices
         if self.is_int:
             return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
         return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
@@ -201,7 +202,7 @@ class SearchSpace:
             where = f"{source}: key '{name}'"
             if name not in vocabulary:
                 raise ConfigError(
-                    f"{source}: unknown key '{name}'{_did_you_mean(str(name), vocabulary)}. "
+                    f"{source}: unknown key '{name}'{did_you_mean(str(name), vocabulary)}. "
                     f"Known keys: {', '.join(vocabulary)}."
                 )
             param = vocabulary[name]
@@ -222,7 +223,7 @@ class SearchSpace:
         for name, value in values.items():
             if name not in self.vocabulary:
                 raise ConfigError(
-                    f"{source}: unknown parameter '{name}'{_did_you_mean(name, self.vocabulary)}. "
+                    f"{source}: unknown parameter '{name}'{did_you_mean(name, self.vocabulary)}. "
                     f"Known: {', '.join(self.vocabulary)}."
                 )
             fixed[name] = self.vocabulary[name].check(value, f"{source}: fixed '{name}'")
@@ -289,7 +290,7 @@ def _parse_when(
     for other, values in when.items():
         if other not in vocabulary:
             raise ConfigError(
-                f"{where}: 'when' names unknown parameter '{other}'{_did_you_mean(str(other), vocabulary)}."
+                f"{where}: 'when' names unknown parameter '{other}'{did_you_mean(str(other), vocabulary)}."
             )
         if other not in dimensions and other not in fixed:
             raise ConfigError(f"{where}: 'when' depends on '{other}', which must be declared earlier in the file.")
@@ -317,7 +318,7 @@ def _parse_dimension(name: str, spec: Mapping[str, Any], param: Param, where: st
     if unknown:
         bad = sorted(unknown)[0]
         raise ConfigError(
-            f"{where}: unknown field '{bad}'{_did_you_mean(bad, allowed_keys | {'choices'})}. "
+            f"{where}: unknown field '{bad}'{did_you_mean(bad, allowed_keys | {'choices'})}. "
             "Use {choices: [...]} or {low: ..., high: ..., log: true|false, step: ...}."
         )
     if param.type is str:
@@ -343,10 +344,3 @@ def _parse_dimension(name: str, spec: Mapping[str, Any], param: Param, where: st
         if step <= 0:
             raise ConfigError(f"{where}: 'step' must be > 0.")
     return _Dimension(name, low=low, high=high, log=log, step=step, is_int=param.type is int)
-
-
-def _did_you_mean(word: str, candidates: Any) -> str:
-    """`` (did you mean 'X'?)`` for the closest candidate, ignoring case (``adamw`` -> ``AdamW``)."""
-    by_lower = {str(c).lower(): str(c) for c in candidates}
-    close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
-    return f" (did you mean '{by_lower[close[0]]}'?)" if close else ""

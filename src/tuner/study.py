@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import re
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuner.errors import ConfigError
+from tuner.quiet import experimental
+from tuner.text import did_you_mean
 
 if TYPE_CHECKING:
     from tuner.search_space import Param, SearchSpace
@@ -117,7 +118,7 @@ def load_study_file(path: str | Path) -> StudySpec:
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     try:
-        with _experimental_features_allowed():  # a study file may use an Optuna pruner marked experimental
+        with experimental():  # a study file may use an Optuna pruner marked experimental
             spec.loader.exec_module(module)
     except ConfigError as error:
         raise ConfigError(f"{path}: {error}") from None
@@ -143,16 +144,6 @@ def load_study_file(path: str | Path) -> StudySpec:
     return replace(study, source=str(path))
 
 
-@contextlib.contextmanager
-def _experimental_features_allowed() -> Iterator[None]:
-    """Silence Optuna's ExperimentalWarning (WilcoxonPruner, ...) while a study file runs."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".* is experimental \(supported from")
-        yield
-
-
 def _spec_call_error(error: Exception, path: Path) -> tuple[str, int | None] | None:
     """``(message, line)`` for a ``StudySpec(...)`` call that raised ``error`` (a misspelled or missing
     keyword), listing the keywords it takes; ``line`` is that of a misspelled keyword when the file shows
@@ -160,7 +151,6 @@ def _spec_call_error(error: Exception, path: Path) -> tuple[str, int | None] | N
     text = str(error)
     if not isinstance(error, TypeError) or not text.startswith("StudySpec.__init__()"):
         return None
-    from tuner.search_space import _did_you_mean
 
     names = [f.name for f in fields(StudySpec)]
     unknown = re.search(r"unexpected keyword argument '(\w+)'", text)
@@ -170,7 +160,7 @@ def _spec_call_error(error: Exception, path: Path) -> tuple[str, int | None] | N
         lines = path.read_text(encoding="utf-8").splitlines()
         line = next((number for number, content in enumerate(lines, start=1) if pattern.search(content)), None)
         return (
-            f"StudySpec has no keyword '{keyword}'{_did_you_mean(keyword, names)}. Its keywords: {', '.join(names)}.",
+            f"StudySpec has no keyword '{keyword}'{did_you_mean(keyword, names)}. Its keywords: {', '.join(names)}.",
             line,
         )
     missing = re.search(r"missing \d+ required positional arguments?: (.+)$", text)
@@ -272,7 +262,6 @@ def _entry_where(
 def _check_entry(
     raw: Any, index: int, total: int, source: str, lines: Mapping[str, int], space: SearchSpace
 ) -> WarmStartEntry:
-    from tuner.search_space import _did_you_mean
 
     if not isinstance(raw, Mapping):
         raise ConfigError(
@@ -293,7 +282,7 @@ def _check_entry(
         if key not in space.vocabulary:
             known = [k for k in space.vocabulary if k in space.dimensions or k in space.fixed]
             raise ConfigError(
-                f"{where}: unknown parameter{_did_you_mean(key, space.vocabulary)}. "
+                f"{where}: unknown parameter{did_you_mean(key, space.vocabulary)}. "
                 f"The search space {space.source} has: {', '.join(known)}."
             )
         value = space.vocabulary[key].check(value, where)

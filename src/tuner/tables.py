@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from tuner.records import StudyRecord, TrialRecord, study_trials
+from tuner.store.records import StudyRecord, TrialRecord, study_trials
 
 if TYPE_CHECKING:
     import optuna
@@ -70,28 +70,29 @@ def trial_columns(study: optuna.Study | StudyRecord) -> list[str]:
 
 
 def study_rows(storage: Any) -> list[dict[str, Any]]:
-    """One row per study in ``storage`` (an RDB storage, or a :class:`tuner._compat.StoreReader`): name,
+    """One row per study in ``storage`` (an RDB storage, or a :class:`tuner.store.sql.StoreReader`): name,
     objective, trial counts by state, best value.
 
-    Nothing reads the trials themselves: the database counts them (:func:`tuner._compat.trial_counts`) and
+    Nothing reads the trials themselves: the database counts them (:func:`tuner.store.sql.trial_counts`) and
     finds the best one, so a store of studies of 10,000 trials lists in well under a second.
     """
     import optuna
 
-    from tuner import _compat
+    from tuner.store import sql
+    from tuner.store.lock import is_old_lock_study
 
-    counts = _compat.trial_counts(storage)
+    counts = sql.trial_counts(storage)
     rows = []
-    for study_id, name in _compat.study_ids(storage):
-        if "::lock:" in name:  # a worker's momentary lock (tuner._queue.study_lock)
+    for study_id, name in sql.study_ids(storage):
+        if is_old_lock_study(name):
             continue
-        directions = _compat.study_directions(storage, study_id)
+        directions = sql.study_directions(storage, study_id)
         maximize = bool(directions) and directions[0] == optuna.study.StudyDirection.MAXIMIZE
         record = StudyRecord.from_attrs(
-            name, _compat.study_user_attrs(storage, study_id), "maximize" if maximize else "minimize"
+            name, sql.study_user_attrs(storage, study_id), "maximize" if maximize else "minimize"
         )
-        best = _compat.ranked_trial(storage, study_id, maximize) if len(directions) == 1 else None
-        best_trial = _compat.read_trial(storage, study_id, best[1]) if best is not None else None
+        best = sql.ranked_trial(storage, study_id, maximize) if len(directions) == 1 else None
+        best_trial = sql.read_trial(storage, study_id, best[1]) if best is not None else None
         states = counts.get(study_id, {})
         rows.append(
             {
@@ -113,11 +114,11 @@ def study_rows(storage: Any) -> list[dict[str, Any]]:
 
 def store_study_rows(url: str) -> list[dict[str, Any]]:
     """:func:`study_rows` of the store at ``url``, read through its SQL engine alone
-    (:func:`tuner.storage.open_reader`); through Optuna's storage (:func:`tuner.storage.open_storage`, and
+    (:func:`tuner.store.connect.open_reader`); through Optuna's storage (:func:`tuner.store.connect.open_storage`, and
     its errors) when that fails: a store without Optuna's tables yet, or one that cannot be reached."""
     import sqlalchemy.exc
 
-    from tuner.storage import open_reader, open_storage
+    from tuner.store.connect import open_reader, open_storage
 
     reader = open_reader(url)
     if reader is not None:

@@ -3,7 +3,7 @@
 The export written by ``tuner export`` says everything a trial was: the objective, its data, pretrained
 source and options, the Lightning trainer options, the trial's seed, and the configuration (``params``
 searched + ``fixed``). :func:`train_exported` rebuilds that objective through the study machinery
-(:func:`tuner.runner.prepare_objective`), trains with :func:`tuner.runner.fit` (the very code that ran
+(:func:`tuner.runner.prepare_objective`), trains with :func:`tuner.training.fit.fit` (the very code that ran
 the trial, without a pruner), saves the final Lightning checkpoint and the per-epoch metrics, and
 compares the metric at the exported epoch with the exported value.
 
@@ -30,9 +30,10 @@ from typing import TYPE_CHECKING, Any
 
 from tuner._yaml import parse_yaml
 from tuner.errors import ConfigError
+from tuner.text import did_you_mean, format_number
 
 if TYPE_CHECKING:
-    from tuner.runner import FitResult
+    from tuner.training.fit import FitResult
 
 __all__ = ["DEFAULT_TOLERANCE", "Reproduction", "TrainResult", "load_export", "train_exported"]
 
@@ -148,7 +149,7 @@ class TrainResult:
                     if self.reproduction.exported is not None
                     else "exported"
                 )
-            table.add_row(*(_cell(v) for v in row.values()), ", ".join(marks))
+            table.add_row(*(format_number(v, missing="", small=1e-3) for v in row.values()), ", ".join(marks))
         return table
 
     def summary(self) -> list[str]:
@@ -161,14 +162,6 @@ class TrainResult:
             f"wrote {self.checkpoint} and {self.metrics_file} ({self.seconds:.1f} s)",
         ]
         return lines
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) < 1e-3 and value != 0 else f"{value:.4f}"
-    return str(value)
 
 
 # -- reading an export ----------------------------------------------------------------------------
@@ -212,11 +205,9 @@ def load_export(path: str | Path) -> dict[str, Any]:
     from tuner.objectives.base import OBJECTIVES
 
     if content["objective"] not in OBJECTIVES:
-        from tuner.search_space import _did_you_mean
-
         raise ConfigError(
             f"{path}: key 'objective': unknown objective {content['objective']!r}"
-            f"{_did_you_mean(str(content['objective']), OBJECTIVES)}. Available: {', '.join(OBJECTIVES)}."
+            f"{did_you_mean(str(content['objective']), OBJECTIVES)}. Available: {', '.join(OBJECTIVES)}."
         )
     if content["trained_on"]["max_epochs"] < 1:
         raise ConfigError(
@@ -278,8 +269,9 @@ def train_exported(
 
     import lightning.pytorch as pl
 
-    from tuner.runner import fit, prepare_objective
+    from tuner.runner import prepare_objective
     from tuner.study import StudySpec
+    from tuner.training.fit import fit
 
     trained_on = export["trained_on"]
     metric_info = export["metric"]

@@ -18,11 +18,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from tuner.errors import ConfigError, DataError
 from tuner.search_space import Param, SearchSpace, TrialConfig
+from tuner.text import did_you_mean
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
     from torch.utils.data import DataLoader
 
+    from tuner.store.resolver import StudyResolver
     from tuner.training.freeze import LayerStack
 
 __all__ = [
@@ -97,12 +99,11 @@ class Objective(abc.ABC):
         options = dict(options or {})
         unknown = set(options) - set(self.default_options)
         if unknown:
-            from tuner.search_space import _did_you_mean
 
             first = sorted(unknown)[0]
             raise ConfigError(
                 f"unknown option(s) {sorted(unknown)} for objective '{self.name}'"
-                f"{_did_you_mean(first, self.default_options)}. "
+                f"{did_you_mean(first, self.default_options)}. "
                 f"Known options: {', '.join(sorted(self.default_options)) or 'none'}."
             )
         self.data = data
@@ -136,9 +137,9 @@ class Objective(abc.ABC):
     resolved_data: str | None = None
     #: where the pretrained checkpoint came from (:func:`tuner.pretrained.resolve`); recorded in studies
     pretrained_source: dict[str, Any] | None = None
-    #: the study's store URL and artifact folder, set by the runner before :meth:`setup` (where a source such
-    #: as ``study:NAME``, another study's best trial, is looked up)
-    store: tuple[str, Path] | None = None
+    #: the study's store (its URL and artifact folder), set by the runner before :meth:`setup`: where a source
+    #: such as ``study:NAME``, another study's best trial, is looked up
+    store: StudyResolver | None = None
 
     def resolve_pretrained(self, kinds: tuple[str, ...] = ()) -> str | None:
         """The checkpoint ``pretrained`` names (a known name is fetched into ``<workdir>/pretrained`` on
@@ -285,10 +286,9 @@ FOLDER_EXPORTS = frozenset({"pyannote_pipeline"})
 def get_objective_class(name: str) -> type[Objective]:
     """The Objective class registered under ``name`` (imports its module)."""
     if name not in OBJECTIVES:
-        from tuner.search_space import _did_you_mean
 
         raise ConfigError(
-            f"unknown objective '{name}'{_did_you_mean(name, OBJECTIVES)}. Available: {', '.join(OBJECTIVES)}."
+            f"unknown objective '{name}'{did_you_mean(name, OBJECTIVES)}. Available: {', '.join(OBJECTIVES)}."
         )
     module_name, class_name = OBJECTIVES[name].split(":")
     return getattr(importlib.import_module(module_name), class_name)

@@ -38,7 +38,7 @@ import warnings
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -58,7 +58,7 @@ DEMO_CORPUS = {"seed": 1, "n_train": 2, "n_dev": 12, "n_test": 8}
 #: linkage methods of pyannote's AgglomerativeClustering
 _METHODS = ("average", "centroid", "complete", "median", "single", "ward", "weighted")
 #: pyannote's own defaults: agglomerative as released with pyannote/speaker-diarization-3.1, VBx as pyannote 4's
-_DEFAULTS = {
+_DEFAULTS: dict[str, dict[str, Any]] = {
     "AgglomerativeClustering": {"clustering.threshold": 0.7045654963945799, "clustering.method": "centroid",
                                 "clustering.min_cluster_size": 12},
     "VBxClustering": {"clustering.threshold": 0.6, "clustering.Fa": 0.07, "clustering.Fb": 0.8},
@@ -88,7 +88,7 @@ class PyannotePipeline(StepwiseObjective):
     metric = "DER"
     direction = "minimize"
     components = ("Confusion", "FalseAlarm", "Miss")
-    params: Mapping[str, Param] = {
+    params: ClassVar[Mapping[str, Param]] = {
         "segmentation.min_duration_off": Param(float, 0.0, minimum=0.0, help="fill non-speech gaps shorter than this"),
         "segmentation.threshold": Param(float, None, positive=True, help="speech threshold (non-powerset models)"),
         "clustering.threshold": Param(float, None, positive=True, help="distance at which clusters stop merging"),
@@ -97,7 +97,7 @@ class PyannotePipeline(StepwiseObjective):
         "clustering.Fa": Param(float, None, positive=True, help="VBx: acoustic scaling factor"),
         "clustering.Fb": Param(float, None, positive=True, help="VBx: speaker regularisation"),
     }
-    default_options: Mapping[str, Any] = {
+    default_options: ClassVar[Mapping[str, Any]] = {
         # a known speaker-embedding name, a local pyannote-loadable checkpoint, a wavlm_sv final.ckpt or study:NAME
         "embedding": "campplus",
         "plda": None,  # a folder with xvec_transform.npz and plda.npz (for this embedding): VBx clustering
@@ -169,65 +169,32 @@ class PyannotePipeline(StepwiseObjective):
         """The kept checkpoint of the best trial of ``study_name`` in this study's store (the ``part``, a
         segmentation or an embedding), downloaded to the work folder, its provenance in :attr:`_study_source`
         (None, with :attr:`_missing_study_checkpoint` saying why, when there is none)."""
-        import optuna
-
-        from tuner import records
         from tuner.pretrained import sha256_of
-        from tuner.storage import load_existing_study, mask_url, open_artifact_store
+        from tuner.store.resolver import CheckpointUnavailable
 
         given = "pretrained" if part == "segmentation" else f"options['{part}']"
         if self.store is None:
             raise ConfigError(f"{given}='study:{study_name}' needs a store (tuner run / tuner evaluate provide it).")
-        url, artifact_dir = self.store
         try:
-            study = load_existing_study(study_name, url)
-        except ConfigError as error:
+            found = self.store.best_checkpoint(study_name, self.workdir / "cache" / part)
+        except CheckpointUnavailable as error:
             self._missing_study_checkpoint = f"{given}='study:{study_name}': {error}"
             return None
-        try:
-            best = study.best_trial
-        except ValueError:
-            self._missing_study_checkpoint = (
-                f"{given}='study:{study_name}': study '{study_name}' in {mask_url(url)} has no completed trial yet"
-            )
-            return None
-        kept = records.checkpoint_of(study, best)
-        target = self.workdir / "cache" / part / f"{study_name}-trial{best.number}.ckpt"
-        if kept is None:
-            self._missing_study_checkpoint = (
-                f"{given}='study:{study_name}': its best trial {best.number} kept no checkpoint"
-            )
-            return None
-        if not target.is_file():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                optuna.artifacts.download_artifact(
-                    artifact_store=open_artifact_store(artifact_dir),
-                    file_path=str(target),
-                    artifact_id=kept["artifact_id"],
-                )
-            except optuna.artifacts.exceptions.ArtifactNotFound:
-                self._missing_study_checkpoint = (
-                    f"{given}='study:{study_name}': the checkpoint of its best trial {best.number} is not in "
-                    f"{artifact_dir} (pass the folder the study's workers wrote to: --artifacts DIR)"
-                )
-                return None
-        source = records.StudyRecord.of(study)
         self._study_source = {
             "source": f"study:{study_name}",
             "study": study_name,
-            "trial": best.number,
-            "epoch": kept["epoch"],
-            "value": best.value,
-            "path": str(target.resolve()),
-            "sha256": sha256_of(target),
-            "fine_tuned_from": dict(source.pretrained_source or {}) or source.pretrained,
+            "trial": found.trial,
+            "epoch": found.epoch,
+            "value": found.value,
+            "path": str(found.path.resolve()),
+            "sha256": sha256_of(found.path),
+            "fine_tuned_from": dict(found.record.pretrained_source or {}) or found.record.pretrained,
         }
         logger.info(
             "%s: the best trial %d of study '%s' (%s %.4f; its checkpoint after epoch %d)",
-            part, best.number, study_name, source.metric, best.value, kept["epoch"] + 1,
+            part, found.trial, study_name, found.record.metric, found.value, found.epoch + 1,
         )  # fmt: skip
-        return target
+        return found.path
 
     def _embedding_model(self) -> tuple[Any, dict[str, Any]]:
         from tuner.models.wavlm_embedding import load_wavlm_sv_embedding, read_wavlm_sv_checkpoint

@@ -3,11 +3,12 @@
 :func:`build_study` fills a store with a diarization study of ``n_trials`` finished trials shaped like a real
 one (six searched parameters; most trials pruned after 2-4 epochs, the rest run to ``max_epochs``; the
 per-epoch records, configuration, seed, model and timings a worker writes; ``loss/val`` reported to Optuna
-every epoch). Every trial attribute is written by the functions of :mod:`tuner.records` that a worker calls
-(:func:`~tuner.records.start_trial`, :func:`~tuner.records.write_epoch`, :func:`~tuner.records.finish_trial`,
-:func:`~tuner.records.fail_trial`), into a :class:`~tuner.records.TrialAttrs` instead of a live trial; the
-finished trials are then added to the study in batches of one transaction each
-(:func:`tuner._compat.insert_trials`: what ``optuna.Study.add_trials`` stores, without its 50 ms a trial).
+every epoch). Every trial attribute is written by the functions of :mod:`tuner.store.records` that a worker calls
+(:func:`~tuner.store.records.start_trial`, :func:`~tuner.store.records.write_epoch`,
+:func:`~tuner.store.records.finish_trial`, :func:`~tuner.store.records.fail_trial`), into a
+:class:`~tuner.store.records.TrialAttrs` instead of a live trial; the finished trials are then added to the study in
+batches of one transaction each (:func:`tuner.testing.store_builders.insert_trials`: what ``optuna.Study.add_trials``
+stores, without its 50 ms a trial).
 ``layout="legacy"`` writes the per-epoch records as tuner did before the compact layout (one ``epoch/NNN``
 user attribute per epoch, a dashboard note for every trial), for the compatibility tests.
 
@@ -25,7 +26,8 @@ import random
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
-from tuner import _compat, records
+from tuner.store import optuna_internals, records
+from tuner.testing.store_builders import insert_study_system_attrs, insert_trials
 
 if TYPE_CHECKING:
     import optuna
@@ -44,7 +46,7 @@ SEARCH_SPACE: dict[str, Any] = {
     "unfrozen_layers": {"low": 0, "high": 3},
     "weight_decay": {"low": 1.0e-6, "high": 1.0e-2, "log": True},
 }
-#: what the study records about itself (:func:`tuner.records.write_study`), beside the search space
+#: what the study records about itself (:func:`tuner.store.records.write_study`), beside the search space
 STUDY_VALUES: dict[str, Any] = {
     "objective": "pyannote_segmentation",
     "data": "synthetic (tuner.testing.large_study)",
@@ -117,7 +119,7 @@ def build_study(
     1-3 epochs (a NaN loss, as tuner records it), the others complete ``max_epochs`` epochs; parameters are
     drawn by a seeded random sampler from :data:`SEARCH_SPACE`. The same arguments give the same study.
     ``layout="legacy"`` writes one ``epoch/NNN`` user attribute per epoch (stores written before the compact
-    per-epoch layout) instead of :func:`tuner.records.write_epoch`.
+    per-epoch layout) instead of :func:`tuner.store.records.write_epoch`.
 
     With ``dashboard``, what workers leave for optuna-dashboard is written too: the trial notes (those
     :func:`tuner.dashboard.note_wanted` picks; with the legacy layout one for every finished trial, as tuner
@@ -126,7 +128,7 @@ def build_study(
     import optuna
 
     from tuner.search_space import SearchSpace
-    from tuner.storage import open_storage
+    from tuner.store.connect import open_storage
 
     store = open_storage(storage, heartbeat=False) if isinstance(storage, str) else storage
     space = SearchSpace.from_dict(SEARCH_SPACE, source="tuner.testing.large_study")
@@ -183,10 +185,10 @@ def build_study(
         trial.datetime_complete = trial.datetime_start + _dt.timedelta(seconds=sum(r["seconds"] for r in history))
         pending.append(trial)
         if len(pending) >= batch:
-            _compat.insert_trials(study, pending)
+            insert_trials(study, pending)
             pending = []
     if pending:
-        _compat.insert_trials(study, pending)
+        insert_trials(study, pending)
     if dashboard:
         _write_dashboard(study, layout)
     logger.info("built study '%s' with %d trials (%s layout)", name, n_trials, layout)
@@ -220,11 +222,11 @@ def _write_dashboard(study: optuna.Study, layout: str) -> None:
         attrs: dict[str, Any] = {}
         for trial in trials:
             if trial.state.is_finished():
-                trial_id = _compat.trial_id(trial)
+                trial_id = optuna_internals.trial_id(trial)
                 body = dashboard._merge(dashboard._trial_note(records.TrialRecord.of(trial, record), record), "")
                 attrs[note_ver_key(trial_id)] = 1
                 attrs.update(split_body(body, trial_id))
-        _compat.insert_study_system_attrs(study, attrs)
+        insert_study_system_attrs(study, attrs)
     else:
         for number in noted_numbers(study):
             dashboard.save_trial_note(study, trials[number])

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 import lightning.pytorch as pl
 from typing_extensions import override
 
-from tuner import _compat, records
+from tuner.store import records
+from tuner.store.artifacts import download, list_artifact
 
 if TYPE_CHECKING:
     import optuna
 
-    from tuner._compat import ArtifactStore
+    from tuner.store.optuna_internals import ArtifactStore
 
 __all__ = ["EpochCheckpoint"]
 
@@ -30,7 +31,7 @@ class EpochCheckpoint(pl.Callback):
     """After every finished epoch, save a Lightning checkpoint of the trial (model, optimizer,
     scheduler, loop and callback states) to the study's artifact store, then drop the one before it.
 
-    The trial's system attribute :data:`tuner.records.CHECKPOINT` names the latest one, so a retry of the trial
+    The trial's system attribute :data:`tuner.store.records.CHECKPOINT` names the latest one, so a retry of the trial
     (it inherits the attribute) resumes after that epoch: see :meth:`resume_path`. An epoch after
     which the trial is pruned is not saved (a pruned trial is never resumed). At the end of a trial
     the runner calls :meth:`keep` (the checkpoint stays, listed in optuna-dashboard as the trial's
@@ -46,16 +47,10 @@ class EpochCheckpoint(pl.Callback):
     def resume_path(self) -> Path | None:
         """The checkpoint this trial resumes from (one inherited from the trial it retries), fetched to a
         local file; None to start from scratch (no checkpoint, or not in this worker's artifact store)."""
-        import optuna
-
         if not self.record:
             return None
         local = self._tmp / "resume.ckpt"
-        try:
-            optuna.artifacts.download_artifact(
-                artifact_store=self.store, file_path=str(local), artifact_id=self.record["artifact_id"]
-            )
-        except optuna.artifacts.exceptions.ArtifactNotFound:
+        if not download(self.store, self.record["artifact_id"], local):
             logger.warning(
                 "trial %d: the checkpoint of epoch %d (written on %s) is not in this worker's artifact folder, so "
                 "the trial starts again from epoch 1. Workers on several machines need an artifact folder they "
@@ -91,7 +86,7 @@ class EpochCheckpoint(pl.Callback):
         """Keep the last checkpoint, listed as the trial's artifact in optuna-dashboard."""
         if self.record is not None:
             filename = f"trial{self.trial.number}-epoch{self.record['epoch'] + 1}.ckpt"
-            _compat.list_artifact(self.trial.study, self.trial, self.record["artifact_id"], filename)
+            list_artifact(self.trial.study, self.trial, self.record["artifact_id"], filename)
 
     def discard(self) -> None:
         """Remove the last checkpoint from the artifact store (the trial will not be resumed)."""

@@ -27,7 +27,7 @@ reads the union, and nothing needs migrating. optuna-dashboard sends every trial
 every trial list and stock Optuna reads them with each trial: one system attribute instead of one user
 attribute per epoch is what keeps the first load of a study of 10,000 trials within seconds. A person
 still sees the records of the trials that matter in optuna-dashboard (the notes of the first and the best
-trials, :mod:`tuner.dashboard`), the value reported every epoch as the trial's intermediate values, and
+trials, :mod:`tuner.reports.notes`), the value reported every epoch as the trial's intermediate values, and
 all of them in ``tuner report`` (``STUDY.epochs.csv``).
 
 Readers never touch ``user_attrs`` themselves: :meth:`StudyRecord.of` and :meth:`TrialRecord.of` give
@@ -41,6 +41,11 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from tuner.direction import is_better
+from tuner.quiet import experimental
+from tuner.store import optuna_internals as internals
+from tuner.text import format_number
 
 if TYPE_CHECKING:
     import optuna
@@ -228,8 +233,8 @@ class StudyRecord:
         def figures(values: Mapping[str, Any]) -> str:
             values = dict(values or {})
             main = values.pop(self.metric, None)
-            others = ", ".join(f"{k} {_short(v)}" for k, v in values.items())
-            return f"{self.metric} {_short(main)}" + (f" ({others})" if others else "")
+            others = ", ".join(f"{k} {format_number(v, significant=4)}" for k, v in values.items())
+            return f"{self.metric} {format_number(main, significant=4)}" + (f" ({others})" if others else "")
 
         epoch = test.get("checkpoint_epoch")
         at = f" (checkpoint after epoch {epoch + 1})" if isinstance(epoch, int) else ""
@@ -246,7 +251,7 @@ class StudyRecord:
 
     def better(self, a: float, b: float) -> bool:
         """Whether ``a`` is strictly better than ``b`` in the study's direction."""
-        return a > b if self.maximize else a < b
+        return is_better(a, b, self.direction)
 
     def best_of(self, epochs: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
         """The epoch record with the best finite metric, the earliest on ties; None if there is none."""
@@ -358,9 +363,7 @@ class TrialRecord:
 
 def retried_from(study: optuna.Study, trial: optuna.Trial) -> int | None:
     """The number of the trial a running retry retries (its original), None for a new trial."""
-    from tuner import _compat
-
-    return _retried_from(_compat.frozen_trial(study, trial))
+    return _retried_from(internals.frozen_trial(study, trial))
 
 
 def epochs_of(trial: FrozenTrial | TrialAttrs) -> tuple[dict[str, Any], ...]:
@@ -409,14 +412,8 @@ def _table(epochs: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
     return {"columns": ["epoch", *names], "rows": [[e, *(epochs[e].get(c) for c in names)] for e in sorted(epochs)]}
 
 
-def _short(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, (int, float)) else str(value)
-
-
 def _retried_from(trial: FrozenTrial) -> int | None:
     from optuna.storages import RetryHeartbeatStaleTrialCallback
-
-    from tuner._compat import experimental
 
     with experimental():
         return RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
@@ -431,8 +428,6 @@ def study_trials(study: optuna.Study) -> tuple[StudyRecord, list[TrialRecord]]:
 def superseded_numbers(trials: Sequence[FrozenTrial]) -> set[int]:
     """Numbers of trials that a retry replaced (their worker died, or was interrupted)."""
     from optuna.storages import RetryHeartbeatStaleTrialCallback
-
-    from tuner._compat import experimental
 
     replaced: set[int] = set()
     with experimental():
@@ -481,8 +476,6 @@ def write_study(study: optuna.Study, values: Mapping[str, Any]) -> None:
 
 def name_metric(study: optuna.Study, metric: str) -> None:
     """Name the study's objective value for Optuna (optuna-dashboard's axes say ``DER``, not "Objective 0")."""
-    from tuner._compat import experimental
-
     if study.metric_names != [metric]:
         with experimental():
             study.set_metric_names([metric])
@@ -530,18 +523,16 @@ def write_epoch(trial: optuna.Trial | TrialAttrs, epoch: int, record: Mapping[st
     """Record one finished epoch (metric, components, lr, seconds): the trial's :data:`EPOCHS` table is
     rewritten with this epoch's row added (or replaced), in one write. A retry continues the table it
     inherited."""
-    from tuner import _compat
-
     if isinstance(trial, TrialAttrs):
         current = trial.system_attrs.get(EPOCHS)
     else:
-        current = _compat.trial_system_attrs(trial.study, trial).get(EPOCHS)
+        current = internals.trial_system_attrs(trial.study, trial).get(EPOCHS)
     epochs = _table_records(current)
     epochs[int(epoch)] = {k: v for k, v in record.items() if k != "epoch"}
     if isinstance(trial, TrialAttrs):
         trial.set_system_attr(EPOCHS, _table(epochs))
     else:
-        _compat.set_trial_system_attr(trial.study, trial, EPOCHS, _table(epochs))
+        internals.set_trial_system_attr(trial.study, trial, EPOCHS, _table(epochs))
 
 
 def write_best_details(trial: optuna.Trial, epoch: int, details: Mapping[str, Any]) -> None:
@@ -573,16 +564,12 @@ def fail_trial(trial: optuna.Trial, reason: str) -> None:
 
 def checkpoint_of(study: optuna.Study, trial: optuna.Trial | FrozenTrial) -> dict[str, Any] | None:
     """The trial's latest checkpoint record ``{artifact_id, epoch, host, at}``, read from the store."""
-    from tuner import _compat
-
-    return _compat.trial_system_attrs(study, trial).get(CHECKPOINT) or None
+    return internals.trial_system_attrs(study, trial).get(CHECKPOINT) or None
 
 
 def write_checkpoint(study: optuna.Study, trial: optuna.Trial, record: Mapping[str, Any] | None) -> None:
     """Set (or, with None, clear) the trial's latest checkpoint record."""
-    from tuner import _compat
-
-    _compat.set_trial_system_attr(study, trial, CHECKPOINT, dict(record) if record is not None else None)
+    internals.set_trial_system_attr(study, trial, CHECKPOINT, dict(record) if record is not None else None)
 
 
 # -- stepwise trials (a configuration evaluated item by item) -----------------------------------------------

@@ -1,4 +1,10 @@
-"""The trial store: any SQLAlchemy URL, SQLite by default, PostgreSQL for many workers."""
+"""Opening a trial store: any SQLAlchemy URL, SQLite by default, PostgreSQL for many workers.
+
+Resolving the URL (argument, ``$TUNER_STORAGE``, default), refusing one whose driver is missing, opening
+Optuna's RDB storage with heartbeats (tuner's :class:`~tuner.store.queue.QueueStorage`), or the bare SQL
+engine for read-only commands (:func:`open_reader`), and turning store failures into one line that names
+the (masked) URL and what to do.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from tuner.errors import StorageError
+from tuner.quiet import experimental
 
 if TYPE_CHECKING:
     import optuna
 
-    from tuner import _compat
+    from tuner.store.sql import StoreReader
 
 __all__ = [
     "DEFAULT_STORAGE",
@@ -26,8 +33,6 @@ __all__ = [
     "check_driver",
     "sqlite_path",
     "store_errors",
-    "resolve_artifact_dir",
-    "open_artifact_store",
     "heartbeat_settings",
 ]
 
@@ -38,8 +43,6 @@ DEFAULT_STORAGE = "sqlite:///storage/tuner.db"
 #: (overridable with $TUNER_HEARTBEAT_INTERVAL and $TUNER_HEARTBEAT_GRACE).
 HEARTBEAT_INTERVAL = 30
 GRACE_PERIOD = 120
-#: How many times a trial whose worker died (or was interrupted) is run again before it stays failed.
-MAX_RETRY = 3
 
 
 def resolve_storage_url(url: str | None = None) -> str:
@@ -80,32 +83,18 @@ def heartbeat_settings() -> tuple[int, int]:
     return interval, grace
 
 
-def retry_callback(max_retry: int | None = MAX_RETRY) -> optuna.storages.RetryHeartbeatStaleTrialCallback:
-    """Optuna's re-queueing of a dead trial: same parameters, its epoch records, reports and checkpoint."""
-    import warnings
-
-    import optuna
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
-
-    with warnings.catch_warnings():  # 'experimental' in Optuna since 2.8
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return RetryHeartbeatStaleTrialCallback(max_retry=max_retry, inherit_intermediate_values=True)
-
-
 def open_storage(url: str | None = None, *, heartbeat: bool = True) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage on ``url`` (created if needed), with heartbeats for running trials.
 
     A trial whose worker stops sending heartbeats for the grace period (:func:`heartbeat_settings`) is
-    marked failed and re-queued, up to :data:`MAX_RETRY` times, by the next worker that starts a trial
-    (Optuna's ``RetryHeartbeatStaleTrialCallback``): the retry keeps the trial's parameters, epoch
+    marked failed and re-queued, up to :data:`~tuner.store.queue.MAX_RETRY` times, by the next worker that
+    starts a trial (Optuna's ``RetryHeartbeatStaleTrialCallback``): the retry keeps the trial's parameters, epoch
     records and checkpoint, and resumes after its last finished epoch.
     """
-    import warnings
-
     import optuna
     import sqlalchemy.exc
 
-    from tuner._queue import QueueStorage
+    from tuner.store.queue import QueueStorage, retry_callback
 
     url = resolve_storage_url(url)
     check_driver(url)
@@ -117,8 +106,7 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True) -> optuna.st
             raise StorageError(f"cannot create the folder of the SQLite store {sqlite_file}: {error}") from None
     engine_kwargs = _engine_kwargs(url)
     try:
-        with warnings.catch_warnings():  # heartbeats are 'experimental' in Optuna, stable for years
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with experimental():  # heartbeats
             options: dict = {}
             if heartbeat:
                 interval, grace = heartbeat_settings()
@@ -148,18 +136,18 @@ def _engine_kwargs(url: str) -> dict:
     return {"pool_pre_ping": True}
 
 
-def open_reader(url: str | None = None) -> _compat.StoreReader | None:
-    """The store's SQL engine alone (:class:`tuner._compat.StoreReader`), for a read-only command's few
+def open_reader(url: str | None = None) -> StoreReader | None:
+    """The store's SQL engine alone (:class:`tuner.store.sql.StoreReader`), for a read-only command's few
     queries; None where there is nothing to read yet (a SQLite file that does not exist). A caller falls back
     to :func:`open_storage` when a query fails: its errors are the ones users get."""
-    from tuner import _compat
+    from tuner.store.sql import StoreReader
 
     url = resolve_storage_url(url)
     check_driver(url)
     sqlite_file = sqlite_path(url)
     if sqlite_file is not None and not sqlite_file.is_file():
         return None
-    return _compat.StoreReader(url, _engine_kwargs(url))
+    return StoreReader(url, _engine_kwargs(url))
 
 
 #: SQLAlchemy driver -> the package that provides it
@@ -220,9 +208,10 @@ def load_existing_study(study_name: str, storage: str | None = None) -> optuna.S
     try:
         return optuna.load_study(study_name=study_name, storage=store)
     except KeyError:
-        from tuner import _compat
+        from tuner.store.lock import is_old_lock_study
+        from tuner.store.sql import study_ids
 
-        names = [name for _, name in _compat.study_ids(store) if "::lock:" not in name]
+        names = [name for _, name in study_ids(store) if not is_old_lock_study(name)]
         raise ConfigError(
             f"no study '{study_name}' in {mask_url(url)}. Studies there: {', '.join(names) or 'none'}."
         ) from None
@@ -286,32 +275,3 @@ def store_errors(url: str, doing: str) -> Iterator[None]:
         else:
             advice = "Check that the server is running and reachable, then run the same command again: it resumes"
         raise StorageError(f"the trial store {mask_url(url)} failed while {doing}: {detail}. {advice}.") from None
-
-
-def resolve_artifact_dir(url: str, artifacts: str | Path | None = None) -> Path:
-    """Where trial checkpoints go: ``artifacts``, else ``$TUNER_ARTIFACTS``, else beside a SQLite store
-    (``<its folder>/artifacts``), else ``storage/artifacts`` in the working directory.
-
-    Workers on several machines sharing a PostgreSQL study need a folder they all mount (NFS, ...):
-    a trial retried on another machine resumes from the checkpoint its first worker wrote there.
-    """
-    chosen = artifacts or os.environ.get("TUNER_ARTIFACTS")
-    if chosen:
-        return Path(chosen).expanduser()
-    sqlite_file = sqlite_path(url)
-    return (sqlite_file.parent if sqlite_file is not None else Path("storage")) / "artifacts"
-
-
-def open_artifact_store(folder: str | Path) -> optuna.artifacts.FileSystemArtifactStore:
-    """Optuna's file-system artifact store on ``folder`` (created if needed)."""
-    import optuna
-
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise StorageError(
-            f"cannot create the checkpoint folder {folder}: {error.strerror or error}. "
-            "Pass a writable folder with --artifacts DIR (or $TUNER_ARTIFACTS)."
-        ) from None
-    return optuna.artifacts.FileSystemArtifactStore(folder)

@@ -10,19 +10,16 @@ retry that replaces it (it does not count twice).
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import os
-import socket
-import threading
-import time
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from tuner import records
-from tuner._compat import GuardedTrialCreation, StudyAttrRow
+from tuner.quiet import experimental
+from tuner.store import records
+from tuner.store.lock import study_lock
+from tuner.store.optuna_internals import HookedRDBStorage
+from tuner.store.queries import queries_of
+from tuner.store.sql import read_trials
 
 if TYPE_CHECKING:
     import optuna
@@ -30,106 +27,52 @@ if TYPE_CHECKING:
 
     from tuner.study import WarmStartEntry
 
-__all__ = ["QueueStorage", "QueueEmpty", "study_lock", "planned_trials", "fill_queue", "requeue", "LOCK_STALE_S"]
+__all__ = ["QueueStorage", "QueueEmpty", "planned_trials", "fill_queue", "requeue", "retry_callback", "MAX_RETRY"]
 
 logger = logging.getLogger(__name__)
+
+#: How many times a trial whose worker died (or was interrupted) is run again before it stays failed.
+MAX_RETRY = 3
 
 
 class QueueEmpty(Exception):
     """A worker asked for a trial and the study's queue had none left."""
 
 
-class QueueStorage(GuardedTrialCreation):
-    """Optuna's RDB storage where, while :attr:`queue_only` is set, ``study.ask()`` only takes waiting
-    trials: asking for a new one raises :class:`QueueEmpty` instead of creating it.
+class QueueStorage(HookedRDBStorage):
+    """tuner's store: Optuna's RDB storage whose trials are read in bulk (:func:`tuner.store.sql.read_trials`,
+    a fraction of the time of Optuna's ORM) and where, while :attr:`queue_only` is set, ``study.ask()`` only
+    takes waiting trials: asking for a new one raises :class:`QueueEmpty` instead of creating it.
 
     Trials created from a template (``enqueue_trial``, ``add_trial``, the heartbeat retry) are unaffected.
     """
 
     queue_only: bool = False
 
-    def _allow_new_trial(self) -> None:
+    def read_trials(
+        self, study_id: int, states: Any, included_trial_ids: set[int], trial_id_greater_than: int
+    ) -> list[FrozenTrial]:
+        return read_trials(self, study_id, states, included_trial_ids, trial_id_greater_than)
+
+    def allow_new_trial(self) -> None:
         if self.queue_only:
             raise QueueEmpty("no waiting trial left in the study's queue")
 
 
-#: A lock whose holder has not refreshed it for this long (seconds, on the waiter's own clock) was left
-#: by a worker that died holding it, and is taken over. A live holder refreshes it every sixth of that.
-LOCK_STALE_S = 60.0
+def retry_callback(max_retry: int | None = MAX_RETRY) -> optuna.storages.RetryHeartbeatStaleTrialCallback:
+    """Optuna's re-queueing of a dead trial: same parameters, its epoch records, reports and checkpoint."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-
-@contextlib.contextmanager
-def study_lock(study: optuna.Study, what: str, stale_after: float | None = None) -> Iterator[None]:
-    """Hold a lock named ``what`` on ``study`` across every worker and machine sharing the store.
-
-    The lock is one row of the study's system attributes (``tuner:lock:<what>``) holding its holder's
-    host, process, a token and a count. Creating the row is atomic (a unique key), so one worker gets
-    it; the others wait. The holder refreshes the row (a new count) every ``stale_after / 6`` seconds
-    from a thread, and deletes it when done. A waiter takes the lock over only when the row has not
-    changed for ``stale_after`` seconds: its holder died (measured on the waiter's own clock, so the
-    clocks of different machines need not agree). Taking over deletes the row only if it still holds
-    what the waiter saw, so two waiters that time out together cannot both win, nor remove a lock
-    that a third took in the meantime. ``stale_after`` defaults to :data:`LOCK_STALE_S`.
-    """
-    stale_after = LOCK_STALE_S if stale_after is None else stale_after
-    row = StudyAttrRow(study, f"tuner:lock:{what}")
-    holder = {"host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex, "beat": 0}
-    mine = json.dumps(holder)
-    seen: str | None = None
-    seen_since = 0.0
-    while not row.insert(mine):
-        current = row.read()
-        now = time.monotonic()
-        if current is None:
-            continue  # released in the meantime: try again at once
-        if current != seen:
-            seen, seen_since = current, now
-        elif now - seen_since >= stale_after:
-            if row.delete(current):
-                logger.warning(
-                    "study '%s': took over the lock '%s' of %s, which has not been refreshed for %.0f s "
-                    "(its worker died holding it)", study.study_name, what, _who(current), now - seen_since,
-                )  # fmt: skip
-            seen = None
-            continue
-        time.sleep(0.05)
-    stop = threading.Event()
-    state = {"value": mine}
-
-    def refresh() -> None:
-        while not stop.wait(stale_after / 6):
-            holder["beat"] += 1
-            value = json.dumps(holder)
-            if not row.replace(state["value"], value):
-                logger.warning("study '%s': the lock '%s' was taken over while held", study.study_name, what)
-                return
-            state["value"] = value
-
-    refresher = threading.Thread(target=refresh, name=f"tuner-lock-{what}", daemon=True)
-    refresher.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        refresher.join()
-        row.delete(state["value"])
-
-
-def _who(value: str) -> str:
-    try:
-        holder: Any = json.loads(value)
-        return f"{holder['host']} (pid {holder['pid']})"
-    except (ValueError, KeyError, TypeError):
-        return "an unknown holder"
+    with experimental():  # 'experimental' in Optuna since 2.8
+        return RetryHeartbeatStaleTrialCallback(max_retry=max_retry, inherit_intermediate_values=True)
 
 
 def planned_trials(study: optuna.Study) -> int:
     """Trials that count towards the budget: every trial but those a retry replaced (counted by the database,
     without reading the study's trials)."""
-    from tuner import _compat
-
-    replaced = set().union(*_compat.retry_histories(study).values())
-    return sum(_compat.count_trials(study).values()) - len(replaced)
+    queries = queries_of(study)
+    replaced = set().union(*queries.retry_histories().values())
+    return sum(queries.count_trials().values()) - len(replaced)
 
 
 def fill_queue(
@@ -179,8 +122,6 @@ def fill_queue(
 def requeue(study: optuna.Study, trial: FrozenTrial, why: str) -> int | None:
     """Queue a retry of the finished-as-failed ``trial`` that replaces it (same parameters, its epoch
     records, reports and checkpoint). Returns the retry's number, or None past the retry limit."""
-    from tuner.storage import MAX_RETRY, retry_callback
-
     before = {t.number for t in study.get_trials(deepcopy=False, states=_waiting())}
     retry_callback(MAX_RETRY)(study, trial)
     added = [t.number for t in study.get_trials(deepcopy=False, states=_waiting()) if t.number not in before]

@@ -1,0 +1,35 @@
+"""Text a person reads, made one way everywhere: numbers in tables and messages, and "did you mean" hints."""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["format_number", "did_you_mean"]
+
+
+def format_number(value: Any, *, significant: int | None = None, missing: str = "-", small: float = 1e-2) -> str:
+    """``value`` as a table cell or a message shows it.
+
+    A float: 4 decimals (``0.1848``), or 3 significant digits below ``small`` (``0.0003``, ``1.2e-05``); with
+    ``significant``, that many significant digits instead (``%g``). ``missing`` for None, ``nan`` for NaN;
+    anything else (ints, text, booleans) as ``str`` gives it.
+    """
+    if value is None:
+        return missing
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if significant is not None:
+            return f"{value:.{significant}g}"
+        return f"{value:.3g}" if abs(value) < small and value != 0 else f"{value:.4f}"
+    return str(value)
+
+
+def did_you_mean(word: str, candidates: Iterable[Any]) -> str:
+    """`` (did you mean 'X'?)`` for the closest candidate, ignoring case (``adamw`` -> ``AdamW``); "" if none."""
+    by_lower = {str(c).lower(): str(c) for c in candidates}
+    close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
+    return f" (did you mean '{by_lower[close[0]]}'?)" if close else ""

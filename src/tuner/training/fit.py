@@ -1,0 +1,215 @@
+"""Training and validating one configuration with Lightning: the code path every trial, ``tuner train`` and
+``tuner evaluate`` share, and the one place a ``lightning.Trainer`` is built (:func:`make_trainer`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tuner.errors import ConfigError
+from tuner.objectives.base import Objective, StepwiseObjective, TrainedObjective
+from tuner.quiet import quiet_libraries
+from tuner.search_space import TrialConfig
+from tuner.text import did_you_mean
+from tuner.training.steps import evaluate_steps
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
+    import optuna
+
+__all__ = [
+    "FitResult",
+    "fit",
+    "validate",
+    "make_trainer",
+    "device_settings",
+    "attach_optimization",
+    "check_trainer_options",
+]
+
+
+@dataclass
+class FitResult:
+    """The outcome of one fine-tuning run (a trial, or a ``tuner train``)."""
+
+    history: dict[int, dict[str, float]]
+    best_epoch: int | None
+    pruned_at: int | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def best(self, metric: str) -> float:
+        if self.best_epoch is None:
+            return float("nan")
+        return self.history[self.best_epoch][metric]
+
+
+def fit(
+    objective: Objective,
+    config: TrialConfig,
+    seed: int,
+    max_epochs: int,
+    *,
+    trial: optuna.Trial | None = None,
+    trainer_options: Mapping[str, Any] | None = None,
+    callbacks: list[pl.Callback] | None = None,
+    device: str | None = None,
+    resume_from: str | Path | None = None,
+    prune_on: str | None = None,
+) -> FitResult:
+    """Train ``objective`` with ``config`` for up to ``max_epochs``, reporting to ``trial`` if given.
+
+    ``device``: see :func:`device_settings`. ``resume_from``: a Lightning checkpoint of this same run
+    (model, optimizer, schedule, epoch and records) to continue after its epoch. A NaN or infinite
+    loss raises :class:`~tuner.training.divergence.TrialDiverged`; Ctrl-C raises ``KeyboardInterrupt``
+    once Lightning has shut the run down. ``prune_on``: the per-epoch value reported to ``trial`` (default:
+    the objective's metric; see :func:`pruning_value`).
+    """
+    from tuner.training.divergence import DivergenceGuard
+    from tuner.training.reporting import TrialReporter
+
+    inputs = objective.build(config, seed)
+    attach_optimization(inputs.module, objective, config, max_epochs)
+    reporter = TrialReporter(objective, trial, prune_on=prune_on)
+    with quiet_libraries():
+        trainer = make_trainer(
+            device,
+            max_epochs=max_epochs,
+            enable_checkpointing=False,
+            num_sanity_val_steps=0,
+            callbacks=[reporter, DivergenceGuard(), *(callbacks or [])],
+            **{**inputs.trainer_options, **dict(trainer_options or {})},
+        )
+        try:
+            trainer.fit(
+                inputs.module,
+                datamodule=inputs.datamodule,
+                train_dataloaders=inputs.train_dataloaders,
+                val_dataloaders=inputs.val_dataloaders,
+                ckpt_path=str(resume_from) if resume_from is not None else None,
+                # tuner's own epoch checkpoint from the study's artifact folder (pyannote's hold its task
+                # specifications, which torch's weights-only loader refuses): trusted like the store itself
+                weights_only=False if resume_from is not None else None,
+            )
+        except SystemExit:
+            if trainer.interrupted:  # Lightning answers Ctrl-C with a graceful shutdown, then sys.exit(1)
+                raise KeyboardInterrupt from None
+            raise
+    info = dict(inputs.info)
+    info["trainable_parameters"] = sum(p.numel() for p in inputs.module.parameters() if p.requires_grad)
+    info["parameters"] = sum(p.numel() for p in inputs.module.parameters())
+    info["device"] = str(trainer.strategy.root_device)
+    return FitResult(reporter.history, reporter.best_epoch, reporter.pruned_at, info)
+
+
+def validate(
+    objective: Objective,
+    config: TrialConfig,
+    seed: int,
+    trainer_options: Mapping[str, Any],
+    device: str | None = None,
+    checkpoint: str | Path | None = None,
+) -> dict[str, float]:
+    """The validation metrics of ``config``: for a trained objective, of the model as ``checkpoint`` (a trial's
+    Lightning checkpoint) left it, else before any training (a study's baseline); for a stepwise one, of the
+    configuration on every item of its split."""
+    if isinstance(objective, StepwiseObjective):
+        return evaluate_steps(objective, config).metrics
+    assert isinstance(objective, TrainedObjective)
+    inputs = objective.build(config, seed)
+    options = {k: v for k, v in trainer_options.items() if k.startswith("limit_val")}
+    with quiet_libraries():
+        trainer = make_trainer(device, **options)
+        results = trainer.validate(
+            inputs.module,
+            datamodule=inputs.datamodule,
+            dataloaders=inputs.val_dataloaders,
+            ckpt_path=str(checkpoint) if checkpoint is not None else None,
+            # tuner's own trial checkpoint (pyannote's hold its task specifications): trusted like the store
+            weights_only=False if checkpoint is not None else None,
+            verbose=False,
+        )
+    return objective.epoch_metrics(results[0] if results else {})
+
+
+def make_trainer(device: str | None, **options: Any) -> pl.Trainer:
+    """A ``lightning.Trainer`` on ``device`` (see :func:`device_settings`) that logs, shows and summarises
+    nothing itself (tuner records every epoch), with ``options`` on top (epochs, callbacks, the study's own
+    ``trainer`` arguments)."""
+    import lightning.pytorch as pl
+
+    accelerator, devices = device_settings(device)
+    settings: dict[str, Any] = {
+        "accelerator": accelerator,
+        "devices": devices,
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
+    return pl.Trainer(**{**settings, **options})
+
+
+def device_settings(device: str | None) -> tuple[str, Any]:
+    """Lightning's ``(accelerator, devices)`` for ``device``: None/"auto" (a GPU if there is one, else the
+    CPU), "cpu", "cuda" (the first visible GPU) or a GPU index "N" / "cuda:N". One trial runs on one device;
+    run one worker per GPU to use several (``--device N``, or ``CUDA_VISIBLE_DEVICES=N``)."""
+    import re
+
+    if device is None or device == "auto":
+        return "auto", 1
+    if device == "cpu":
+        return "cpu", 1
+    match = re.fullmatch(r"(?:cuda|gpu)(?::(\d+))?|(\d+)", device.strip())
+    if match is None:
+        raise ConfigError(f"unknown device {device!r}: use auto, cpu, cuda, or a GPU index such as 0 or cuda:1.")
+    import torch
+
+    index = int(match.group(1) or match.group(2) or 0)
+    count = torch.cuda.device_count()
+    if index >= count:
+        visible = f"{count} visible GPU(s)" if count else "no visible GPU (torch.cuda.device_count() is 0)"
+        raise ConfigError(
+            f"device {device!r} asks for GPU {index}, but this machine has {visible}. "
+            "Check nvidia-smi and CUDA_VISIBLE_DEVICES (GPUs are renumbered from 0 inside it), or use --device cpu."
+        )
+    return "gpu", [index]
+
+
+def attach_optimization(module: pl.LightningModule, objective: Objective, config: TrialConfig, max_epochs: int) -> None:
+    """Make ``module`` train with the trial's optimizer, schedule and unfrozen layers.
+
+    Freezing happens inside ``configure_optimizers`` because that is the first hook where every
+    objective's model is complete (pyannote builds its classifier in ``setup``), and the optimizer must
+    see only the parameters that train.
+    """
+    from tuner.training.freeze import apply_unfrozen_layers
+    from tuner.training.optim import build_optimizer, build_scheduler
+
+    def configure_optimizers() -> Any:
+        try:
+            apply_unfrozen_layers(module, objective.layers(module), config.unfrozen_layers)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        optimizer = build_optimizer(module.parameters(), config)
+        scheduler = build_scheduler(optimizer, config, max_epochs)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    module.configure_optimizers = configure_optimizers  # type: ignore[method-assign]
+
+
+def check_trainer_options(options: Mapping[str, Any], where: str) -> None:
+    """A misspelled ``trainer`` argument is an error before any trial, not a TypeError in the first one."""
+    import inspect
+
+    import lightning.pytorch as pl
+
+    known = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
+    for key in options:
+        if key not in known:
+            raise ConfigError(
+                f"{where}: trainer option '{key}'{did_you_mean(key, known)} is not an argument of "
+                "lightning.Trainer (https://lightning.ai/docs/pytorch/stable/common/trainer.html#trainer-class-api)."
+            )
