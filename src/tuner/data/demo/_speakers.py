@@ -3,7 +3,8 @@
 The sample (``pyannote/audio/sample/sample.wav``, 30 s, 16 kHz, two speakers) is located without
 importing pyannote.audio. Extra "speakers" are made by speed perturbation (resampling, as in Kaldi or
 SpeechBrain): it changes both tempo and pitch, so each factor yields a voice that sounds like a new
-speaker. Everything here is pure numpy/scipy and deterministic.
+speaker. The level helpers at the end (fades, gains, noise floor, peak limit) are shared by the demo
+generators. Everything here is pure numpy/scipy and deterministic.
 """
 
 from __future__ import annotations
@@ -21,10 +22,38 @@ from scipy.signal import resample_poly
 from tuner.data.annotations import Turn, read_rttm
 from tuner.errors import DataError
 
-__all__ = ["sample_dir", "load_sample", "speaker_segments", "perturb", "build_speaker_pool", "speaker_id"]
+__all__ = [
+    "TRAIN_FACTORS",
+    "DEV_FACTORS",
+    "TEST_FACTORS",
+    "sample_dir",
+    "load_sample",
+    "speaker_segments",
+    "perturb",
+    "build_speaker_pool",
+    "speaker_voices",
+    "speaker_id",
+    "format_factors",
+    "check_speech_length",
+    "fade",
+    "rms",
+    "gain_to",
+    "add_noise_floor",
+    "limit_peak",
+]
 
 MIN_SEGMENT_DURATION = 0.3
 """Single-speaker pieces shorter than this (seconds) are dropped."""
+FADE = 0.01
+"""Seconds of the raised-cosine fade at both ends of a piece (see :func:`fade`)."""
+
+# Speaker splits of the verification and separation corpora (the diarization corpus has its own).
+TRAIN_FACTORS: tuple[float, ...] = (0.80, 0.85, 0.91, 0.95, 1.05, 1.10, 1.17, 1.25)
+"""Speed factors of train speakers (on top of the two original speakers)."""
+DEV_FACTORS: tuple[float, ...] = (0.87, 1.07, 1.19)
+"""Speed factors of dev speakers (originals excluded): none is heard in train or test."""
+TEST_FACTORS: tuple[float, ...] = (0.83, 1.03, 1.14)
+"""Speed factors of test speakers (originals excluded): none is heard in train or dev."""
 
 
 def sample_dir() -> Path:
@@ -145,14 +174,16 @@ def build_speaker_pool(
     *,
     include_original: bool = True,
     min_duration: float = MIN_SEGMENT_DURATION,
+    sample_rate: int | None = None,
 ) -> dict[str, list[np.ndarray]]:
     """Pool of single-speaker pieces: the real sample speakers plus one speed-perturbed copy per factor.
 
     Ids are ``spk90``, ``spk91`` (originals, left out if ``include_original`` is false) and
-    ``spk90_sp0.90`` etc. The pool is at the sample's rate (16 kHz); keys are sorted.
+    ``spk90_sp0.90`` etc. The pool is at ``sample_rate`` (default: the sample's rate, 16 kHz), resampled
+    after the speed perturbation; keys are sorted.
     """
-    waveform, sample_rate, turns = load_sample()
-    base = speaker_segments(waveform, sample_rate, turns, min_duration=min_duration)
+    waveform, source_rate, turns = load_sample()
+    base = speaker_segments(waveform, source_rate, turns, min_duration=min_duration)
     pool: dict[str, list[np.ndarray]] = {}
     for spk in sorted(base):
         if include_original:
@@ -160,5 +191,73 @@ def build_speaker_pool(
         for factor in sorted(set(float(f) for f in factors)):
             if factor == 1.0:
                 continue
-            pool[spk + _factor_suffix(factor)] = [perturb(s, sample_rate, factor) for s in base[spk]]
+            pool[spk + _factor_suffix(factor)] = [perturb(s, source_rate, factor) for s in base[spk]]
+    if sample_rate is not None and sample_rate != source_rate:
+        ratio = Fraction(sample_rate, source_rate)
+        for spk, pieces in pool.items():
+            pool[spk] = [
+                np.asarray(resample_poly(p, ratio.numerator, ratio.denominator), dtype=np.float32) for p in pieces
+            ]
     return dict(sorted(pool.items()))
+
+
+def speaker_voices(
+    factors: Iterable[float], *, include_original: bool, sample_rate: int, dtype: type[np.floating] = np.float32
+) -> dict[str, np.ndarray]:
+    """Each speaker of :func:`build_speaker_pool` as one array: its pieces, faded and concatenated (keys sorted).
+
+    Pieces are converted to ``dtype`` before being faded, so the fades are computed in that precision.
+    """
+    pool = build_speaker_pool(factors, include_original=include_original, sample_rate=sample_rate)
+    return {spk: np.concatenate([fade(p.astype(dtype), sample_rate) for p in pieces]) for spk, pieces in pool.items()}
+
+
+def format_factors(factors: Iterable[float]) -> str:
+    """``0.85, 0.92, ...``: speed factors as written in the corpora's READMEs."""
+    return ", ".join(f"{f:.2f}" for f in factors)
+
+
+def check_speech_length(
+    name: str, seconds: float, voices: Iterable[np.ndarray], sample_rate: int, split: str, advice: str
+) -> None:
+    """ValueError if ``seconds`` (the longest window ``name`` asks for) exceeds the shortest of ``voices``."""
+    shortest = min(len(v) for v in voices) / sample_rate
+    if seconds > shortest:
+        raise ValueError(
+            f"{name} max {seconds} s exceeds the {shortest:.2f} s of speech of the shortest {split} speaker; {advice}"
+        )
+
+
+# ---------------------------------------------------------------------------------------- levels
+
+
+def fade(chunk: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Apply a :data:`FADE`-second raised-cosine fade-in and fade-out to ``chunk`` in place; return it."""
+    n = min(int(FADE * sample_rate), len(chunk) // 2)
+    if n > 0:
+        ramp = (0.5 - 0.5 * np.cos(np.pi * np.arange(n) / n)).astype(chunk.dtype)
+        chunk[:n] *= ramp
+        chunk[-n:] *= ramp[::-1]
+    return chunk
+
+
+def rms(x: np.ndarray) -> float:
+    """Root mean square of ``x`` (computed in float64), or 1.0 for silence."""
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) or 1.0
+
+
+def gain_to(x: np.ndarray, dbfs: float) -> float:
+    """The factor that brings the RMS of ``x`` to ``dbfs``."""
+    return 10 ** (dbfs / 20) / rms(x)
+
+
+def add_noise_floor(rng: np.random.Generator, audio: np.ndarray, dbfs: float) -> None:
+    """Add white Gaussian noise of ``dbfs`` RMS to the float32 ``audio``, in place."""
+    audio += rng.standard_normal(len(audio)).astype(np.float32) * np.float32(10 ** (dbfs / 20))
+
+
+def limit_peak(audio: np.ndarray, dbfs: float) -> None:
+    """Scale the float32 ``audio`` down, in place, so that its peak does not exceed ``dbfs``."""
+    peak, ceiling = float(np.max(np.abs(audio))), 10 ** (dbfs / 20)
+    if peak > ceiling:
+        audio *= np.float32(ceiling / peak)

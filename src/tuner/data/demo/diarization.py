@@ -20,17 +20,30 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 from tuner.data.annotations import Turn, write_rttm, write_uem
-from tuner.data.demo._corpus import is_complete, write_corpus_atomically
-from tuner.data.demo._speakers import build_speaker_pool, load_sample
+from tuner.data.demo._corpus import (
+    SPLITS,
+    CountedParams,
+    DemoCorpus,
+    check_between,
+    check_counts,
+    check_ints,
+    check_seed,
+)
+from tuner.data.demo._speakers import (
+    add_noise_floor,
+    build_speaker_pool,
+    fade,
+    format_factors,
+    gain_to,
+    limit_peak,
+)
 
 __all__ = [
     "PROTOCOL",
@@ -50,8 +63,7 @@ EVAL_FACTORS: tuple[float, ...] = (0.88, 1.04, 1.12)
 """Speed factors of dev/test speakers (originals excluded): none is heard in train."""
 
 _VERSION = 1  # bump when the generated content changes, so ensure_diarization_corpus regenerates
-_KIND = "tuner-demo-diarization"
-_SPLITS = ("train", "dev", "test")  # directory, list file and uri infix; pyannote subsets train/development/test
+# SPLITS name the directory, list file and uri infix of each split; pyannote subsets train/development/test
 
 _SILENCE = (0.1, 1.5)  # s, gap between consecutive turns
 _OVERLAP_PROB = 0.3
@@ -59,7 +71,6 @@ _OVERLAP = (0.2, 1.0)  # s, how much a turn overlaps the previous one
 _TURN = (1.0, 6.0)  # s, turn duration
 _MIN_CHUNK = 0.3  # s, shortest piece of speaker material inside a turn
 _TAIL = 0.1  # s, minimum silence at the end of a file
-_FADE = 0.01  # s, raised-cosine fade at both ends of each piece
 _TURN_RMS_DBFS = -26.0
 _GAIN_DB = 6.0
 _NOISE_DBFS = -45.0
@@ -67,55 +78,23 @@ _PEAK_DBFS = -1.0
 
 
 @dataclass(frozen=True)
-class _Params:
-    seed: int
-    n_train: int
-    n_dev: int
-    n_test: int
+class _Params(CountedParams):
     file_duration: float
     sample_rate: int
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": _KIND,
-            "version": _VERSION,
-            "seed": self.seed,
-            "n_train": self.n_train,
-            "n_dev": self.n_dev,
-            "n_test": self.n_test,
-            "file_duration": self.file_duration,
-            "sample_rate": self.sample_rate,
-            "train_factors": list(TRAIN_FACTORS),
-            "eval_factors": list(EVAL_FACTORS),
-        }
-
-    def count(self, split: str) -> int:
-        return {"train": self.n_train, "dev": self.n_dev, "test": self.n_test}[split]
+    def settings(self) -> dict[str, Any]:
+        return {"train_factors": TRAIN_FACTORS, "eval_factors": EVAL_FACTORS}
 
 
 def _params(seed: int, n_train: int, n_dev: int, n_test: int, file_duration: float, sample_rate: int) -> _Params:
-    for name, value in (
-        ("seed", seed),
-        ("n_train", n_train),
-        ("n_dev", n_dev),
-        ("n_test", n_test),
-        ("sample_rate", sample_rate),
-    ):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ValueError(f"{name} must be an integer, got {value!r}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    for name, value in (("n_train", n_train), ("n_dev", n_dev), ("n_test", n_test)):
-        if not 1 <= value <= 10_000:
-            raise ValueError(f"{name} must be between 1 and 10000, got {value}")
-    if not 8000 <= sample_rate <= 48000:
-        raise ValueError(f"sample_rate must be between 8000 and 48000 Hz, got {sample_rate}")
+    ints = check_ints(seed=seed, n_train=n_train, n_dev=n_dev, n_test=n_test, sample_rate=sample_rate)
+    check_seed(ints["seed"])
+    check_counts(ints["n_train"], ints["n_dev"], ints["n_test"])
+    check_between("sample_rate", ints["sample_rate"], 8000, 48000, " Hz")
     file_duration = float(file_duration)
-    if not 5.0 <= file_duration <= 3600.0:
-        raise ValueError(f"file_duration must be between 5 and 3600 seconds, got {file_duration}")
+    check_between("file_duration", file_duration, 5, 3600, " seconds")
     # RTTM/UEM times have millisecond resolution: keep the file duration on that grid
-    file_duration = round(file_duration * 1000) / 1000
-    return _Params(int(seed), int(n_train), int(n_dev), int(n_test), file_duration, int(sample_rate))
+    return _Params(**ints, file_duration=round(file_duration * 1000) / 1000)
 
 
 def _uri(split: str, index: int) -> str:
@@ -127,17 +106,8 @@ def _uri(split: str, index: int) -> str:
 
 def _pools(sample_rate: int) -> dict[str, dict[str, list[np.ndarray]]]:
     """Speaker pools per split, resampled to ``sample_rate``."""
-    _, source_rate, _ = load_sample()
-    train = build_speaker_pool(TRAIN_FACTORS)
-    evaluation = build_speaker_pool(EVAL_FACTORS, include_original=False)
-    if sample_rate != source_rate:
-        ratio = Fraction(sample_rate, source_rate)
-        for pool in (train, evaluation):
-            for spk in pool:
-                pool[spk] = [
-                    np.asarray(resample_poly(p, ratio.numerator, ratio.denominator), dtype=np.float32)
-                    for p in pool[spk]
-                ]
+    train = build_speaker_pool(TRAIN_FACTORS, sample_rate=sample_rate)
+    evaluation = build_speaker_pool(EVAL_FACTORS, include_original=False, sample_rate=sample_rate)
     return {"train": train, "dev": evaluation, "test": evaluation}
 
 
@@ -147,15 +117,6 @@ def _ms(seconds: float) -> int:
 
 def _samples(ms: int, sample_rate: int) -> int:
     return round(ms * sample_rate / 1000)
-
-
-def _fade(chunk: np.ndarray, sample_rate: int) -> np.ndarray:
-    n = min(int(_FADE * sample_rate), len(chunk) // 2)
-    if n > 0:
-        ramp = (0.5 - 0.5 * np.cos(np.pi * np.arange(n) / n)).astype(np.float32)
-        chunk[:n] *= ramp
-        chunk[-n:] *= ramp[::-1]
-    return chunk
 
 
 def _assemble(rng: np.random.Generator, pieces: list[np.ndarray], target_ms: int, sample_rate: int) -> np.ndarray:
@@ -175,7 +136,7 @@ def _assemble(rng: np.random.Generator, pieces: list[np.ndarray], target_ms: int
             chunk_ms = min(piece_ms, max(need - min_chunk_ms, need // 2))
         n = min(_samples(chunk_ms, sample_rate), len(piece))
         offset = int(rng.integers(0, len(piece) - n + 1))
-        chunks.append(_fade(piece[offset : offset + n].copy(), sample_rate))
+        chunks.append(fade(piece[offset : offset + n].copy(), sample_rate))
         total_ms += chunk_ms
     audio = np.concatenate(chunks)
     n = _samples(target_ms, sample_rate)  # exact length of the annotated duration
@@ -208,17 +169,14 @@ def _render(
         if target_ms < _ms(_TURN[0]):
             break
         turn, turn_ms = _assemble(rng, pool[speaker], target_ms, sample_rate), target_ms
-        rms = float(np.sqrt(np.mean(np.square(turn, dtype=np.float64)))) or 1.0
-        gain_db = _TURN_RMS_DBFS + rng.uniform(-_GAIN_DB, _GAIN_DB)
+        gain = gain_to(turn, _TURN_RMS_DBFS + rng.uniform(-_GAIN_DB, _GAIN_DB))
         offset = _samples(start, sample_rate)
-        audio[offset : offset + len(turn)] += turn * np.float32(10 ** (gain_db / 20) / rms)
+        audio[offset : offset + len(turn)] += turn * np.float32(gain)
         placed.append((start, turn_ms, speaker))
         if start + turn_ms > last_end:
             last_end, last_speaker = start + turn_ms, speaker
-    audio += rng.standard_normal(len(audio)).astype(np.float32) * np.float32(10 ** (_NOISE_DBFS / 20))
-    peak, ceiling = float(np.max(np.abs(audio))), 10 ** (_PEAK_DBFS / 20)
-    if peak > ceiling:
-        audio *= np.float32(ceiling / peak)
+    add_noise_floor(rng, audio, _NOISE_DBFS)
+    limit_peak(audio, _PEAK_DBFS)
     turns = [Turn(uri, s / 1000, d / 1000, spk) for s, d, spk in sorted(placed, key=lambda p: (p[0], p[2]))]
     return audio, turns
 
@@ -274,8 +232,8 @@ pyannote.audio (`pyannote/audio/sample/sample.wav`, MIT license). It is meant fo
 tuner, not for benchmarking.
 
 * Speakers: the two sample speakers plus speed-perturbed copies (resampling changes tempo and pitch).
-  Train speed factors: {", ".join(f"{f:.2f}" for f in TRAIN_FACTORS)} (plus the originals);
-  dev/test speed factors: {", ".join(f"{f:.2f}" for f in EVAL_FACTORS)} (originals excluded),
+  Train speed factors: {format_factors(TRAIN_FACTORS)} (plus the originals);
+  dev/test speed factors: {format_factors(EVAL_FACTORS)} (originals excluded),
   so dev/test speakers never occur in train.
 * Each {params.file_duration:g} s file at {params.sample_rate} Hz: turns of 1-6 s separated by
   0.1-1.5 s silences, overlapping the previous turn by 0.2-1.0 s with probability 0.3, random gain of
@@ -304,8 +262,8 @@ def _write_corpus(root: Path, params: _Params, final_dir: Path) -> dict[str, Any
     pools = _pools(params.sample_rate)
     duration_ms = _ms(params.file_duration)
     stats: dict[str, dict[str, int]] = {}
-    for split_index, split in enumerate(_SPLITS):
-        uris, n_turns, n_overlaps, speakers = [], 0, 0, set()
+    for split_index, split in enumerate(SPLITS):
+        uris, n_turns, n_overlaps, speakers = [], 0, 0, set[str]()
         wav_dir = root / split / "wav"
         wav_dir.mkdir(parents=True)
         for index in range(params.count(split)):
@@ -338,12 +296,15 @@ def _write_corpus(root: Path, params: _Params, final_dir: Path) -> dict[str, Any
 
 def _required_files(params: _Params) -> list[str]:
     files = ["database.yml"]
-    for split in _SPLITS:
+    for split in SPLITS:
         for index in range(params.count(split)):
             uri = _uri(split, index)
             files += [f"{split}/{sub}/{uri}.{sub}" for sub in ("wav", "rttm", "uem")]
         files.append(f"{split}.txt")
     return files
+
+
+_CORPUS = DemoCorpus("diarization", _VERSION, logger, _write_corpus, _required_files)
 
 
 def generate_diarization_corpus(
@@ -361,9 +322,7 @@ def generate_diarization_corpus(
     Files are written to a temporary sibling directory that replaces ``out_dir`` at the end. An existing
     ``out_dir`` is replaced only if it is empty or a previous demo corpus (else :class:`DataError`).
     """
-    params = _params(seed, n_train, n_dev, n_test, file_duration, sample_rate)
-    out_dir = Path(out_dir)
-    return write_corpus_atomically(out_dir, params.to_json(), lambda root: _write_corpus(root, params, out_dir))
+    return _CORPUS.generate(out_dir, _params(seed, n_train, n_dev, n_test, file_duration, sample_rate))
 
 
 def ensure_diarization_corpus(
@@ -377,17 +336,4 @@ def ensure_diarization_corpus(
     sample_rate: int = 16000,
 ) -> Path:
     """Return ``out_dir`` if it holds a complete corpus made with these parameters, else generate it."""
-    params = _params(seed, n_train, n_dev, n_test, file_duration, sample_rate)
-    out_dir = Path(out_dir)
-    if is_complete(out_dir, params.to_json(), _required_files(params)):
-        logger.info("demo diarization corpus: reusing %s (seed %d)", out_dir, params.seed)
-        return out_dir
-    return generate_diarization_corpus(
-        out_dir,
-        seed=seed,
-        n_train=n_train,
-        n_dev=n_dev,
-        n_test=n_test,
-        file_duration=file_duration,
-        sample_rate=sample_rate,
-    )
+    return _CORPUS.ensure(out_dir, _params(seed, n_train, n_dev, n_test, file_duration, sample_rate))

@@ -30,16 +30,32 @@ import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import lfilter, resample_poly
+from scipy.signal import lfilter
 
-from tuner.data.demo._corpus import is_complete, write_corpus_atomically
-from tuner.data.demo._speakers import build_speaker_pool, load_sample
+from tuner.data.demo._corpus import (
+    SPLITS,
+    CountedParams,
+    DemoCorpus,
+    check_counts,
+    check_ints,
+    check_pair,
+    check_seed,
+)
+from tuner.data.demo._speakers import (
+    DEV_FACTORS,
+    TEST_FACTORS,
+    TRAIN_FACTORS,
+    check_speech_length,
+    fade,
+    format_factors,
+    gain_to,
+    speaker_voices,
+)
 from tuner.data.separation import read_mixture_csv
 from tuner.errors import DataError
 
@@ -54,21 +70,14 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-TRAIN_FACTORS: tuple[float, ...] = (0.80, 0.85, 0.91, 0.95, 1.05, 1.10, 1.17, 1.25)
-"""Speed factors of train speakers (on top of the two original speakers)."""
-DEV_FACTORS: tuple[float, ...] = (0.87, 1.07, 1.19)
-"""Speed factors of dev speakers (originals excluded): none is heard in train or test."""
-TEST_FACTORS: tuple[float, ...] = (0.83, 1.03, 1.14)
-"""Speed factors of test speakers (originals excluded): none is heard in train or dev."""
+# TRAIN_FACTORS, DEV_FACTORS, TEST_FACTORS: the speaker split shared with the verification corpus (_speakers.py)
+_SPLIT_FACTORS = {"train": TRAIN_FACTORS, "dev": DEV_FACTORS, "test": TEST_FACTORS}
 
 _VERSION = 1  # bump when the generated content changes, so ensure_separation_corpus regenerates
-_KIND = "tuner-demo-separation"
-_SPLITS = ("train", "dev", "test")
 _FOLDERS = ("mix_both", "s1", "s2", "noise")
 _LIBRIMIX_COLUMNS = ("mixture_ID", "mixture_path", "source_1_path", "source_2_path", "noise_path", "length")
 _SPEECHBRAIN_COLUMNS = ("ID", "duration", "mix_wav", "s1_wav", "s2_wav", "noise_wav")
 
-_FADE = 0.01  # s, raised-cosine fade at piece joins and source window ends
 _SPEECH_DBFS = -25.0  # RMS of the first source
 _GAIN_DB = 5.0  # +/- random gain of the second source relative to the first
 _NOISE_POLE = 0.9  # one-pole low-pass of the white noise (a duller, more ambient-like hiss)
@@ -77,47 +86,17 @@ _PCM = 32768  # 16-bit full scale, as soundfile reads PCM_16
 
 
 @dataclass(frozen=True)
-class _Params:
-    seed: int
+class _Params(CountedParams):
     sample_rate: int
-    n_train: int
-    n_dev: int
-    n_test: int
     mixture_seconds: tuple[float, float]
     noise_db: tuple[float, float]
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": _KIND,
-            "version": _VERSION,
-            "seed": self.seed,
-            "sample_rate": self.sample_rate,
-            "n_train": self.n_train,
-            "n_dev": self.n_dev,
-            "n_test": self.n_test,
-            "mixture_seconds": list(self.mixture_seconds),
-            "noise_db": list(self.noise_db),
-            "train_factors": list(TRAIN_FACTORS),
-            "dev_factors": list(DEV_FACTORS),
-            "test_factors": list(TEST_FACTORS),
-        }
-
-    def count(self, split: str) -> int:
-        return {"train": self.n_train, "dev": self.n_dev, "test": self.n_test}[split]
+    def settings(self) -> dict[str, Any]:
+        return {f"{split}_factors": factors for split, factors in _SPLIT_FACTORS.items()}
 
     @property
     def wav_dir(self) -> str:
         return f"wav{self.sample_rate // 1000}k/min"
-
-
-def _pair(name: str, values: Sequence[float], low: float, high: float) -> tuple[float, float]:
-    try:
-        a, b = (float(v) for v in values)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a (min, max) pair of numbers, got {values!r}") from None
-    if not low <= a <= b <= high:
-        raise ValueError(f"{name} must satisfy {low:g} <= min <= max <= {high:g}, got {values!r}")
-    return a, b
 
 
 def _params(
@@ -129,30 +108,16 @@ def _params(
     mixture_seconds: Sequence[float],
     noise_db: Sequence[float],
 ) -> _Params:
-    for name, value in (
-        ("seed", seed),
-        ("sample_rate", sample_rate),
-        ("n_train", n_train),
-        ("n_dev", n_dev),
-        ("n_test", n_test),
-    ):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ValueError(f"{name} must be an integer, got {value!r}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    if sample_rate not in (8000, 16000):
+    ints = check_ints(seed=seed, sample_rate=sample_rate, n_train=n_train, n_dev=n_dev, n_test=n_test)
+    check_seed(ints["seed"])
+    if ints["sample_rate"] not in (8000, 16000):
         raise ValueError(f"sample_rate must be 8000 or 16000 (LibriMix's wav8k/wav16k), got {sample_rate}")
-    for name, value in (("n_train", n_train), ("n_dev", n_dev), ("n_test", n_test)):
-        if not 1 <= value <= 10_000:
-            raise ValueError(f"{name} must be between 1 and 10000, got {value}")
+    check_counts(ints["n_train"], ints["n_dev"], ints["n_test"])
     return _Params(
-        int(seed),
-        int(sample_rate),
-        int(n_train),
-        int(n_dev),
-        int(n_test),
-        _pair("mixture_seconds", mixture_seconds, 0.5, 6.0),
-        _pair("noise_db", noise_db, -120.0, -6.0),
+        **ints,
+        # bounds as ints, so the messages print them as before ("0.5 <= min <= max <= 6")
+        mixture_seconds=check_pair("mixture_seconds", mixture_seconds, 0.5, 6),
+        noise_db=check_pair("noise_db", noise_db, -120, -6),
     )
 
 
@@ -170,34 +135,13 @@ def speaker_of(source_id: str) -> str:
 # ----------------------------------------------------------------------------------------- audio
 
 
-def _fade(chunk: np.ndarray, sample_rate: int) -> np.ndarray:
-    n = min(int(_FADE * sample_rate), len(chunk) // 2)
-    if n > 0:
-        ramp = (0.5 - 0.5 * np.cos(np.pi * np.arange(n) / n)).astype(chunk.dtype)
-        chunk[:n] *= ramp
-        chunk[-n:] *= ramp[::-1]
-    return chunk
-
-
 def _voices(split: str, sample_rate: int) -> dict[str, tuple[str, np.ndarray]]:
-    """``{speaker: (real speaker, concatenated faded speech at sample_rate)}`` of one split."""
-    factors = {"train": TRAIN_FACTORS, "dev": DEV_FACTORS, "test": TEST_FACTORS}[split]
-    pool = build_speaker_pool(factors, include_original=(split == "train"))
-    _, source_rate, _ = load_sample()
-    ratio = Fraction(sample_rate, source_rate)
-    voices = {}
-    for pool_id, pieces in pool.items():
-        if ratio != 1:
-            pieces = [
-                np.asarray(resample_poly(p, ratio.numerator, ratio.denominator), dtype=np.float32) for p in pieces
-            ]
-        speech = np.concatenate([_fade(p.astype(np.float64), sample_rate) for p in pieces])
-        voices[_tag(pool_id)] = (pool_id.partition("_sp")[0], speech)
+    """``{speaker: (real speaker, concatenated faded speech at sample_rate, float64)}`` of one split."""
+    pool = speaker_voices(
+        _SPLIT_FACTORS[split], include_original=(split == "train"), sample_rate=sample_rate, dtype=np.float64
+    )
+    voices = {_tag(pool_id): (pool_id.partition("_sp")[0], speech) for pool_id, speech in pool.items()}
     return dict(sorted(voices.items()))
-
-
-def _rms(x: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(x)))) or 1.0
 
 
 def _render(
@@ -216,11 +160,10 @@ def _render(
     for k, spk in enumerate(speakers):
         voice = voices[spk][1]
         start = int(rng.integers(0, len(voice) - n + 1))
-        source = _fade(voice[start : start + n].copy(), sr)
-        level = _SPEECH_DBFS + (rng.uniform(-_GAIN_DB, _GAIN_DB) if k else 0.0)
-        parts.append(source * (10 ** (level / 20) / _rms(source)))
+        source = fade(voice[start : start + n].copy(), sr)
+        parts.append(source * gain_to(source, _SPEECH_DBFS + (rng.uniform(-_GAIN_DB, _GAIN_DB) if k else 0.0)))
     noise = lfilter([1.0 - _NOISE_POLE], [1.0, -_NOISE_POLE], rng.standard_normal(n))
-    parts.append(noise * (10 ** (rng.uniform(*params.noise_db) / 20) / _rms(noise)))
+    parts.append(noise * gain_to(noise, rng.uniform(*params.noise_db)))
     peak = max(float(np.max(np.abs(sum(parts)))), *(float(np.max(np.abs(p))) for p in parts))
     scale = _PEAK / peak if peak > _PEAK else 1.0
     quantised = [np.clip(np.round(p * scale * _PCM), -_PCM, _PCM - 1).astype(np.int16) for p in parts]
@@ -244,7 +187,6 @@ def _readme(params: _Params, stats: dict[str, dict[str, Any]]) -> str:
     rows = "\n".join(
         f"| {split} | {s['mixtures']} | {s['speakers']} | {s['seconds']:.1f} |" for split, s in stats.items()
     )
-    fmt = lambda factors: ", ".join(f"{f:.2f}" for f in factors)  # noqa: E731
     low, high = params.mixture_seconds
     return f"""\
 # tuner demo separation corpus (Libri2Mix "both" layout)
@@ -255,8 +197,8 @@ Two-speaker noisy mixtures made from the real speech sample shipped with pyannot
 benchmarking.
 
 * Speakers: the two sample speakers (spk90, spk91) and speed-perturbed copies of them (resampling
-  changes tempo and pitch, so each factor makes a new voice). Train factors: {fmt(TRAIN_FACTORS)} (plus
-  the originals); dev factors: {fmt(DEV_FACTORS)}; test factors: {fmt(TEST_FACTORS)} (originals
+  changes tempo and pitch, so each factor makes a new voice). Train factors: {format_factors(TRAIN_FACTORS)} (plus
+  the originals); dev factors: {format_factors(DEV_FACTORS)}; test factors: {format_factors(TEST_FACTORS)} (originals
   excluded), so dev/test speakers never occur in train. Each mixture pairs copies of the two different
   real speakers, so its sources never say the same words.
 * Each mixture is {low:g}-{high:g} s at {params.sample_rate} Hz. Each source is a random window of its
@@ -287,14 +229,11 @@ def _write_corpus(root: Path, params: _Params, final_dir: Path) -> dict[str, Any
     stats: dict[str, dict[str, Any]] = {}
     (root / "metadata").mkdir()
     (root / "speechbrain").mkdir()
-    for split_index, split in enumerate(_SPLITS):
+    for split_index, split in enumerate(SPLITS):
         voices = _voices(split, sr)
-        shortest = min(len(v) for _, v in voices.values()) / sr
-        if params.mixture_seconds[1] > shortest:
-            raise ValueError(
-                f"mixture_seconds max {params.mixture_seconds[1]} s exceeds the {shortest:.2f} s of speech of the "
-                f"shortest {split} speaker; lower it"
-            )
+        check_speech_length(
+            "mixture_seconds", params.mixture_seconds[1], (v for _, v in voices.values()), sr, split, "lower it"
+        )
         split_dir = f"{params.wav_dir}/{split}"
         for folder in _FOLDERS:
             (root / split_dir / folder).mkdir(parents=True)
@@ -339,19 +278,23 @@ def _csv_files(split: str) -> list[str]:
     return [f"metadata/mixture_{split}_mix_both.csv", f"speechbrain/{split}.csv"]
 
 
-def _is_complete(out_dir: Path, params: _Params) -> bool:
-    """True if ``out_dir`` holds this corpus: same parameters, and every file its CSVs list exists."""
-    required = ["README.md"] + [f for split in _SPLITS for f in _csv_files(split)]
-    if not is_complete(out_dir, params.to_json(), required):
-        return False
+def _required_files(params: _Params) -> list[str]:
+    return ["README.md"] + [f for split in SPLITS for f in _csv_files(split)]
+
+
+def _lists_are_complete(out_dir: Path, params: _Params) -> bool:
+    """True if every CSV lists ``params.count(split)`` mixtures and every file it names exists."""
     try:
-        for split in _SPLITS:
+        for split in SPLITS:
             for csv_file in _csv_files(split):
                 if len(read_mixture_csv(out_dir / csv_file)) != params.count(split):
                     return False
     except DataError:
         return False
     return True
+
+
+_CORPUS = DemoCorpus("separation", _VERSION, logger, _write_corpus, _required_files, check=_lists_are_complete)
 
 
 def generate_separation_corpus(
@@ -373,9 +316,7 @@ def generate_separation_corpus(
     empty or a previous demo separation corpus (else :class:`~tuner.errors.DataError`). Invalid parameters
     raise ValueError.
     """
-    params = _params(seed, sample_rate, n_train, n_dev, n_test, mixture_seconds, noise_db)
-    out_dir = Path(out_dir)
-    return write_corpus_atomically(out_dir, params.to_json(), lambda root: _write_corpus(root, params, out_dir))
+    return _CORPUS.generate(out_dir, _params(seed, sample_rate, n_train, n_dev, n_test, mixture_seconds, noise_db))
 
 
 def ensure_separation_corpus(
@@ -390,17 +331,4 @@ def ensure_separation_corpus(
     noise_db: tuple[float, float] = (-40.0, -30.0),
 ) -> Path:
     """Return ``out_dir`` if it holds a complete corpus made with these parameters, else generate it."""
-    kwargs: dict[str, Any] = dict(
-        sample_rate=sample_rate,
-        n_train=n_train,
-        n_dev=n_dev,
-        n_test=n_test,
-        mixture_seconds=mixture_seconds,
-        noise_db=noise_db,
-    )
-    params = _params(seed, **kwargs)
-    out_dir = Path(out_dir)
-    if _is_complete(out_dir, params):
-        logger.info("demo separation corpus: reusing %s (seed %d)", out_dir, params.seed)
-        return out_dir
-    return generate_separation_corpus(out_dir, seed=seed, **kwargs)
+    return _CORPUS.ensure(out_dir, _params(seed, sample_rate, n_train, n_dev, n_test, mixture_seconds, noise_db))

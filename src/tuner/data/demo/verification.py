@@ -23,20 +23,34 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
-from tuner.data.demo._corpus import is_complete, write_corpus_atomically
+from tuner.data.demo._corpus import (
+    SPLITS,
+    CorpusParams,
+    DemoCorpus,
+    check_between,
+    check_int,
+    check_pair,
+    check_seed,
+)
 from tuner.data.demo._speakers import (
+    DEV_FACTORS,
+    TEST_FACTORS,
+    TRAIN_FACTORS,
     _factor_suffix,
-    build_speaker_pool,
-    load_sample,
+    add_noise_floor,
+    check_speech_length,
+    fade,
+    format_factors,
+    gain_to,
+    limit_peak,
     speaker_segments,
+    speaker_voices,
 )
 
 __all__ = [
@@ -51,21 +65,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-TRAIN_FACTORS: tuple[float, ...] = (0.80, 0.85, 0.91, 0.95, 1.05, 1.10, 1.17, 1.25)
-"""Speed factors of train speakers (on top of the two original speakers)."""
-DEV_FACTORS: tuple[float, ...] = (0.87, 1.07, 1.19)
-"""Speed factors of dev speakers (originals excluded): none is heard in train or test."""
-TEST_FACTORS: tuple[float, ...] = (0.83, 1.03, 1.14)
-"""Speed factors of test speakers (originals excluded): none is heard in train or dev."""
+# TRAIN_FACTORS, DEV_FACTORS, TEST_FACTORS: the speaker split shared with the separation corpus (_speakers.py)
 EVAL_FACTORS: tuple[tuple[float, ...], tuple[float, ...]] = (DEV_FACTORS, TEST_FACTORS)
 """Default ``eval_factors``: ``(dev factors, test factors)``."""
 
 _VERSION = 1  # bump when the generated content changes, so ensure_verification_corpus regenerates
-_KIND = "tuner-demo-verification"
-_SPLITS = ("train", "dev", "test")
 _TRIAL_SPLITS = ("dev", "test")
 
-_FADE = 0.01  # s, raised-cosine fade at piece joins and utterance ends
 _RMS_DBFS = -26.0
 _GAIN_DB = 3.0  # +/- random gain per utterance
 _NOISE_DBFS = -55.0
@@ -76,8 +82,7 @@ DEFAULT_TRIALS = 120
 
 
 @dataclass(frozen=True)
-class _Params:
-    seed: int
+class _Params(CorpusParams):
     train_factors: tuple[float, ...]
     dev_factors: tuple[float, ...]
     test_factors: tuple[float, ...]
@@ -87,32 +92,11 @@ class _Params:
     n_test_trials: int
     sample_rate: int
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "kind": _KIND,
-            "version": _VERSION,
-            "seed": self.seed,
-            "train_factors": list(self.train_factors),
-            "dev_factors": list(self.dev_factors),
-            "test_factors": list(self.test_factors),
-            "utterances_per_speaker": self.utterances_per_speaker,
-            "utterance_seconds": list(self.utterance_seconds),
-            "n_dev_trials": self.n_dev_trials,
-            "n_test_trials": self.n_test_trials,
-            "sample_rate": self.sample_rate,
-        }
-
     def factors(self, split: str) -> tuple[float, ...]:
         return {"train": self.train_factors, "dev": self.dev_factors, "test": self.test_factors}[split]
 
     def n_trials(self, split: str) -> int:
         return {"dev": self.n_dev_trials, "test": self.n_test_trials}[split]
-
-
-def _int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    return int(value)
 
 
 def _factors(name: str, values: Sequence[float]) -> tuple[float, ...]:
@@ -149,9 +133,8 @@ def _params(
     n_test_trials: int | None,
     sample_rate: int,
 ) -> _Params:
-    seed = _int("seed", seed)
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+    seed = check_int("seed", seed)
+    check_seed(seed)
     train = _factors("train_factors", train_factors)
     dev, test = _eval_factors(eval_factors)
     for name, split in (("dev", dev), ("test", test)):
@@ -159,33 +142,26 @@ def _params(
             raise ValueError(f"{name} speed factors {sorted(set(split) & set(train))} are also train factors")
     if dev != test and set(dev) & set(test):
         raise ValueError(f"dev and test speed factors overlap: {sorted(set(dev) & set(test))}")
-    per_speaker = _int("utterances_per_speaker", utterances_per_speaker)
-    if not 2 <= per_speaker <= _MAX_UTTERANCES:
-        raise ValueError(f"utterances_per_speaker must be between 2 and {_MAX_UTTERANCES}, got {per_speaker}")
-    try:
-        low, high = (float(v) for v in utterance_seconds)
-    except (TypeError, ValueError):
-        raise ValueError(f"utterance_seconds must be a (min, max) pair of seconds, got {utterance_seconds!r}") from None
-    if not 0.5 <= low <= high <= 6.0:
-        raise ValueError(f"utterance_seconds must satisfy 0.5 <= min <= max <= 6.0, got {utterance_seconds!r}")
-    sample_rate = _int("sample_rate", sample_rate)
-    if not 8000 <= sample_rate <= 48000:
-        raise ValueError(f"sample_rate must be between 8000 and 48000 Hz, got {sample_rate}")
+    per_speaker = check_int("utterances_per_speaker", utterances_per_speaker)
+    check_between("utterances_per_speaker", per_speaker, 2, _MAX_UTTERANCES)
+    window = check_pair("utterance_seconds", utterance_seconds, 0.5, 6.0, what="seconds")
+    sample_rate = check_int("sample_rate", sample_rate)
+    check_between("sample_rate", sample_rate, 8000, 48000, " Hz")
     n_originals = len(speaker_segments())
-    trials = {"n_dev_trials": n_dev_trials, "n_test_trials": n_test_trials}
-    for (name, n), factors in zip(list(trials.items()), (dev, test)):
+    trials: dict[str, int] = {}
+    for name, n, factors in (("n_dev_trials", n_dev_trials, dev), ("n_test_trials", n_test_trials, test)):
         n_utts = n_originals * len(factors) * per_speaker
         n_target = n_originals * len(factors) * per_speaker * (per_speaker - 1) // 2
         n_nontarget = n_utts * (n_utts - 1) // 2 - n_target
         limit = 2 * min(n_target, n_nontarget)
-        n = trials[name] = min(DEFAULT_TRIALS, limit) if n is None else _int(name, n)
+        n = trials[name] = min(DEFAULT_TRIALS, limit) if n is None else check_int(name, n)
         if n < 2 or n % 2 or n > limit:
             raise ValueError(
                 f"{name} must be an even number between 2 and {limit} (half targets, half non-targets, "
                 f"no pair twice), got {n}"
             )
     return _Params(
-        seed, train, dev, test, per_speaker, (low, high), trials["n_dev_trials"], trials["n_test_trials"], sample_rate
+        seed, train, dev, test, per_speaker, window, trials["n_dev_trials"], trials["n_test_trials"], sample_rate
     )
 
 
@@ -204,42 +180,19 @@ def _utterance_name(index: int) -> str:
 # ----------------------------------------------------------------------------------------- audio
 
 
-def _fade(chunk: np.ndarray, sample_rate: int) -> np.ndarray:
-    n = min(int(_FADE * sample_rate), len(chunk) // 2)
-    if n > 0:
-        ramp = (0.5 - 0.5 * np.cos(np.pi * np.arange(n) / n)).astype(np.float32)
-        chunk[:n] *= ramp
-        chunk[-n:] *= ramp[::-1]
-    return chunk
-
-
 def _voices(params: _Params, split: str) -> dict[str, np.ndarray]:
     """Each speaker's single-speaker pieces, faded and concatenated, at ``params.sample_rate``."""
-    pool = build_speaker_pool(params.factors(split), include_original=(split == "train"))
-    _, source_rate, _ = load_sample()
-    ratio = Fraction(params.sample_rate, source_rate)
-    voices = {}
-    for spk, pieces in pool.items():
-        if ratio != 1:
-            pieces = [
-                np.asarray(resample_poly(p, ratio.numerator, ratio.denominator), dtype=np.float32) for p in pieces
-            ]
-        voices[spk] = np.concatenate([_fade(p.copy(), params.sample_rate) for p in pieces])
-    return voices
+    return speaker_voices(params.factors(split), include_original=(split == "train"), sample_rate=params.sample_rate)
 
 
 def _utterance(rng: np.random.Generator, voice: np.ndarray, params: _Params) -> np.ndarray:
     sr = params.sample_rate
     n = round(rng.uniform(*params.utterance_seconds) * sr)
     start = int(rng.integers(0, len(voice) - n + 1))
-    audio = _fade(voice[start : start + n].copy(), sr)
-    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) or 1.0
-    gain_db = _RMS_DBFS + rng.uniform(-_GAIN_DB, _GAIN_DB)
-    audio *= np.float32(10 ** (gain_db / 20) / rms)
-    audio += rng.standard_normal(n).astype(np.float32) * np.float32(10 ** (_NOISE_DBFS / 20))
-    peak, ceiling = float(np.max(np.abs(audio))), 10 ** (_PEAK_DBFS / 20)
-    if peak > ceiling:
-        audio *= np.float32(ceiling / peak)
+    audio = fade(voice[start : start + n].copy(), sr)
+    audio *= np.float32(gain_to(audio, _RMS_DBFS + rng.uniform(-_GAIN_DB, _GAIN_DB)))
+    add_noise_floor(rng, audio, _NOISE_DBFS)
+    limit_peak(audio, _PEAK_DBFS)
     return audio
 
 
@@ -268,7 +221,6 @@ def _readme(params: _Params, stats: dict[str, dict[str, Any]]) -> str:
         f"{s.get('target_trials', '-')} | {s.get('nontarget_trials', '-')} |"
         for split, s in stats.items()
     )
-    fmt = lambda factors: ", ".join(f"{f:.2f}" for f in factors)  # noqa: E731
     low, high = params.utterance_seconds
     return f"""\
 # tuner demo speaker-verification corpus
@@ -280,8 +232,8 @@ demos of tuner, not for benchmarking.
 
 * Speakers: the two sample speakers (spk90, spk91) and speed-perturbed copies of them (resampling
   changes tempo and pitch, so each factor makes a new voice).
-  Train factors: {fmt(params.train_factors)} (plus the originals);
-  dev factors: {fmt(params.dev_factors)}; test factors: {fmt(params.test_factors)} (originals
+  Train factors: {format_factors(params.train_factors)} (plus the originals);
+  dev factors: {format_factors(params.dev_factors)}; test factors: {format_factors(params.test_factors)} (originals
   excluded), so dev/test speakers never occur in train.
 * {params.utterances_per_speaker} utterances per speaker, each a random {low:g}-{high:g} s window of the speaker's
   concatenated speech at {params.sample_rate} Hz, mono PCM_16, with a random gain of +/-{_GAIN_DB:g} dB around
@@ -305,14 +257,16 @@ def _write_corpus(root: Path, params: _Params, final_dir: Path) -> dict[str, Any
     stats: dict[str, dict[str, Any]] = {}
     trial_dir = root / "trials"
     trial_dir.mkdir()
-    for split_index, split in enumerate(_SPLITS):
+    for split_index, split in enumerate(SPLITS):
         voices = _voices(params, split)
-        shortest = min(len(v) for v in voices.values()) / params.sample_rate
-        if params.utterance_seconds[1] > shortest:
-            raise ValueError(
-                f"utterance_seconds max {params.utterance_seconds[1]} s exceeds the {shortest:.2f} s of speech of "
-                f"the shortest {split} speaker; lower it or use speed factors closer to 1"
-            )
+        check_speech_length(
+            "utterance_seconds",
+            params.utterance_seconds[1],
+            voices.values(),
+            params.sample_rate,
+            split,
+            "lower it or use speed factors closer to 1",
+        )
         utterances: list[tuple[str, str]] = []
         n_samples = 0
         for speaker_index, spk in enumerate(sorted(voices)):
@@ -349,10 +303,13 @@ def _write_corpus(root: Path, params: _Params, final_dir: Path) -> dict[str, Any
 
 def _required_files(params: _Params) -> list[str]:
     files = ["README.md"] + [f"trials/{split}.txt" for split in _TRIAL_SPLITS]
-    for split in _SPLITS:
+    for split in SPLITS:
         for spk in _speaker_ids(params, split):
             files += [f"{split}/{spk}/{_utterance_name(i)}" for i in range(params.utterances_per_speaker)]
     return files
+
+
+_CORPUS = DemoCorpus("verification", _VERSION, logger, _write_corpus, _required_files)
 
 
 def generate_verification_corpus(
@@ -388,8 +345,7 @@ def generate_verification_corpus(
         n_test_trials,
         sample_rate,
     )
-    out_dir = Path(out_dir)
-    return write_corpus_atomically(out_dir, params.to_json(), lambda root: _write_corpus(root, params, out_dir))
+    return _CORPUS.generate(out_dir, params)
 
 
 def ensure_verification_corpus(
@@ -405,18 +361,14 @@ def ensure_verification_corpus(
     sample_rate: int = 16000,
 ) -> Path:
     """Return ``out_dir`` if it holds a complete corpus made with these parameters, else generate it."""
-    kwargs = dict(
-        train_factors=train_factors,
-        eval_factors=eval_factors,
-        utterances_per_speaker=utterances_per_speaker,
-        utterance_seconds=utterance_seconds,
-        n_dev_trials=n_dev_trials,
-        n_test_trials=n_test_trials,
-        sample_rate=sample_rate,
+    params = _params(
+        seed,
+        train_factors,
+        eval_factors,
+        utterances_per_speaker,
+        utterance_seconds,
+        n_dev_trials,
+        n_test_trials,
+        sample_rate,
     )
-    params = _params(seed, **kwargs)
-    out_dir = Path(out_dir)
-    if is_complete(out_dir, params.to_json(), _required_files(params)):
-        logger.info("demo verification corpus: reusing %s (seed %d)", out_dir, params.seed)
-        return out_dir
-    return generate_verification_corpus(out_dir, seed=seed, **kwargs)
+    return _CORPUS.ensure(out_dir, params)
