@@ -5,7 +5,7 @@
 # Maintainers:
 #   make lock         re-resolve pyproject.toml's ranges into requirements.lock (then run make test on it)
 #   make test-latest  install the newest releases the ranges allow into .venv-latest (no lock) and run the suite
-#   make lint         ruff check + ruff format --check
+#   make lint         ruff check + ruff format --check + mypy (over src/, configured in pyproject.toml)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -55,6 +55,7 @@ demo: install pretrained
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test: install browser postgres pretrained
 	$(BIN)/python -m pytest

@@ -174,7 +174,6 @@ def sha256_of(path: Path) -> str:
 
 def _known(name: str) -> KnownCheckpoint:
     if name not in KNOWN:
-
         raise ConfigError(
             f"unknown pretrained checkpoint '{name}'{did_you_mean(name, KNOWN)}. Known: {', '.join(KNOWN)} "
             "(tuner pretrained list)."

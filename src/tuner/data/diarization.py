@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,10 @@ class DiarizationCorpus:
         self._subset_config()  # a clear error for an unknown protocol name
         registry = Registry()
         registry.load_database(self.database_yml)
-        preprocessors = {"audio": FileFinder(registry=registry), "annotated": _annotated_or_whole_file}
+        preprocessors: dict[str, Callable[[Any], Any]] = {
+            "audio": FileFinder(registry=registry),
+            "annotated": _annotated_or_whole_file,
+        }
         protocol = registry.get_protocol(self.protocol_name, preprocessors=preprocessors)
         return protocol if validate_on == "development" else _validating_on(protocol, validate_on)
 

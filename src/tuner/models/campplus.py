@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,9 @@ from pyannote.audio.core.task import Problem, Resolution, Specifications
 from pyannote.audio.models.blocks.pooling import StatsPool
 from torch import nn
 from torchaudio.compliance import kaldi
+
+if TYPE_CHECKING:
+    from pyannote.audio.core.task import Task
 
 __all__ = ["CAMPPlus", "load_campplus", "save_pyannote_checkpoint"]
 
@@ -176,7 +180,7 @@ class CAMPPlus(Model):
         growth_rate: int = 32,
         bn_size: int = 4,
         init_channels: int = 128,
-        task: object | None = None,
+        task: Task | None = None,
     ) -> None:
         super().__init__(sample_rate=sample_rate, num_channels=num_channels, task=task)
         self.save_hyperparameters("num_mel_bins", "embedding_size", "growth_rate", "bn_size", "init_channels")
@@ -202,21 +206,25 @@ class CAMPPlus(Model):
 
     @property
     def dimension(self) -> int:
-        return self.hparams.embedding_size
+        return self.hparams["embedding_size"]
 
     def fbank(self, waveforms: torch.Tensor) -> torch.Tensor:
         """(batch, 1, samples) -> (batch, frames, mels): Kaldi log-mel filterbanks, mean-normalised."""
         features = torch.stack(
             [
                 kaldi.fbank(
-                    w, num_mel_bins=self.hparams.num_mel_bins, sample_frequency=self.hparams.sample_rate, dither=0.0
+                    w,
+                    num_mel_bins=self.hparams["num_mel_bins"],
+                    sample_frequency=self.hparams["sample_rate"],
+                    dither=0.0,
                 )
                 for w in waveforms
             ]
         )
         return features - features.mean(dim=1, keepdim=True)
 
-    def forward(self, waveforms: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    # pyannote's Model.forward(waveforms, **kwargs) is narrowed here as in pyannote's own embedding models
+    def forward(self, waveforms: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
         """(batch, 1, samples) waveforms -> (batch, embedding_size); ``weights`` (batch, frames) at any frame
         rate weight the statistics pooling (pyannote passes a speaker's activity)."""
         x = self.head(self.fbank(waveforms).transpose(1, 2))
@@ -224,7 +232,7 @@ class CAMPPlus(Model):
             if name == "dense":
                 break
             x = layer(x)
-        return self.xvector.dense(self.pool(x, weights=weights))
+        return self.xvector.get_submodule("dense")(self.pool(x, weights=weights))
 
 
 def load_campplus(state_dict_path: str | Path) -> CAMPPlus:

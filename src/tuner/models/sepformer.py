@@ -62,6 +62,9 @@ class SepFormer(nn.Module):
     """Encoder -> masks from the dual-path masknet -> decoder, one waveform per speaker (the recipe's
     forward pass). ``forward(mix (batch, time)) -> (batch, time, n_sources)``."""
 
+    #: SpeechBrain's ``Dual_Path_Model`` (untyped): its ``num_spks``, ``dual_mdl`` and output layers are read here
+    masknet: Any
+
     def __init__(self, encoder: nn.Module, masknet: nn.Module, decoder: nn.Module) -> None:
         super().__init__()
         self.encoder, self.masknet, self.decoder = encoder, masknet, decoder
@@ -176,6 +179,7 @@ def load_speechbrain_sepformer(model_dir: str | Path, num_spks: int | None = Non
     }
     rebuilt = num_spks is not None and num_spks != model.num_spks
     if rebuilt:
+        assert num_spks is not None  # rebuilt implies it
         logger.warning(
             "%s separates %d sources, the data has %d: the masknet's output layer is re-initialised",
             model_dir,
@@ -189,7 +193,7 @@ def load_speechbrain_sepformer(model_dir: str | Path, num_spks: int | None = Non
     return model
 
 
-def _with_num_spks(masknet: nn.Module, num_spks: int) -> nn.Module:
+def _with_num_spks(masknet: Any, num_spks: int) -> nn.Module:  # masknet: SpeechBrain's Dual_Path_Model
     out_channels = masknet.conv2d.in_channels
     masknet.conv2d = nn.Conv2d(out_channels, out_channels * num_spks, kernel_size=1)
     masknet.num_spks = num_spks

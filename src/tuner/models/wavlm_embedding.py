@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from pyannote.audio import Model
-from pyannote.audio.core.task import Problem, Resolution, Specifications
+from pyannote.audio.core.task import Problem, Resolution, Specifications, Task
 
 __all__ = ["WavLMEmbedding", "load_wavlm_sv_embedding", "read_wavlm_sv_checkpoint"]
 
@@ -33,7 +33,7 @@ class WavLMEmbedding(Model):
         head: Mapping[str, Any],
         sample_rate: int = 16000,
         num_channels: int = 1,
-        task: object | None = None,
+        task: Task | None = None,
     ) -> None:
         import warnings
 
@@ -54,9 +54,10 @@ class WavLMEmbedding(Model):
 
     @property
     def dimension(self) -> int:
-        return int(dict(self.hparams.head).get("emb_dim", 256))
+        return int(dict(self.hparams["head"]).get("emb_dim", 256))
 
-    def forward(self, waveforms: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    # pyannote's Model.forward(waveforms, **kwargs) is narrowed here as in pyannote's own embedding models
+    def forward(self, waveforms: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
         """Embeddings of ``waveforms`` (batch, channels, samples); ``weights`` (batch, frames) at any frame
         rate: only the frames where it is at least 0.5 are pooled (all of them where fewer than 3 are)."""
         hidden, frames = self.upstream(waveforms.mean(dim=1))

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 with warnings.catch_warnings():  # torchcodec cannot load without FFmpeg; tuner never needs it
     warnings.filterwarnings("ignore", message=r"(?s).*torchcodec is not installed correctly")
     from pyannote.audio import Model
+    from pyannote.audio.core.task import Specifications
     from pyannote.audio.models.segmentation import PyanNet
     from pyannote.audio.tasks import SpeakerDiarization
 
@@ -79,7 +80,7 @@ class PyannoteSegmentation(TrainedObjective):
     metric = "DER"
     direction = "minimize"
     components = ("Confusion", "FalseAlarm", "Miss", "loss/train", "loss/val")
-    default_options: Mapping[str, Any] = {
+    default_options: ClassVar[Mapping[str, Any]] = {
         # task: None = from the pretrained model's specifications, else the values below
         "duration": None,  # chunk duration in seconds (3.0 from scratch)
         "max_speakers_per_chunk": None,  # 3 from scratch
@@ -111,6 +112,10 @@ class PyannoteSegmentation(TrainedObjective):
             self._num_blocks = sum(isinstance(getattr(pretrained, n, None), torch.nn.Module) for n in _BLOCKS)
             sample_rate = int(pretrained.audio.sample_rate or _SCRATCH_SAMPLE_RATE)
             specifications = pretrained.specifications
+            if not isinstance(specifications, Specifications) or specifications.classes is None:
+                raise ConfigError(
+                    f"{self._checkpoint}: not a segmentation model (one task with speaker classes expected)."
+                )
             self._task_options = {
                 "duration": float(specifications.duration),
                 "max_speakers_per_chunk": len(specifications.classes),
@@ -162,7 +167,8 @@ class PyannoteSegmentation(TrainedObjective):
 
     def layers(self, module: pl.LightningModule) -> LayerStack:
         names = [name for name in _BLOCKS if isinstance(getattr(module, name, None), torch.nn.Module)]
-        head = [module.classifier] if hasattr(module, "classifier") else []
+        classifier = getattr(module, "classifier", None)
+        head = [classifier] if isinstance(classifier, torch.nn.Module) else []
         if not head:
             raise ConfigError(
                 f"{type(module).__name__} has no 'classifier' head: 'unfrozen_layers' needs a "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import lightning.pytorch as pl
 import numpy as np
@@ -22,6 +22,10 @@ from tuner.errors import DataError
 from tuner.objectives.base import FitInputs, TrainedObjective, under
 from tuner.search_space import Param, TrialConfig
 from tuner.training.freeze import LayerStack
+
+if TYPE_CHECKING:
+    from tuner.data.separation import Mixture
+    from tuner.models.sepformer import SepFormer
 
 __all__ = ["SepFormerSeparation", "SeparationModule", "MixtureData"]
 
@@ -110,7 +114,7 @@ class MixtureData(pl.LightningDataModule):
 class SeparationModule(pl.LightningModule):
     """SepFormer trained with permutation-invariant SI-SNR; validation logs SI-SNRi, SDRi, SI-SNR, SDR."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: SepFormer) -> None:
         super().__init__()
         self.model = model
         self._scores: list[dict[str, float]] = []
@@ -155,10 +159,10 @@ class SepFormerSeparation(TrainedObjective):
     metric = "SI-SNRi"
     direction = "maximize"
     components = ("SDRi", "SI-SNR", "SDR", "loss/train", "loss/val")
-    params: Mapping[str, Param] = {
+    params: ClassVar[Mapping[str, Param]] = {
         "clip": Param(float, 5.0, positive=True, help="gradient-norm clipping value (the recipe's clip_grad_norm)"),
     }
-    default_options: Mapping[str, Any] = {
+    default_options: ClassVar[Mapping[str, Any]] = {
         # CSVs relative to the data folder: LibriMix metadata or SpeechBrain's CSVs (both are read)
         "train_csv": "metadata/mixture_train_mix_both.csv",
         "dev_csv": "metadata/mixture_dev_mix_both.csv",
@@ -169,6 +173,9 @@ class SepFormerSeparation(TrainedObjective):
         "model": None,  # SepFormer size for random init (None: a small config); ignored with --pretrained
         "num_workers": 0,
     }
+    #: the train and dev mixtures, set by :meth:`setup`
+    _train: list[Mixture]
+    _dev: list[Mixture]
 
     def setup(self) -> None:
         if getattr(self, "_root", None) is not None:
@@ -243,6 +250,7 @@ class SepFormerSeparation(TrainedObjective):
         else:
             from tuner.models.sepformer import load_speechbrain_sepformer
 
+            assert self.pretrained is not None  # setup() made a model config otherwise
             model = load_speechbrain_sepformer(self.pretrained, self._num_spks)
         data = MixtureData(
             self._train,
@@ -263,6 +271,7 @@ class SepFormerSeparation(TrainedObjective):
         )
 
     def layers(self, module: pl.LightningModule) -> LayerStack:
+        assert isinstance(module, SeparationModule)  # what build() returns
         model = module.model
         return LayerStack(
             head=model.head, blocks=model.blocks, block_names=[f"dual_path.{i}" for i in range(len(model.blocks))]

@@ -16,7 +16,7 @@ import itertools
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 import numpy as np
@@ -121,7 +121,7 @@ class SyntheticRegression(TrainedObjective):
     metric = "mse"
     direction = "minimize"
     components = ("loss/train", "loss/val")
-    default_options: Mapping[str, Any] = {
+    default_options: ClassVar[Mapping[str, Any]] = {
         "n_train": 1024,
         "n_val": 256,
         "n_features": 16,
@@ -217,6 +217,7 @@ class SyntheticRegression(TrainedObjective):
         )
 
     def layers(self, module: pl.LightningModule) -> LayerStack:
+        assert isinstance(module, RegressionModule)  # what build() returns
         model = module.model
         return LayerStack(
             head=[model.head], blocks=list(model.blocks), block_names=[f"hidden.{i}" for i in range(len(model.blocks))]

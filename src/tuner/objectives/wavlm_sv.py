@@ -14,7 +14,7 @@ import logging
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 import numpy as np
@@ -171,7 +171,8 @@ class SpeakerEmbedder(pl.LightningModule):
             verification_metrics,
         )
 
-        trials = self.trainer.datamodule.trials
+        # Lightning's DataConnector sets Trainer.datamodule, which the Trainer class does not declare
+        trials = self.trainer.datamodule.trials  # type: ignore[attr-defined]
         if len(self._embeddings) == 0:
             return
         table = torch.stack([self._embeddings[i] for i in range(len(self._embeddings))]).numpy()
@@ -188,12 +189,12 @@ class WavLMSpeakerVerification(TrainedObjective):
     metric = "EER"
     direction = "minimize"
     components = ("minDCF", "threshold", "loss/train")
-    params: Mapping[str, Param] = {
+    params: ClassVar[Mapping[str, Param]] = {
         "loss": Param(str, "aam", allowed=("aam", "pair_bce", "triplet"), help="speaker loss"),
         "margin": Param(float, 0.2, minimum=0.0, help="AAM-softmax angular margin / triplet margin"),
         "scale": Param(float, 30.0, positive=True, help="AAM-softmax scale"),
     }
-    default_options: Mapping[str, Any] = {
+    default_options: ClassVar[Mapping[str, Any]] = {
         "train_split": "train",  # <root>/<train_split>/<speaker>/<utterance>.wav|flac
         "dev_trials": "trials/dev.txt",  # 'label path1 path2' lines, paths relative to <root>
         "test_trials": "trials/test.txt",  # the same, for `tuner evaluate`

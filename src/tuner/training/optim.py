@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 
@@ -11,7 +11,8 @@ from tuner.search_space import TrialConfig
 
 __all__ = ["build_optimizer", "build_scheduler", "WarmupCosine"]
 
-_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+#: (each takes lr and weight_decay, which torch.optim.Optimizer itself does not)
+_OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "Adam": torch.optim.Adam,
     "AdamW": torch.optim.AdamW,
     "RAdam": torch.optim.RAdam,

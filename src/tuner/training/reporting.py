@@ -11,12 +11,13 @@ from typing import TYPE_CHECKING, Any
 import lightning.pytorch as pl
 from typing_extensions import override
 
-from tuner import records
+from tuner.direction import is_better
+from tuner.store import records
 
 if TYPE_CHECKING:
     import optuna
 
-    from tuner.objectives.base import Objective
+    from tuner.objectives.base import TrainedObjective
 
 __all__ = ["TrialReporter"]
 
@@ -35,7 +36,11 @@ class TrialReporter(pl.Callback):
     """
 
     def __init__(
-        self, objective: Objective, trial: optuna.Trial | None = None, label: str = "", prune_on: str | None = None
+        self,
+        objective: TrainedObjective,
+        trial: optuna.Trial | None = None,
+        label: str = "",
+        prune_on: str | None = None,
     ) -> None:
         self.objective = objective
         self.trial = trial
@@ -113,7 +118,7 @@ class TrialReporter(pl.Callback):
         if self.best_epoch is None:
             return True
         best = self.history[self.best_epoch][self.objective.metric]
-        return value < best if self.objective.direction == "minimize" else value > best
+        return is_better(value, best, self.objective.direction)
 
 
 def _floats(metrics: Mapping[str, Any]) -> dict[str, float]:
