@@ -3,7 +3,7 @@
 The table (``benchmarks/data/pyannote_curves.json``, built by ``benchmarks/curve_table.py``) holds every
 configuration of ``search_spaces/pyannote.yaml`` and the eight hand-run settings fine-tuning
 pyannote/segmentation-3.0 on the demo corpus, each trained in full. Each strategy runs as an Optuna study
-whose objective replays the table (:class:`tuner.replay.ReplayObjective`: samplers and pruners run
+whose objective replays the table (:class:`tuner.strategies.replay.ReplayObjective`: samplers and pruners run
 unchanged, each recorded epoch reported to the trial), for many seeds, under the hand grid's budget (its 8
 settings x the table's epochs). Per seed: the epochs (and seconds) spent until an epoch's DER is at or below
 the hand grid's best, as a fraction of the hand grid's (a seed that never gets there counts what it spent:
@@ -40,7 +40,7 @@ from _common import RESULTS, write_result
 
 from tuner import SearchSpace, load_study_file
 from tuner.objectives.pyannote import PyannoteSegmentation
-from tuner.replay import CurveTable, SeedRun, replay
+from tuner.strategies.replay import CurveTable, SeedRun, replay
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE = REPO / "benchmarks" / "data" / "pyannote_curves.json"

@@ -30,8 +30,8 @@ from _common import RESULTS, write_result
 from search_strategies import REPO, TABLE, _seeds, hand_settings, strategies
 
 from tuner import load_study_file, run_study
-from tuner.replay import CurveTable
 from tuner.store.records import study_trials
+from tuner.strategies.replay import CurveTable
 
 STORE = REPO / "storage" / "search_strategies_live.db"
 

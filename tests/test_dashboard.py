@@ -239,6 +239,7 @@ def test_real_study_in_the_dashboard(make_spec, tmp_path):
     import optuna_dashboard
 
     from tuner.report import study_figures
+    from tuner.reports.publish import DashboardPublisher
     from tuner.runner import run_study
 
     url = f"sqlite:///{tmp_path / 'tuner.db'}"
@@ -248,11 +249,12 @@ def test_real_study_in_the_dashboard(make_spec, tmp_path):
         sampler=optuna.samplers.RandomSampler(seed=0),
         trainer={"limit_train_batches": 2},
     )
-    study = run_study(spec, url, workdir=tmp_path / "work", show_progress=False)
+    # the publisher `tuner run` passes to the runner
+    study = run_study(spec, url, workdir=tmp_path / "work", show_progress=False, callbacks=[DashboardPublisher()])
     trials = study.get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
 
-    # what run_study left for the dashboard: a note per trial, the study note, the report's figures
+    # what the run left for the dashboard: a note per trial, the study note, the report's figures
     notes = [optuna_dashboard.get_note(DashboardTrial.of(study, t)) for t in trials]
     for trial, note in zip(trials, notes):
         der = epochs_of(trial)[0]["DER"]

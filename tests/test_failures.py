@@ -19,6 +19,7 @@ from tuner.cli import main
 from tuner.errors import DataError, StorageError
 from tuner.report import report_markdown, write_report
 from tuner.reports.dashboard_internals import DashboardTrial
+from tuner.reports.publish import DashboardPublisher
 from tuner.runner import run_study
 from tuner.store.records import CHECKPOINT as CHECKPOINT_ATTR
 from tuner.store.records import StudyRecord, TrialRecord
@@ -57,6 +58,8 @@ def synthetic_spec() -> Callable[..., StudySpec]:
 
 
 def _run(spec: StudySpec, url: str, tmp_path: Path, **kwargs: Any) -> list[optuna.trial.FrozenTrial]:
+    """A run as `tuner run` makes it (with its optuna-dashboard publisher)."""
+    kwargs.setdefault("callbacks", [DashboardPublisher()])
     run_study(spec, url, workdir=tmp_path, show_progress=False, artifacts=tmp_path / "artifacts", **kwargs)
     return optuna.load_study(study_name=spec.name, storage=url).trials
 

@@ -8,8 +8,8 @@ import optuna
 import pytest
 
 from tuner.errors import ConfigError
-from tuner.replay import CurveTable, replay
 from tuner.search_space import SearchSpace
+from tuner.strategies.replay import CurveTable, replay
 
 TABLE = {
     "keys": ["optimizer", "lr"],

@@ -7,7 +7,7 @@ import collections
 import optuna
 import pytest
 
-from tuner.samplers import RungTPESampler
+from tuner.strategies.samplers import RungTPESampler
 
 Distribution = optuna.distributions.CategoricalDistribution(["good_early", "complete_late", "other"])
 

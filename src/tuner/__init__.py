@@ -5,8 +5,7 @@ The public API is small; heavy libraries (torch, pyannote, lightning) load only 
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from tuner._version import __version__
 from tuner.errors import ConfigError, DataError, StorageError, TunerError
 from tuner.search_space import Param, SearchSpace, TrialConfig
 from tuner.study import StudySpec, load_study_file

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuner._version import __version__
 from tuner.errors import ConfigError, TunerError
 from tuner.objectives.base import Objective, StepwiseObjective, TrainedObjective, get_objective_class
 from tuner.quiet import experimental, silence_library_loggers
@@ -519,8 +520,6 @@ def _check_or_record_study(
     study: optuna.Study, spec: StudySpec, objective: Objective, space: SearchSpace, url: str, prune_on: str
 ) -> None:
     """Record what the study is on first use; refuse to mix another objective into it later."""
-    import tuner
-
     stored = records.StudyRecord.of(study)
     described = objective.describe()
     records.name_metric(study, objective.metric)
@@ -560,7 +559,7 @@ def _check_or_record_study(
             "seed": spec.seed,
             "search_space": space.to_dict(),
             "search_space_file": "inline" if isinstance(spec.search_space, Mapping) else str(spec.search_space),
-            "tuner_version": tuner.__version__,
+            "tuner_version": __version__,
             "description": spec.description,
         },
     )

@@ -241,5 +241,5 @@ class _StudyWithTrials:
 
 def study_with_trials(study: optuna.Study, trials: list[FrozenTrial]) -> Any:
     """A view of ``study`` whose trials (``get_trials`` and Optuna's ``_get_trials``, which its samplers
-    read) are ``trials``: a sampler can learn from trials seen differently (tuner.samplers.RungTPESampler)."""
+    read) are ``trials``: a sampler can learn from trials seen differently (tuner.strategies.RungTPESampler)."""
     return _StudyWithTrials(study, trials)

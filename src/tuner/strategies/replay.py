@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuner.direction import best_value, is_better, reaches
 from tuner.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -79,15 +80,15 @@ class CurveTable:
         return self.curves[key]
 
     def better(self, a: float, b: float) -> bool:
-        return a > b if self.maximize else a < b
+        return is_better(a, b, self.direction)
 
     def best_value(self, keys: Sequence[tuple[Any, ...]] | None = None) -> float:
         """The best per-epoch metric of the given configurations (default: every one)."""
         values = [e[self.metric] for k in (keys or list(self.curves)) for e in self.curves[k]]
-        return max(values) if self.maximize else min(values)
+        return best_value(values, self.direction)
 
     def reaches(self, value: float, goal: float) -> bool:
-        return value >= goal if self.maximize else value <= goal
+        return reaches(value, goal, self.direction)
 
     def oracle_epochs(self, goal: float) -> int | None:
         """The cheapest path in the table: fewest epochs any single configuration needs to reach ``goal``."""

@@ -1,4 +1,4 @@
-"""Samplers of tuner's own, usable from any study file (``sampler=tuner.samplers.RungTPESampler(seed=0)``).
+"""Samplers of tuner's own, usable from any study file (``sampler=tuner.strategies.RungTPESampler(seed=0)``).
 
 :class:`RungTPESampler` is Optuna's TPE with one change in what it learns from: trials are compared at the
 same epoch. Optuna's TPE ranks every completed trial above every pruned one, so in a study that prunes
@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.samplers import TPESampler
 from optuna.trial import TrialState
+
+from tuner.direction import best_value
+from tuner.store.optuna_internals import study_with_trials
 
 if TYPE_CHECKING:
     from optuna.distributions import BaseDistribution
@@ -68,13 +71,11 @@ class RungTPESampler(TPESampler):
         return depths[max(1, self._min_at_rung) - 1]
 
     def _at_rung(self, study: Study) -> Study:
-        from tuner.store.optuna_internals import study_with_trials
-
         trials = study.get_trials(deepcopy=False, states=_FINISHED)
         rung = self.rung(trials)
         if rung is None:
             return study
-        maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+        direction = "maximize" if study.direction == optuna.study.StudyDirection.MAXIMIZE else "minimize"
         ranked = []
         for trial in trials:
             reached = {step: v for step, v in trial.intermediate_values.items() if step <= rung and not math.isnan(v)}
@@ -83,7 +84,7 @@ class RungTPESampler(TPESampler):
                 continue
             seen = copy.copy(trial)
             seen.state = TrialState.COMPLETE
-            seen.value = max(reached.values()) if maximize else min(reached.values())
+            seen.value = best_value(reached.values(), direction)
             ranked.append(seen)
         return study_with_trials(study, ranked)
 

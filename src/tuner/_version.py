@@ -1,0 +1,3 @@
+"""The version of tuner (recorded in every study it creates)."""
+
+__version__ = "0.1.0"
