@@ -152,7 +152,7 @@ def run_study(
 
     from tuner.store.artifacts import open_artifact_store, resolve_artifact_dir
     from tuner.store.connect import store_errors
-    from tuner.store.queue import QueueEmpty, fill_queue
+    from tuner.store.queue import QueueEmpty, QueueStorage, fill_queue
     from tuner.training.progress import StudyProgress
 
     silence_library_loggers()
@@ -219,6 +219,7 @@ def run_study(
     worker = _Worker(study, spec, objective, space, prune_on, artifact_store, device, show_progress)
     deadline = None if timeout is None else time.monotonic() + timeout
     queue = optuna_internals.backend_of(study)
+    assert isinstance(queue, QueueStorage)  # what open_storage opens
     queue.queue_only = True  # take only enqueued trials: the budget is exact
     with (
         StudyProgress(waiting) as display,

@@ -269,6 +269,7 @@ def train_exported(
 
     import lightning.pytorch as pl
 
+    from tuner.objectives.base import TrainedObjective
     from tuner.runner import prepare_objective
     from tuner.study import StudySpec
     from tuner.training.fit import fit
@@ -299,6 +300,11 @@ def train_exported(
         objective, space = prepare_objective(spec, workdir)
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
+    if not isinstance(objective, TrainedObjective):
+        raise ConfigError(
+            f"{source}: objective '{objective.name}' trains nothing (it tunes parameters): its export is the result; "
+            "load the folder `tuner export` wrote instead of re-training it."
+        )
     config = space.config_from({})
     if metric_info["name"] != objective.metric:
         raise ConfigError(

@@ -162,8 +162,13 @@ class PyannotePipeline(StepwiseObjective):
                 return self._segmentation_model()
             self.pretrained_source = self._study_source
             return _load_segmentation(checkpoint)
-        checkpoint = self.resolve_pretrained(kinds=("pyannote-segmentation",))
-        return _load_segmentation(checkpoint)
+        path = self.resolve_pretrained(kinds=("pyannote-segmentation",))
+        if path is None:
+            raise ConfigError(
+                "objective 'pyannote_pipeline' needs a segmentation model: set pretrained= to a known name "
+                "(segmentation-3.0), a checkpoint path, or 'study:NAME'."
+            )
+        return _load_segmentation(path)
 
     def _study_checkpoint(self, study_name: str, part: str) -> Path | None:
         """The kept checkpoint of the best trial of ``study_name`` in this study's store (the ``part``, a

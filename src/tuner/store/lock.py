@@ -120,7 +120,7 @@ def study_lock(study: optuna.Study, what: str, stale_after: float | None = None)
     """
     stale_after = LOCK_STALE_S if stale_after is None else stale_after
     row = StudyAttrRow(study, f"tuner:lock:{what}")
-    holder = {"host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex, "beat": 0}
+    holder: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex, "beat": 0}
     mine = json.dumps(holder)
     seen: str | None = None
     seen_since = 0.0

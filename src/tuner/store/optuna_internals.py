@@ -207,7 +207,7 @@ def reseeded_optuna_sampler(sampler: optuna.samplers.BaseSampler, seed: int) -> 
     import optuna
     from optuna.samplers._lazy_random_state import LazyRandomState
 
-    fresh = copy.deepcopy(sampler)
+    fresh: Any = copy.deepcopy(sampler)  # its private random state is replaced below
     if hasattr(fresh, "_rng"):
         fresh._rng = LazyRandomState(seed)
     if isinstance(getattr(fresh, "_random_sampler", None), optuna.samplers.RandomSampler):

@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from tuner.direction import is_better
 from tuner.quiet import experimental
@@ -113,7 +113,7 @@ def epoch_key(epoch: int) -> str:
     return f"{EPOCH_PREFIX}{epoch:03d}"
 
 
-def _finite(value: Any) -> bool:
+def _finite(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -499,7 +499,7 @@ def warm_start_attrs(name: str) -> dict[str, Any]:
     return {WARM_START: name}
 
 
-def start_trial(trial: optuna.Trial, config: Mapping[str, Any], seed: int, max_epochs: int) -> str | None:
+def start_trial(trial: optuna.Trial | TrialAttrs, config: Mapping[str, Any], seed: int, max_epochs: int) -> str | None:
     """Record a trial's configuration as it starts.
 
     A retry inherits its predecessor's attributes; the predecessor's ``fail_reason`` is cleared here
@@ -548,7 +548,7 @@ def write_resumed_from(trial: optuna.Trial, origin: int | None, epoch: int | Non
 
 
 def finish_trial(
-    trial: optuna.Trial, epochs_run: int, best_epoch: int | None, seconds: float, model: Mapping[str, Any]
+    trial: optuna.Trial | TrialAttrs, epochs_run: int, best_epoch: int | None, seconds: float, model: Mapping[str, Any]
 ) -> None:
     """Record how a trial that trained (completed or pruned) ended."""
     trial.set_user_attr(EPOCHS_RUN, epochs_run)
@@ -557,7 +557,7 @@ def finish_trial(
     trial.set_user_attr(MODEL, dict(model))
 
 
-def fail_trial(trial: optuna.Trial, reason: str) -> None:
+def fail_trial(trial: optuna.Trial | TrialAttrs, reason: str) -> None:
     """Record why a trial failed (read back as :attr:`TrialRecord.fail_reason` once it is FAIL)."""
     trial.set_user_attr(FAIL_REASON, reason)
 

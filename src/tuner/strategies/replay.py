@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tuner.direction import best_value, is_better, reaches
+from tuner.direction import Direction, best_value, is_better, reaches
 from tuner.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -196,14 +196,18 @@ def replay(
     configurations in ``enqueue`` first, as a study's warm start)."""
     import optuna
 
-    study = (study_factory or optuna.create_study)(direction=table.direction, sampler=sampler, pruner=pruner)
+    direction: Direction = "maximize" if table.maximize else "minimize"
+    study = (study_factory or optuna.create_study)(direction=direction, sampler=sampler, pruner=pruner)
     for params in enqueue:
         study.enqueue_trial(dict(params))
     objective = ReplayObjective(table, space, prune_on=prune_on, budget_epochs=budget_epochs, goal=goal)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study.optimize(objective, n_trials=max_trials, catch=())
     reached = objective.reached_at is not None
-    epochs, seconds = objective.reached_at if reached else (objective.spent_epochs, objective.spent_seconds)
+    if objective.reached_at is not None:
+        epochs, seconds = objective.reached_at
+    else:
+        epochs, seconds = objective.spent_epochs, objective.spent_seconds
     best = objective.anytime[min(budget_epochs, len(objective.anytime)) - 1] if objective.anytime else math.nan
     ran = len(
         study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))

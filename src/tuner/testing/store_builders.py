@@ -67,7 +67,7 @@ def insert_trials(study: optuna.Study, trials: Iterable[FrozenTrial]) -> int:
         rows: dict[str, list[dict[str, Any]]] = {name: [] for name in _TRIAL_MODELS if name != "TrialModel"}
         for trial in trials:
             internals.validate_trial(trial)
-            trial_id = connection.execute(
+            inserted = connection.execute(
                 sa.insert(trials_table).values(
                     number=number,
                     study_id=internals.study_id(study),
@@ -75,7 +75,9 @@ def insert_trials(study: optuna.Study, trials: Iterable[FrozenTrial]) -> int:
                     datetime_start=_utc(trial.datetime_start),
                     datetime_complete=_utc(trial.datetime_complete),
                 )
-            ).inserted_primary_key[0]
+            ).inserted_primary_key
+            assert inserted is not None
+            trial_id = inserted[0]
             number += 1
             count += 1
             for objective, value in enumerate(trial.values or ()):

@@ -46,7 +46,7 @@ class FitResult:
 
 
 def fit(
-    objective: Objective,
+    objective: TrainedObjective,
     config: TrialConfig,
     seed: int,
     max_epochs: int,
@@ -176,7 +176,9 @@ def device_settings(device: str | None) -> tuple[str, Any]:
     return "gpu", [index]
 
 
-def attach_optimization(module: pl.LightningModule, objective: Objective, config: TrialConfig, max_epochs: int) -> None:
+def attach_optimization(
+    module: pl.LightningModule, objective: TrainedObjective, config: TrialConfig, max_epochs: int
+) -> None:
     """Make ``module`` train with the trial's optimizer, schedule and unfrozen layers.
 
     Freezing happens inside ``configure_optimizers`` because that is the first hook where every
