@@ -8,7 +8,14 @@ import logging
 import warnings
 from collections.abc import Iterator
 
-__all__ = ["experimental", "quiet_libraries", "silence_library_loggers"]
+__all__ = [
+    "experimental",
+    "quiet_libraries",
+    "silence_library_loggers",
+    "ignoring",
+    "TORCHCODEC_MISSING",
+    "WEIGHT_NORM_DEPRECATED",
+]
 
 #: library warnings that say nothing actionable about a tuner run
 _QUIET = (
@@ -22,6 +29,10 @@ _QUIET = (
     r".*Support for mismatched key_padding_mask and attn_mask is deprecated.*",  # s3prl's WavLM
     r".*when using `ckpt_path`, callbacks used to create the checkpoint need to be provided.*",  # tuner evaluate
 )
+#: pyannote.audio on import, without FFmpeg: torchcodec cannot load (tuner never needs it: it reads audio itself)
+TORCHCODEC_MISSING = r"(?s).*torchcodec is not installed correctly"
+#: s3prl's WavLM builds its positional convolution with the deprecated ``torch.nn.utils.weight_norm``
+WEIGHT_NORM_DEPRECATED = r".*weight_norm.*"
 #: loggers that announce the hardware, tips and configurations at INFO (Lightning's "GPU available: False")
 _CHATTY_LOGGERS = ("lightning.pytorch", "s3prl")
 
@@ -34,6 +45,15 @@ def experimental() -> Iterator[None]:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
+@contextlib.contextmanager
+def ignoring(message: str = "", category: type[Warning] = Warning) -> Iterator[None]:
+    """Ignore, inside the block, the warnings of ``category`` whose message matches ``message`` (a regular
+    expression; "" matches any): for one library call whose warnings say nothing a tuner user can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=message, category=category)
         yield
 
 

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from pyannote.audio import Model
 from pyannote.audio.core.task import Problem, Resolution, Specifications, Task
 
+from tuner import quiet
+
 __all__ = ["WavLMEmbedding", "load_wavlm_sv_embedding", "read_wavlm_sv_checkpoint"]
 
 #: the sub-modules of SpeakerEmbedder an embedding keeps (its ``loss`` is training-only)
@@ -35,15 +37,13 @@ class WavLMEmbedding(Model):
         num_channels: int = 1,
         task: Task | None = None,
     ) -> None:
-        import warnings
 
         from tuner.models.ecapa import ECAPATDNN
         from tuner.models.wavlm import WavLMUpstream, WeightedLayerSum
 
         super().__init__(sample_rate=sample_rate, num_channels=num_channels, task=task)
         self.save_hyperparameters("wavlm", "head")
-        with warnings.catch_warnings():  # s3prl's WavLM uses the deprecated torch.nn.utils.weight_norm
-            warnings.filterwarnings("ignore", message=r".*weight_norm.*", category=FutureWarning)
+        with quiet.ignoring(quiet.WEIGHT_NORM_DEPRECATED, FutureWarning):
             self.upstream = WavLMUpstream(dict(wavlm))
         self.featurizer = WeightedLayerSum(self.upstream.num_layers + 1)
         self.head = ECAPATDNN(self.upstream.hidden_size, **dict(head))

@@ -34,7 +34,6 @@ os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")  # pyannote 4 telemet
 import logging
 import shutil
 import tempfile
-import warnings
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
@@ -43,6 +42,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from tuner import quiet
 from tuner.errors import ConfigError, DataError
 from tuner.objectives.base import StepwiseObjective
 from tuner.search_space import Param, SearchSpace, TrialConfig
@@ -234,8 +234,7 @@ class PyannotePipeline(StepwiseObjective):
     def _build(self, segmentation: Any, embedding: Any, plda: Any) -> Any:
         from pyannote.audio.pipelines import SpeakerDiarization
 
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=UserWarning)
+        with quiet.ignoring(category=UserWarning):
             pipeline = SpeakerDiarization(
                 segmentation=segmentation,
                 segmentation_step=float(self.options["segmentation_step"]),
@@ -288,8 +287,7 @@ class PyannotePipeline(StepwiseObjective):
             self._pipeline.instantiate(params)
             self._instantiated = params
         file = self._split_files(split)[index]
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=UserWarning)
+        with quiet.ignoring(category=UserWarning):
             output = self._pipeline(file)
         hypothesis = getattr(output, "speaker_diarization", output)
         detail = DiarizationErrorRate()(file["annotation"], hypothesis, uem=file["annotated"], detailed=True)
@@ -373,8 +371,7 @@ def _load_model(path: str | Path, what: str) -> Any:
     from pyannote.audio import Model
 
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=UserWarning)
+        with quiet.ignoring(category=UserWarning):
             model = Model.from_pretrained(str(path), map_location="cpu", strict=False)
     except Exception as error:  # any loading failure gets the same advice
         detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -16,14 +16,14 @@ os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")  # pyannote 4 telemet
 import logging
 import shutil
 import tempfile
-import warnings
 import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-with warnings.catch_warnings():  # torchcodec cannot load without FFmpeg; tuner never needs it
-    warnings.filterwarnings("ignore", message=r"(?s).*torchcodec is not installed correctly")
+from tuner import quiet
+
+with quiet.ignoring(quiet.TORCHCODEC_MISSING):  # torchcodec cannot load without FFmpeg; tuner never needs it
     from pyannote.audio import Model
     from pyannote.audio.core.task import Specifications
     from pyannote.audio.models.segmentation import PyanNet
@@ -188,8 +188,7 @@ def load_pretrained_segmentation(source: str | Path) -> Model:
     if path.is_dir() and not (path / "pytorch_model.bin").is_file():
         raise ConfigError(f"{path} holds no pytorch_model.bin: point --pretrained at the checkpoint file itself.")
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=UserWarning)
+        with quiet.ignoring(category=UserWarning):
             model = Model.from_pretrained(str(path) if path.exists() else str(source), map_location="cpu")
     except Exception as error:
         raise ConfigError(

@@ -11,7 +11,6 @@ minDCF (p_target = 0.01).
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -22,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
+from tuner import quiet
 from tuner.data.audio import WaveformCache
 from tuner.errors import ConfigError, DataError
 from tuner.objectives.base import FitInputs, TrainedObjective, under
@@ -130,8 +130,7 @@ class SpeakerEmbedder(pl.LightningModule):
         from tuner.models.wavlm import WavLMUpstream, WeightedLayerSum
 
         self.save_hyperparameters()
-        with warnings.catch_warnings():  # s3prl's WavLM uses the deprecated torch.nn.utils.weight_norm
-            warnings.filterwarnings("ignore", message=r".*weight_norm.*", category=FutureWarning)
+        with quiet.ignoring(quiet.WEIGHT_NORM_DEPRECATED, FutureWarning):
             self.upstream = WavLMUpstream(dict(wavlm))
         self.featurizer = WeightedLayerSum(self.upstream.num_layers + 1)
         self.head = ECAPATDNN(self.upstream.hidden_size, **dict(head))
