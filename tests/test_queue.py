@@ -164,3 +164,23 @@ def test_workers_opening_a_new_database_together_all_get_the_store(storage_url):
     for thread in threads:
         thread.join()
     assert not errors, errors
+
+
+def test_an_old_stores_lock_studies_are_not_listed(storage_url):
+    """Stores of an older tuner hold one study per lock (``STUDY::lock:WHAT``): `tuner studies` and the "no such
+    study" message list the studies of trials only (nothing else reads those studies; they stay harmless)."""
+    from click.testing import CliRunner
+
+    from tuner.cli import cli
+    from tuner.errors import ConfigError
+    from tuner.store.connect import load_existing_study
+
+    storage = open_storage(storage_url, heartbeat=False)
+    optuna.create_study(study_name="s", storage=storage)
+    optuna.create_study(study_name="s::lock:queue", storage=storage)  # as an older tuner left it
+    with pytest.raises(ConfigError) as error:
+        load_existing_study("nope", storage_url)
+    assert "Studies there: s." in str(error.value)
+    listed = CliRunner().invoke(cli, ["studies", "--storage", storage_url])
+    assert listed.exit_code == 0, listed.output
+    assert " s " in listed.output and "::lock:" not in listed.output
