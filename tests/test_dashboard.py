@@ -19,15 +19,16 @@ import optuna
 import pytest
 from browser import ARTIFACTS, dump_dom, ink_fraction, screenshot
 
-from tuner import dashboard
-from tuner.dashboard import (
+from tuner.reports import notes as note_writer
+from tuner.reports import serving
+from tuner.reports.dashboard_internals import DashboardTrial
+from tuner.reports.notes import (
     attach_figures,
     save_study_note,
     save_trial_note,
     study_note,
     trial_note,
 )
-from tuner.reports.dashboard_internals import DashboardTrial
 from tuner.store.records import epochs_of
 
 BIN = Path(sys.executable).parent
@@ -163,12 +164,12 @@ def test_a_dashboard_failure_never_breaks_a_study(caplog, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("store is read-only")
 
-    monkeypatch.setattr(dashboard, "save_trial_note", broken)
-    monkeypatch.setattr(dashboard, "attach_figures", broken)
-    monkeypatch.setattr(dashboard, "save_study_note", broken)
+    monkeypatch.setattr(note_writer, "save_trial_note", broken)
+    monkeypatch.setattr(note_writer, "attach_figures", broken)
+    monkeypatch.setattr(note_writer, "save_study_note", broken)
     study = _study()
-    dashboard.publish_trial_note(study, _trial())
-    dashboard.publish_study(study)
+    note_writer.publish_trial_note(study, _trial())
+    note_writer.publish_study(study)
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 3 and all("store is read-only" in w for w in warnings)
 
@@ -200,17 +201,17 @@ def test_dashboard_command_help_and_errors(tmp_path, monkeypatch, capsys):
         def server_close(self):
             served["closed"] = True
 
-    monkeypatch.setattr(dashboard, "open_storage", lambda url, heartbeat: ("storage", url))
+    monkeypatch.setattr(serving, "open_storage", lambda url, heartbeat: ("storage", url))
     monkeypatch.setattr("optuna_dashboard.wsgi", lambda storage, artifact_store=None: ("app", storage))
     monkeypatch.setattr(
-        dashboard, "_make_server", lambda host, port, app: served.update(host=host, port=port, app=app) or Server()
+        serving, "_make_server", lambda host, port, app: served.update(host=host, port=port, app=app) or Server()
     )
     main(["dashboard", "--storage", "postgresql://tuner:s3cret@db-host/tuner", "--port", "9999"])
     out = capsys.readouterr().out
     assert "http://127.0.0.1:9999/dashboard/" in out and "postgresql://tuner:***@db-host/tuner" in out
     assert "s3cret" not in out and served["port"] == 9999 and served["host"] == "127.0.0.1" and served["closed"]
     served_app = served["app"]  # optuna-dashboard's app behind tuner's study request (StudyDetailFirst)
-    assert isinstance(served_app, dashboard.StudyDetailFirst) and served_app.app[0] == "app"
+    assert isinstance(served_app, serving.StudyDetailFirst) and served_app.app[0] == "app"
     storage = served_app.app[1]  # the store behind Optuna's cache layer (tuner.store.optuna_internals.cached)
     assert served_app.storage is storage and storage._backend == ("storage", "postgresql://tuner:s3cret@db-host/tuner")
 
@@ -238,7 +239,7 @@ def _text(dom: str) -> str:
 def test_real_study_in_the_dashboard(make_spec, tmp_path):
     import optuna_dashboard
 
-    from tuner.report import study_figures
+    from tuner.reports.figures import study_figures
     from tuner.reports.publish import DashboardPublisher
     from tuner.runner import run_study
 
@@ -263,7 +264,7 @@ def test_real_study_in_the_dashboard(make_spec, tmp_path):
         assert f"| lr | {trial.user_attrs['config']['lr']:.3g} | searched |" in note
     assert "Study dash_tiny" in optuna_dashboard.get_note(study)
     figures = study_figures(study)
-    figure_ids = sorted(dashboard._figure_id(k) for k in figures)
+    figure_ids = sorted(note_writer._figure_id(k) for k in figures)
     titles = [f.layout.title.text for f in figures.values() if f.layout.title.text]
     assert figure_ids
 

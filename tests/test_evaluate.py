@@ -63,8 +63,8 @@ def test_the_cli_prints_the_figures_beside_the_starting_model(tmp_path, capsys, 
     assert "study syn on its test split" in out and "trial 0 (checkpoint after epoch 2)" in out
     assert "untrained model" in out and "stored in study 'syn'" in out
     # the report's header and optuna-dashboard's study note show them
-    from tuner.dashboard import study_note
-    from tuner.report import report_markdown
+    from tuner.reports.markdown import report_markdown
+    from tuner.reports.notes import study_note
 
     study = optuna.load_study(study_name="syn", storage=url)
     test = StudyRecord.of(study).test

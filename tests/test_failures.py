@@ -17,8 +17,9 @@ from conftest import REPO
 from tuner import StudySpec
 from tuner.cli import main
 from tuner.errors import DataError, StorageError
-from tuner.report import report_markdown, write_report
 from tuner.reports.dashboard_internals import DashboardTrial
+from tuner.reports.html import write_report
+from tuner.reports.markdown import report_markdown
 from tuner.reports.publish import DashboardPublisher
 from tuner.runner import run_study
 from tuner.store.records import CHECKPOINT as CHECKPOINT_ATTR

@@ -19,12 +19,12 @@ import yaml
 from conftest import STORAGE_BACKENDS
 from test_dashboard_internals import comparable_detail
 
-from tuner import dashboard
-from tuner.report import DETAILED_TRIALS, TABLE_ROWS, write_report
-from tuner.reports import dashboard_internals
+from tuner.reports import dashboard_internals, notes, serving
+from tuner.reports.html import write_report
+from tuner.reports.summary import DETAILED_TRIALS, TABLE_ROWS
+from tuner.reports.tables import store_study_rows, study_rows, trial_columns, trial_row
 from tuner.store import optuna_internals, records
 from tuner.store.connect import open_storage
-from tuner.tables import store_study_rows, study_rows, trial_columns, trial_row
 from tuner.testing.large_study import build_study, noted_numbers
 from tuner.testing.wsgi import get_json
 
@@ -195,12 +195,12 @@ def _dashboard_get(url: str, path: str, query: str = "", *, tuners: bool = False
     storage = optuna_internals.cached(open_storage(url, heartbeat=False))
     app = optuna_dashboard.wsgi(storage)
     if tuners:
-        app = dashboard.StudyDetailFirst(app, storage)
+        app = serving.StudyDetailFirst(app, storage)
     return get_json(app, path, query)
 
 
 def test_the_dashboard_api_serves_every_trial_with_bounded_notes_and_figures(stores):
-    from tuner.report import study_figures
+    from tuner.reports.figures import study_figures
 
     details = {}
     for key in ("large", "small", "legacy"):
@@ -218,14 +218,14 @@ def test_the_dashboard_api_serves_every_trial_with_bounded_notes_and_figures(sto
     study = optuna.load_study(study_name="big", storage=open_storage(stores["large"], heartbeat=False))
     noted = [t["number"] for t in large["trials"] if t["note"]["body"]]
     assert noted == noted_numbers(study)
-    assert len(noted) <= dashboard.NOTES_UP_TO + dashboard.NOTED_BEST
+    assert len(noted) <= notes.NOTES_UP_TO + notes.NOTED_BEST
     assert {t["number"] for t in large["best_trials"]} <= set(noted)  # the best trial has its note
     best = large["trials"][large["best_trials"][0]["number"]]
     assert f"Trial {best['number']}: complete" in best["note"]["body"] and "(best)" in best["note"]["body"]
     small_study = optuna.load_study(study_name="big", storage=open_storage(stores["small"], heartbeat=False))
     assert [t["number"] for t in small["trials"] if t["note"]["body"]] == noted_numbers(small_study)
     figures = {g["id"] for g in large["plotly_graph_objects"]}
-    assert figures == {dashboard._figure_id(k) for k in study_figures(study, dashboard=True)}
+    assert figures == {notes._figure_id(k) for k in study_figures(study, dashboard=True)}
     assert "tuner-Optimization-history" not in figures and "tuner-Intermediate-values" in figures
     assert sum(len(g["graph_object"]) for g in large["plotly_graph_objects"]) < 200_000
     # per-epoch records: one system attribute per trial, which the dashboard does not send; one user
@@ -240,21 +240,21 @@ def test_a_worker_leaves_notes_only_for_the_first_and_the_best_trials(storage_ur
     storage = open_storage(storage_url, heartbeat=False)
     built = build_study(storage, "w", 70, seed=5, pruned=0.2, dashboard=False)
     for trial in built.get_trials(deepcopy=False):
-        dashboard.publish_trial_note(built, trial)
+        notes.publish_trial_note(built, trial)
     with_notes = [t.number for t in built.trials if dashboard_internals.read_note(built, t._trial_id)]
     assert with_notes == noted_numbers(built) and len(with_notes) < 70
     # a note a person wrote in is kept when its trial leaves the best ones
-    victim = next(n for n in with_notes if n >= dashboard.NOTES_UP_TO)
+    victim = next(n for n in with_notes if n >= notes.NOTES_UP_TO)
     ref = dashboard_internals.DashboardTrial.of(built, built.trials[victim])
     import optuna_dashboard
 
     optuna_dashboard.save_note(ref, optuna_dashboard.get_note(ref) + "\nkeep this -- Ana\n")
     for value in (-1.0, -2.0, -3.0, -4.0, -5.0, -6.0, -7.0, -8.0, -9.0, -10.0, -11.0):
         built.add_trial(optuna.trial.create_trial(value=value, user_attrs={"config": {}}))
-        dashboard.publish_trial_note(built, built.trials[-1])
+        notes.publish_trial_note(built, built.trials[-1])
     assert "keep this -- Ana" in optuna_dashboard.get_note(ref)
     remaining = [t.number for t in built.trials if dashboard_internals.read_note(built, t._trial_id)]
-    assert victim in remaining and len([n for n in remaining if n >= dashboard.NOTES_UP_TO]) == dashboard.NOTED_BEST + 1
+    assert victim in remaining and len([n for n in remaining if n >= notes.NOTES_UP_TO]) == notes.NOTED_BEST + 1
 
 
 def test_an_old_layout_store_runs_on(storage_url, tmp_path):

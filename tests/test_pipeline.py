@@ -71,7 +71,7 @@ def _spec(corpus: Path, **overrides: Any) -> StudySpec:
 @pytest.mark.parametrize("storage_url", ["sqlite"], indirect=True)  # store-independent: one backend is enough
 def test_trials_report_each_files_der_and_wilcoxon_prunes_a_worse_one(pipeline_corpus, workdir, storage_url, tmp_path):
     from tuner.evaluate import evaluate_study
-    from tuner.report import report_markdown
+    from tuner.reports.markdown import report_markdown
     from tuner.store.records import StudyRecord, TrialRecord
 
     study = run_study(_spec(pipeline_corpus), storage_url, workdir=workdir, show_progress=False,

@@ -18,9 +18,9 @@ from conftest import REPO
 
 from tuner import StudySpec, run_study
 from tuner.errors import StorageError
+from tuner.reports.tables import study_rows
 from tuner.store.connect import mask_url, open_storage
 from tuner.store.records import epochs_of
-from tuner.tables import study_rows
 from tuner.testing.postgres import LocalPostgres, PostgresUnavailable, _free_port
 
 SMALL = {"n_train": 128, "n_val": 64, "n_features": 8, "hidden": [16, 16, 16]}

@@ -156,7 +156,7 @@ def test_a_study_fine_tunes_segmentation_3_0_by_name(fetched, tmp_path, storage_
     the pretrained model's DER, and where the checkpoint came from is in the study, the export and the report."""
     from tuner import StudySpec, export_best, run_study
     from tuner.data.demo import ensure_diarization_corpus
-    from tuner.report import report_markdown
+    from tuner.reports.markdown import report_markdown
     from tuner.store.records import StudyRecord
 
     workdir = tmp_path / "work"

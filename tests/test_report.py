@@ -88,7 +88,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, demo_corpus: Path, sv_corpus
 
 @pytest.fixture(scope="module")
 def reports(store: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Path]]:
-    from tuner.report import write_report
+    from tuner.reports.html import write_report
 
     out = tmp_path_factory.mktemp("reports")
     return {objective: write_report(NAMES[objective], storage=store, out_dir=out) for objective in OBJECTIVES}
@@ -218,7 +218,7 @@ def test_markdown_has_the_header_and_every_epoch_of_every_trial(objective, store
 
 @pytest.mark.parametrize("objective", OBJECTIVES)
 def test_html_renders_every_figure_offline(objective, store, reports):
-    from tuner.report import study_figures
+    from tuner.reports.figures import study_figures
 
     page = reports[objective]["html"]
     source = page.read_text()
@@ -237,7 +237,7 @@ def test_html_renders_every_figure_offline(objective, store, reports):
 
 
 def test_objective_figures_show_the_stored_values(store):
-    from tuner.report import study_figures
+    from tuner.reports.figures import study_figures
 
     # DER components stacked per trial at its best epoch; the pruned trial is in the intermediate values
     study = _stored(store, "pyannote_segmentation")
@@ -284,7 +284,7 @@ def test_objective_figures_show_the_stored_values(store):
 
 
 def test_compare_two_studies_of_one_metric(store, tmp_path):
-    from tuner.report import write_comparison
+    from tuner.reports.compare import write_comparison
 
     storage = optuna.storages.RDBStorage(store)
     optuna.copy_study(
@@ -308,7 +308,7 @@ def test_compare_two_studies_of_one_metric(store, tmp_path):
 
 
 def test_compare_refuses_different_metrics(store, tmp_path):
-    from tuner.report import write_comparison
+    from tuner.reports.compare import write_comparison
 
     with pytest.raises(TunerError) as error:
         write_comparison(
@@ -322,7 +322,7 @@ def test_compare_refuses_different_metrics(store, tmp_path):
 
 
 def test_unknown_study_names_the_store_and_its_studies(store, tmp_path):
-    from tuner.report import write_report
+    from tuner.reports.html import write_report
 
     with pytest.raises(ConfigError) as error:
         write_report("no_such_study", storage=store, out_dir=tmp_path)
@@ -333,7 +333,8 @@ def test_unknown_study_names_the_store_and_its_studies(store, tmp_path):
 
 
 def test_a_study_without_trials_gets_a_report_saying_so(tmp_path):
-    from tuner.report import study_figures, write_report
+    from tuner.reports.figures import study_figures
+    from tuner.reports.html import write_report
 
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     study = optuna.create_study(study_name="empty", storage=url)
@@ -348,7 +349,7 @@ def test_a_study_without_trials_gets_a_report_saying_so(tmp_path):
 
 
 def test_failed_and_running_trials_are_listed_last(tmp_path):
-    from tuner.report import write_report
+    from tuner.reports.html import write_report
 
     url = f"sqlite:///{tmp_path / 'states.db'}"
     study = optuna.create_study(study_name="states", storage=url, direction="maximize")

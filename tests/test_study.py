@@ -10,8 +10,8 @@ import yaml
 
 from tuner import export_best, run_study
 from tuner.errors import ConfigError
+from tuner.reports.tables import trial_rows
 from tuner.store.records import epochs_of
-from tuner.tables import trial_rows
 
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 

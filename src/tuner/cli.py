@@ -139,10 +139,10 @@ def run(
       tuner run studies/pyannote_optim.py --storage postgresql://user:pass@db-host/tuner --device 0
     """
     from tuner.reports.publish import DashboardPublisher
+    from tuner.reports.tables import rich_table, trial_rows
     from tuner.runner import run_study
     from tuner.store.records import StudyRecord
     from tuner.study import load_study_file
-    from tuner.tables import rich_table, trial_rows
 
     spec = load_study_file(study_file).override(
         data=data, pretrained=pretrained, max_epochs=max_epochs, name=study_name
@@ -191,8 +191,8 @@ def _print_outcome(console: Any, study: Any) -> None:
 @storage_option
 def studies(storage: str | None) -> None:
     """List the studies in the store with their trial counts and best value."""
+    from tuner.reports.tables import rich_table, store_study_rows
     from tuner.store.connect import mask_url, resolve_storage_url
-    from tuner.tables import rich_table, store_study_rows
 
     url = resolve_storage_url(storage)
     rows = store_study_rows(url)
@@ -259,8 +259,9 @@ def report(study_names: tuple[str, ...], storage: str | None, out: Path, compare
       tuner report pyannote_optim                      storage/reports/pyannote_optim.{md,csv,epochs.csv,html}
       tuner report --compare study_a study_b --out DIR DIR/compare.{md,csv}
     """
-    from tuner.report import compare_table_rows, write_comparison, write_report
-    from tuner.tables import rich_table
+    from tuner.reports.compare import compare_table_rows, write_comparison
+    from tuner.reports.html import write_report
+    from tuner.reports.tables import rich_table
 
     if compare:
         rows, paths = write_comparison(study_names, storage, out)
@@ -290,7 +291,7 @@ def dashboard(storage: str | None, host: str, port: int, artifacts: str | None) 
     The stock command reads the same store and shows the same notes and figures:
       optuna-dashboard sqlite:///storage/tuner.db
     """
-    from tuner.dashboard import serve
+    from tuner.reports.serving import serve
 
     serve(storage, host, port, echo=click.echo, artifacts=artifacts)
 
@@ -388,7 +389,7 @@ _PRETRAINED_DIR = click.option(
 def pretrained_list(root: Path) -> None:
     """The checkpoints tuner can fetch, their licence and origin, and whether they are here (verified)."""
     from tuner.pretrained import listing
-    from tuner.tables import rich_table
+    from tuner.reports.tables import rich_table
 
     _stdout_console().print(rich_table(listing(root), title=f"known checkpoints (here: {root})"))
 
@@ -446,7 +447,7 @@ def evaluate(
       tuner evaluate pyannote_pipeline --split test
     """  # fmt: skip
     from tuner.evaluate import evaluate_study
-    from tuner.tables import rich_table
+    from tuner.reports.tables import rich_table
 
     result = evaluate_study(study_name, storage, split=split, trial_number=trial_number, workdir=workdir,
                             artifacts=artifacts, device=device)  # fmt: skip

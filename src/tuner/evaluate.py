@@ -88,7 +88,7 @@ def evaluate_study(
     }
     with store_errors(url, f"recording the {split} figures of study '{study_name}'"):
         records.write_test(study, result)
-        from tuner.dashboard import save_study_note
+        from tuner.reports.notes import save_study_note
 
         save_study_note(study)  # optuna-dashboard's study note shows them
     return result

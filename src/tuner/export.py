@@ -100,9 +100,10 @@ FOLDER_RECORD = "tuner_export.yaml"
 
 def _exports_folder(objective: str | None) -> bool:
     """Whether ``objective`` exports a folder a user runs (a diarization pipeline) rather than YAML alone."""
-    from tuner.objectives.base import FOLDER_EXPORTS
+    from tuner.objectives.base import objective_entry
 
-    return objective in FOLDER_EXPORTS
+    entry = objective_entry(objective)
+    return entry is not None and entry.exports_folder
 
 
 def export_best(

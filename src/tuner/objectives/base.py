@@ -34,7 +34,8 @@ __all__ = [
     "FitInputs",
     "get_objective_class",
     "OBJECTIVES",
-    "FOLDER_EXPORTS",
+    "ObjectiveEntry",
+    "objective_entry",
     "under",
     "SPLITS",
 ]
@@ -99,7 +100,6 @@ class Objective(abc.ABC):
         options = dict(options or {})
         unknown = set(options) - set(self.default_options)
         if unknown:
-
             first = sorted(unknown)[0]
             raise ConfigError(
                 f"unknown option(s) {sorted(unknown)} for objective '{self.name}'"
@@ -270,25 +270,45 @@ def under(root: Path, path: str | Path) -> Path:
     return path if path.is_absolute() else root / path
 
 
-#: Objective name -> "module:Class", imported only when a study uses it.
-OBJECTIVES: dict[str, str] = {
-    "pyannote_segmentation": "tuner.objectives.pyannote:PyannoteSegmentation",
-    "wavlm_sv": "tuner.objectives.wavlm_sv:WavLMSpeakerVerification",
-    "sepformer_separation": "tuner.objectives.sepformer:SepFormerSeparation",
-    "synthetic": "tuner.objectives.synthetic:SyntheticRegression",  # seconds-long, no data: checks workers
-    "pyannote_pipeline": "tuner.objectives.pipeline:PyannotePipeline",
+@dataclass(frozen=True)
+class ObjectiveEntry:
+    """What tuner knows of a registered objective without importing it (its module pulls in torch and its task's
+    library): where its class is, and what ``tuner report`` and ``tuner export`` need of it.
+    tests/test_objectives_registry.py checks each entry against its class."""
+
+    #: ``"module:Class"``, imported only when a study uses the objective
+    target: str
+    #: the unit of the metric, as the report's figures print it (``"%"``, ``"dB"``); "" for a plain number
+    unit: str = ""
+    #: the kind of the report's figure of the objective's own (``tuner.reports.objective_figures.FIGURE_KINDS``)
+    figure: str = "per_trial"
+    #: the class's :attr:`Objective.exports_folder`: ``tuner export`` writes a folder a user runs, not YAML alone
+    exports_folder: bool = False
+
+
+#: Objective name -> its entry.
+OBJECTIVES: dict[str, ObjectiveEntry] = {
+    "pyannote_segmentation": ObjectiveEntry("tuner.objectives.pyannote:PyannoteSegmentation", figure="der_components"),
+    "wavlm_sv": ObjectiveEntry("tuner.objectives.wavlm_sv:WavLMSpeakerVerification", unit="%", figure="eer_det"),
+    "sepformer_separation": ObjectiveEntry(
+        "tuner.objectives.sepformer:SepFormerSeparation", unit="dB", figure="before_after"
+    ),
+    # seconds-long, no data: checks workers
+    "synthetic": ObjectiveEntry("tuner.objectives.synthetic:SyntheticRegression"),
+    "pyannote_pipeline": ObjectiveEntry("tuner.objectives.pipeline:PyannotePipeline", exports_folder=True),
 }
-#: the objectives whose :attr:`Objective.exports_folder` is true, known without importing them (``tuner export``
-#: of a YAML study stays a second; tests/test_objectives_registry.py checks it against the classes)
-FOLDER_EXPORTS = frozenset({"pyannote_pipeline"})
+
+
+def objective_entry(name: str | None) -> ObjectiveEntry | None:
+    """The registry entry of objective ``name``; None for a name tuner does not know (or None)."""
+    return OBJECTIVES.get(name) if name is not None else None
 
 
 def get_objective_class(name: str) -> type[Objective]:
     """The Objective class registered under ``name`` (imports its module)."""
     if name not in OBJECTIVES:
-
         raise ConfigError(
             f"unknown objective '{name}'{did_you_mean(name, OBJECTIVES)}. Available: {', '.join(OBJECTIVES)}."
         )
-    module_name, class_name = OBJECTIVES[name].split(":")
+    module_name, class_name = OBJECTIVES[name].target.split(":")
     return getattr(importlib.import_module(module_name), class_name)

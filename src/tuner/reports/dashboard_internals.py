@@ -27,6 +27,7 @@ __all__ = [
     "delete_note",
     "dashboard_study_detail",
     "DashboardTrial",
+    "first_note_attrs",
 ]
 
 #: optuna-dashboard's system-attribute prefix for plotly graph objects (``dashboard:plot_data:<id>:<chunk>``)
@@ -56,6 +57,15 @@ def write_note(study: optuna.Study, trial_id: int | None, body: str) -> None:
         internals.set_study_system_attr(study, key, value)
     for i in range(len(chunks), sum(1 for key in current if key.startswith(prefix))):
         internals.set_study_system_attr(study, f"{prefix}{i}", "")
+
+
+def first_note_attrs(trial_id: int | None, body: str) -> dict[str, Any]:
+    """The study system attributes that hold ``body`` as the first version of the note of a trial (or, with
+    ``trial_id`` None, of the study), as ``optuna_dashboard.save_note`` writes them: for building large studies
+    in one transaction (tests, benchmarks)."""
+    from optuna_dashboard._note import note_ver_key, split_body
+
+    return {note_ver_key(trial_id): 1, **split_body(body, trial_id)}
 
 
 def delete_note(study: optuna.Study, trial_id: int | None) -> None:

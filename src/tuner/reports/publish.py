@@ -20,12 +20,12 @@ class DashboardPublisher(StudyCallback):
 
     @override
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        from tuner.dashboard import publish_trial_note
+        from tuner.reports.notes import publish_trial_note
 
         publish_trial_note(study, trial)
 
     @override
     def on_study_end(self, study: optuna.Study) -> None:
-        from tuner.dashboard import publish_study
+        from tuner.reports.notes import publish_study
 
         publish_study(study)

@@ -122,8 +122,8 @@ def build_study(
     per-epoch layout) instead of :func:`tuner.store.records.write_epoch`.
 
     With ``dashboard``, what workers leave for optuna-dashboard is written too: the trial notes (those
-    :func:`tuner.dashboard.note_wanted` picks; with the legacy layout one for every finished trial, as tuner
-    wrote them then), then the study note and figures (:func:`tuner.dashboard.publish_study`).
+    :func:`tuner.reports.notes.note_wanted` picks; with the legacy layout one for every finished trial, as
+    tuner wrote them then), then the study note and figures (:func:`tuner.reports.notes.publish_study`).
     """
     import optuna
 
@@ -197,11 +197,11 @@ def build_study(
 
 def noted_numbers(study: optuna.Study) -> list[int]:
     """The trials that have a dashboard note once workers have run every trial of the study
-    (:func:`tuner.dashboard.note_wanted` and the notes it retires): the first
-    :data:`~tuner.dashboard.NOTES_UP_TO` finished trials and the best :data:`~tuner.dashboard.NOTED_BEST`."""
+    (:func:`tuner.reports.notes.note_wanted` and the notes it retires): the first
+    :data:`~tuner.reports.notes.NOTES_UP_TO` finished trials and the best :data:`~tuner.reports.notes.NOTED_BEST`."""
     import optuna
 
-    from tuner.dashboard import NOTED_BEST, NOTES_UP_TO
+    from tuner.reports.notes import NOTED_BEST, NOTES_UP_TO
 
     trials = study.get_trials(deepcopy=False)
     first = [t.number for t in trials if t.state.is_finished() and t.number < NOTES_UP_TO]
@@ -212,9 +212,7 @@ def noted_numbers(study: optuna.Study) -> list[int]:
 
 
 def _write_dashboard(study: optuna.Study, layout: str) -> None:
-    from optuna_dashboard._note import note_ver_key, split_body
-
-    from tuner import dashboard
+    from tuner.reports import dashboard_internals, notes
 
     trials = study.get_trials(deepcopy=False)
     if layout == "legacy":  # one note per finished trial, written in one transaction
@@ -223,11 +221,10 @@ def _write_dashboard(study: optuna.Study, layout: str) -> None:
         for trial in trials:
             if trial.state.is_finished():
                 trial_id = optuna_internals.trial_id(trial)
-                body = dashboard._merge(dashboard._trial_note(records.TrialRecord.of(trial, record), record), "")
-                attrs[note_ver_key(trial_id)] = 1
-                attrs.update(split_body(body, trial_id))
+                body = notes._merge(notes._trial_note(records.TrialRecord.of(trial, record), record), "")
+                attrs.update(dashboard_internals.first_note_attrs(trial_id, body))
         insert_study_system_attrs(study, attrs)
     else:
         for number in noted_numbers(study):
-            dashboard.save_trial_note(study, trials[number])
-    dashboard.publish_study(study)
+            notes.save_trial_note(study, trials[number])
+    notes.publish_study(study)

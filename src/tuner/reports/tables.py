@@ -1,4 +1,5 @@
-"""Tables rebuilt from the store alone: trials of a study, and the studies of a store."""
+"""Tables rebuilt from the store alone: the trials of a study (``tuner run``'s closing table and every report's
+trial table), the studies of a store (``tuner studies``), and the rich table the command line prints."""
 
 from __future__ import annotations
 
@@ -6,13 +7,26 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from tuner.direction import rank_key
 from tuner.store.records import StudyRecord, TrialRecord, study_trials
+from tuner.text import format_number
 
 if TYPE_CHECKING:
     import optuna
     from rich.table import Table
 
-__all__ = ["PARAM_COLUMNS", "rich_table", "study_rows", "store_study_rows", "trial_columns", "trial_rows", "trial_row"]
+__all__ = [
+    "PARAM_COLUMNS",
+    "rich_table",
+    "study_rows",
+    "store_study_rows",
+    "trial_columns",
+    "trial_rows",
+    "trial_row",
+    "sort_rows",
+    "trains",
+    "param_columns",
+]
 
 #: configuration columns shown for every objective (the knobs of the hand-run settings)
 PARAM_COLUMNS = ("optimizer", "schedule", "batch_size", "lr", "weight_decay", "unfrozen_layers")
@@ -39,11 +53,13 @@ def trial_row(trial: TrialRecord, study: StudyRecord) -> dict[str, Any]:
 def sort_rows(rows: list[dict[str, Any]], study: StudyRecord) -> list[dict[str, Any]]:
     """``rows`` best first by the study's metric; rows without a finite one last, in trial order."""
 
+    rank = rank_key(study.direction)
+
     def key(row: dict[str, Any]) -> tuple[int, float]:
         value = row[study.metric]
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             return (1, 0.0)
-        return (0, -value if study.maximize else value)
+        return (0, rank(value))
 
     return sorted(rows, key=key)
 
@@ -131,21 +147,11 @@ def store_study_rows(url: str) -> list[dict[str, Any]]:
     return study_rows(open_storage(url, heartbeat=False))
 
 
-def format_value(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        return f"{value:.3g}" if abs(value) < 1e-2 and value != 0 else f"{value:.4f}"
-    return str(value)
-
-
 #: text columns, aligned left (numbers align right)
 _LEFT = ("state", "optimizer", "schedule", "study", "objective", "params", "name", "kind", "release", "from", "here")
 
 
-def rich_table(rows: Sequence[dict[str, Any]], title: str = "") -> Table:
+def rich_table(rows: Sequence[dict[str, Any]], title: str | None = None) -> Table:
     """A rich table of ``rows`` (columns from the first row)."""
     from rich.table import Table
 
@@ -159,5 +165,5 @@ def rich_table(rows: Sequence[dict[str, Any]], title: str = "") -> Table:
             justify="right" if column not in _LEFT else "left",
         )
     for row in rows:
-        table.add_row(*(format_value(v) for v in row.values()))
+        table.add_row(*(format_number(v) for v in row.values()))
     return table

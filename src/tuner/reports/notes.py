@@ -1,7 +1,7 @@
-"""optuna-dashboard on tuner's store: serving it, trial and study notes, the report figures of a study.
+"""What tuner writes for optuna-dashboard: trial and study notes, and the report figures of a study.
 
-What tuner writes for the dashboard lives where optuna-dashboard looks for it (the study's system
-attributes), so the stock ``optuna-dashboard <url>`` shows it as well as ``tuner dashboard``:
+It lives where optuna-dashboard looks for it (the study's system attributes), so the stock
+``optuna-dashboard <url>`` shows it as well as ``tuner dashboard`` (:mod:`tuner.reports.serving`):
 
 - a markdown note per finished trial (:func:`trial_note`): configuration, seed, state, best epoch and a
   per-epoch table built from the trial's per-epoch records, for the study's first :data:`NOTES_UP_TO`
@@ -10,12 +10,12 @@ attributes), so the stock ``optuna-dashboard <url>`` shows it as well as ``tuner
   sends every note with the trial list and looks through all of the study's notes and figures once per
   trial, so a note for each of 10,000 trials made its first load of a study take minutes;
 - a study note (:func:`study_note`): objective, metric, baseline, trial counts, best trial;
-- the report figures (``tuner.report.study_figures``) as plotly graph objects, under stable ids so that
-  a later run replaces them (for a large study, those optuna-dashboard does not draw itself).
+- the report figures (:func:`tuner.reports.figures.study_figures`) as plotly graph objects, under stable ids so
+  that a later run replaces them (for a large study, those optuna-dashboard does not draw itself).
 
-Notes are read and written through :mod:`tuner.reports.dashboard_internals` (one note's rows at a time, in the layout of
-``optuna_dashboard.save_note``): ``optuna_dashboard.get_note`` / ``save_note`` read every note and figure
-of the study each time, a cost that grew with every trial.
+Notes are read and written through :mod:`tuner.reports.dashboard_internals` (one note's rows at a time, in the
+layout of ``optuna_dashboard.save_note``): ``optuna_dashboard.get_note`` / ``save_note`` read every note and
+figure of the study each time, a cost that grew with every trial.
 
 Writing these is best effort: :func:`publish_trial_note` and :func:`publish_study` log a warning and
 return when anything goes wrong, so a dashboard problem never stops a study.
@@ -28,13 +28,13 @@ import math
 import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING
 
 from tuner.reports import dashboard_internals
+from tuner.reports.markdown import md_cell
+from tuner.reports.tables import trains
 from tuner.store import optuna_internals
-from tuner.store.artifacts import resolve_artifact_dir
-from tuner.store.connect import mask_url, open_storage, resolve_storage_url, sqlite_path
 from tuner.store.queries import queries_of
 from tuner.store.records import StudyRecord, TrialRecord, study_trials
 
@@ -43,8 +43,6 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
 
 __all__ = [
-    "serve",
-    "dashboard_url",
     "trial_note",
     "study_note",
     "save_trial_note",
@@ -53,7 +51,6 @@ __all__ = [
     "publish_trial_note",
     "publish_study",
     "note_wanted",
-    "StudyDetailFirst",
     "FIGURE_ID_PREFIX",
     "NOTES_UP_TO",
     "NOTED_BEST",
@@ -72,124 +69,11 @@ NOTED_BEST = 10
 #: the last line of what tuner writes in a note (plain markdown: the dashboard shows raw HTML as text);
 #: text a person adds below it is kept when tuner rewrites the note
 _MARK = "*written by tuner"
-
-
-# --------------------------------------------------------------------------------------------- serve
-
-
-def dashboard_url(host: str, port: int) -> str:
-    """The address to open in a browser for a server bound to ``host:port``."""
-    shown = "127.0.0.1" if host in ("", "0.0.0.0") else ("localhost" if host == "::" else host)
-    if ":" in shown:  # IPv6 literal
-        shown = f"[{shown}]"
-    return f"http://{shown}:{port}/dashboard/"
-
-
-def serve(
-    storage: str | None = None,
-    host: str = "127.0.0.1",
-    port: int = 8080,
-    *,
-    echo: Any = print,
-    artifacts: str | Path | None = None,
-) -> None:
-    """Serve optuna-dashboard on the store (``storage``, else ``$TUNER_STORAGE``, else the default
-    SQLite file) until interrupted. ``echo`` receives the one line saying where to look. The trials'
-    checkpoints in the artifact folder (``artifacts``, see :func:`tuner.store.connect.resolve_artifact_dir`)
-    are listed under each trial and can be downloaded.
-
-    The app is optuna-dashboard's :func:`optuna_dashboard.wsgi`, served by a threaded wsgiref server as
-    the stock ``optuna-dashboard`` command does. (``optuna_dashboard.run_server`` serves one request at a
-    time: a browser holding an idle connection open, such as a second tab or a preconnect, stalls it.)
-    """
-    import optuna_dashboard
-
-    from tuner.errors import StorageError, TunerError
-
-    url = resolve_storage_url(storage)
-    sqlite_file = sqlite_path(url)
-    if sqlite_file is not None and not sqlite_file.is_file():
-        # optuna-dashboard would create an empty store there and show nothing
-        raise StorageError(
-            f"no trial store at {sqlite_file} ({mask_url(url)}). Run a study first (tuner run STUDY_FILE) "
-            "or pass the store with --storage URL / TUNER_STORAGE."
-        )
-    import optuna
-
-    folder = resolve_artifact_dir(url, artifacts)
-    artifact_store = optuna.artifacts.FileSystemArtifactStore(folder) if folder.is_dir() else None
-    # Optuna's cache layer: after its first read of a study, optuna-dashboard's refreshes read only the
-    # trials that are new or still running (it re-reads every trial every 10 s otherwise)
-    store = optuna_internals.cached(open_storage(url, heartbeat=False))
-    app = StudyDetailFirst(optuna_dashboard.wsgi(store, artifact_store=artifact_store), store)
-    try:
-        server = _make_server(host, port, app)
-    except OSError as error:  # port in use, address not local, ...
-        raise TunerError(
-            f"cannot serve the dashboard on {host}:{port}: {error.strerror or error} (try another --port)"
-        ) from None
-    echo(f"optuna-dashboard on {mask_url(url)}: {dashboard_url(host, server.server_port)} (Ctrl+C to stop)")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-
-
-class StudyDetailFirst:
-    """optuna-dashboard's WSGI ``app``, whose study request (``GET /api/studies/<id>``: the study page's first
-    load and its refreshes, every trial of the study) :func:`tuner.reports.dashboard_internals.dashboard_study_detail`
-    answers: the same JSON, in half the time for a study of 10,000 trials. Every other request, and a study that
-    function leaves to optuna-dashboard (several objectives, preferential), goes to the ``app``."""
-
-    _PATH = re.compile(r"/api/studies/(\d+)")
-
-    def __init__(self, app: Any, storage: Any) -> None:
-        self.app = app
-        self.storage = storage
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        import json
-        from urllib.parse import parse_qs
-
-        match = self._PATH.fullmatch(environ.get("PATH_INFO", ""))
-        after = parse_qs(environ.get("QUERY_STRING", "")).get("after", ["0"])[-1]
-        if environ.get("REQUEST_METHOD") == "GET" and match and after.isdigit():
-            try:
-                body = dashboard_internals.dashboard_study_detail(
-                    self.app, self.storage, int(match.group(1)), int(after)
-                )
-            except Exception as error:  # optuna-dashboard answers (and reports) it
-                logger.debug("study %s: %s: %s", match.group(1), type(error).__name__, error)
-                body = None
-            if body is not None:
-                data = json.dumps(body, separators=(",", ":")).encode()
-                start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
-                return [data]
-        return self.app(environ, start_response)
-
-
-def _make_server(host: str, port: int, app: Any) -> Any:
-    import socket
-    from socketserver import ThreadingMixIn
-    from wsgiref.simple_server import WSGIServer, make_server
-
-    class ThreadedWSGIServer(ThreadingMixIn, WSGIServer):
-        daemon_threads = True
-        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-
-    return make_server(host, port, app, server_class=ThreadedWSGIServer)
+#: a note's table cell: :func:`tuner.text.format_number`'s 4 decimals (the report pages show 6 significant digits)
+_cell = partial(md_cell, significant=None)
 
 
 # --------------------------------------------------------------------------------------------- notes
-
-
-def _fmt(value: Any) -> str:
-    from tuner.tables import format_value
-
-    text = format_value(value)
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def trial_note(trial: optuna.trial.FrozenTrial, study: optuna.Study) -> str:
@@ -205,9 +89,9 @@ def _trial_note(trial: TrialRecord, study: StudyRecord) -> str:
     best = trial.best
     lines = [f"### Trial {trial.number}: {trial.state.lower()}", ""]
     if trial.steps is not None:  # a stepwise trial: a configuration evaluated item by item
-        summary = f"{metric} **{_fmt(best.get(metric))}** over {len(trial.steps)} items"
+        summary = f"{metric} **{_cell(best.get(metric))}** over {len(trial.steps)} items"
     elif best:  # its components are in the epoch table below
-        summary = f"best {metric} **{_fmt(best.get(metric))}** at epoch {best['epoch']}"
+        summary = f"best {metric} **{_cell(best.get(metric))}** at epoch {best['epoch']}"
         summary += f"; {len(epochs)}" + (f" of {trial.max_epochs}" if trial.max_epochs else "") + " epochs run"
     else:
         summary = f"no {metric} recorded"
@@ -227,7 +111,7 @@ def _trial_note(trial: TrialRecord, study: StudyRecord) -> str:
         for name, value in trial.config.items():
             if value is None and name not in trial.params:  # a key this configuration does not use
                 continue
-            lines.append(f"| {name} | {_fmt(value)} | {'searched' if name in trial.params else 'fixed'} |")
+            lines.append(f"| {name} | {_cell(value)} | {'searched' if name in trial.params else 'fixed'} |")
 
     if epochs:
         columns = [metric, *study.components, "lr"]
@@ -235,12 +119,12 @@ def _trial_note(trial: TrialRecord, study: StudyRecord) -> str:
         lines += ["", "| epoch | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
         for row in epochs:
             mark = " (best)" if best and row["epoch"] == best["epoch"] else ""
-            lines.append(f"| {row['epoch']}{mark} | " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
+            lines.append(f"| {row['epoch']}{mark} | " + " | ".join(_cell(row.get(c)) for c in columns) + " |")
     if trial.steps:
         columns = [metric, *study.components]
         lines += ["", "| item | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
         for item, values in trial.steps.items():
-            lines.append(f"| {item} | " + " | ".join(_fmt(values.get(c)) for c in columns) + " |")
+            lines.append(f"| {item} | " + " | ".join(_cell(values.get(c)) for c in columns) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -258,8 +142,6 @@ def study_note(study: optuna.Study) -> str:
     if components:
         what += " with " + ", ".join(components)
     lines.append(what + ".")
-    from tuner.tables import trains
-
     training = trains(record)
     epochs = record.max_epochs if training else None
     details = [
@@ -281,17 +163,17 @@ def study_note(study: optuna.Study) -> str:
     if record.baseline or best is not None:
         lines += ["", "| | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
         if record.baseline:
-            values = " | ".join(_fmt(record.baseline.get(c)) for c in columns)
+            values = " | ".join(_cell(record.baseline.get(c)) for c in columns)
             lines.append(f"| {record.baseline_label} | {values} |")
         if best is not None:
-            values = " | ".join(_fmt(v) for v in [best.value, *(best.best.get(c) for c in components)])
-            at = f", epoch {_fmt(best.best_epoch)}" if training else ""
+            values = " | ".join(_cell(v) for v in [best.value, *(best.best.get(c) for c in components)])
+            at = f", epoch {_cell(best.best_epoch)}" if training else ""
             lines.append(f"| best: trial {best.number}{at} | {values} |")
     if record.test_text:
         lines += ["", f"Evaluated with `tuner evaluate`: {record.test_text}."]
     if best is not None:
         shown = {k: v for k, v in best.config.items() if v is not None or k in best.params}
-        lines += ["", "Best configuration: " + ", ".join(f"{k}={_fmt(v)}" for k, v in shown.items()) + "."]
+        lines += ["", "Best configuration: " + ", ".join(f"{k}={_cell(v)}" for k, v in shown.items()) + "."]
         out = "best.yaml" if training else f"exported/{study.study_name}"
         lines += ["", f"Export it with `tuner export {study.study_name} --out {out}`."]
     else:
@@ -364,9 +246,9 @@ def _figure_id(key: str) -> str:
 
 
 def attach_figures(study: optuna.Study, figures: Mapping[str, go.Figure] | None = None) -> list[str]:
-    """Attach ``figures`` (default: ``tuner.report.study_figures(study, dashboard=True)``: the report's,
-    less those optuna-dashboard draws itself once a study is large) to the study as optuna-dashboard plotly
-    graph objects; returns their ids.
+    """Attach ``figures`` (default: ``study_figures(study, dashboard=True)`` of :mod:`tuner.reports.figures`: the
+    report's, less those optuna-dashboard draws itself once a study is large) to the study as optuna-dashboard
+    plotly graph objects; returns their ids.
 
     Each figure is saved under the id ``tuner-<key>``, so attaching again replaces it; figures tuner
     attached earlier under keys that are no longer produced are removed from the store.
@@ -374,7 +256,7 @@ def attach_figures(study: optuna.Study, figures: Mapping[str, go.Figure] | None 
     import optuna_dashboard
 
     if figures is None:
-        from tuner.report import study_figures
+        from tuner.reports.figures import study_figures
 
         figures = study_figures(study, dashboard=True)
     previous = optuna_internals.study_system_attrs(study).get(_FIGURE_IDS_ATTR, [])
