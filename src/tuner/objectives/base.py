@@ -69,7 +69,10 @@ class Objective(abc.ABC):
     * Class attributes: ``name`` (used in study files and exports), ``metric`` (the value reported to
       Optuna as a trial goes and returned by the trial), ``direction`` of that metric, ``components``
       (the other values recorded beside it, losses included) and ``params``: the objective's own
-      search-space parameters, on top of the common training vocabulary when ``uses_common_params``.
+      search-space parameters, on top of the common training vocabulary when ``uses_common_params``;
+      ``unit`` of the metric and ``figure``, the kind of the report's figure of the objective's own. The
+      registry :data:`OBJECTIVES` repeats ``unit``, ``figure`` and ``exports_folder`` so that reports and
+      exports know them without importing the objective (tests/test_objectives_registry.py checks they agree).
     * ``__init__`` only stores its arguments: heavy libraries are imported in :meth:`setup` and later,
       so that listing or describing studies stays instant.
     * :meth:`setup` runs once per process before any trial: it resolves and validates the corpus
@@ -81,6 +84,10 @@ class Objective(abc.ABC):
     """
 
     name: ClassVar[str]
+    #: the unit of the metric as figures and tables print it (``"%"``, ``"dB"``); "" for a plain number
+    unit: ClassVar[str] = ""
+    #: the kind of the report's figure of this objective's own (``tuner.reports.objective_figures.FIGURE_KINDS``)
+    figure: ClassVar[str] = "per_trial"
     metric: ClassVar[str]
     direction: ClassVar[Literal["minimize", "maximize"]]
     components: ClassVar[tuple[str, ...]] = ()

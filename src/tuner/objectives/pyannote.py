@@ -79,6 +79,7 @@ class PyannoteSegmentation(TrainedObjective):
     name = "pyannote_segmentation"
     metric = "DER"
     direction = "minimize"
+    figure = "der_components"
     components = ("Confusion", "FalseAlarm", "Miss", "loss/train", "loss/val")
     default_options: ClassVar[Mapping[str, Any]] = {
         # task: None = from the pretrained model's specifications, else the values below

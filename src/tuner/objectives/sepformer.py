@@ -158,6 +158,8 @@ class SepFormerSeparation(TrainedObjective):
     name = "sepformer_separation"
     metric = "SI-SNRi"
     direction = "maximize"
+    unit = "dB"
+    figure = "before_after"
     components = ("SDRi", "SI-SNR", "SDR", "loss/train", "loss/val")
     params: ClassVar[Mapping[str, Param]] = {
         "clip": Param(float, 5.0, positive=True, help="gradient-norm clipping value (the recipe's clip_grad_norm)"),

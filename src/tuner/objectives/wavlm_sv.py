@@ -187,6 +187,8 @@ class WavLMSpeakerVerification(TrainedObjective):
     name = "wavlm_sv"
     metric = "EER"
     direction = "minimize"
+    unit = "%"
+    figure = "eer_det"
     components = ("minDCF", "threshold", "loss/train")
     params: ClassVar[Mapping[str, Param]] = {
         "loss": Param(str, "aam", allowed=("aam", "pair_bce", "triplet"), help="speaker loss"),
