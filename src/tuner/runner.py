@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuner._version import __version__
+from tuner.direction import is_better
 from tuner.errors import ConfigError, TunerError
 from tuner.objectives.base import Objective, StepwiseObjective, TrainedObjective, get_objective_class
 from tuner.quiet import experimental, silence_library_loggers
@@ -504,10 +506,6 @@ class _Worker:
 
 
 def _is_best_so_far(study: optuna.Study, value: float, direction: str) -> bool:
-    import math
-
-    from tuner.direction import is_better
-
     if math.isnan(value):
         return False
     try:
