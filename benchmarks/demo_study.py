@@ -18,6 +18,7 @@ import optuna
 from _common import write_result
 
 from tuner import load_study_file, run_study
+from tuner.reports.publish import DashboardPublisher
 from tuner.store.records import StudyRecord
 
 
@@ -31,7 +32,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/bench.db"
         started = time.perf_counter()
-        study = run_study(spec, url, workdir="storage", show_progress=False)
+        study = run_study(spec, url, workdir="storage", show_progress=False, callbacks=[DashboardPublisher()])
         minutes = (time.perf_counter() - started) / 60
         states = [t.state for t in study.trials]
         record = StudyRecord.of(study)

@@ -152,11 +152,11 @@ def measure_commands(url: str, repeats: int, work: Path) -> dict[str, Any]:
 
 
 def _stand_in_fit(epochs: int) -> Any:
-    """A replacement for ``tuner.runner.fit`` that trains nothing but drives tuner's per-epoch callbacks
+    """A replacement for ``tuner.training.fit.fit`` that trains nothing but drives tuner's per-epoch callbacks
     (the trial's ``TrialReporter`` and the runner's ``EpochCheckpoint``) through ``epochs`` epochs of records
     shaped like real ones."""
-    from tuner import runner
     from tuner.testing.large_study import trial_records
+    from tuner.training.fit import FitResult
     from tuner.training.reporting import TrialReporter
 
     def fit(objective: Any, config: Any, seed: int, max_epochs: int, *, trial: Any = None, callbacks: Any = (),
@@ -186,7 +186,7 @@ def _stand_in_fit(epochs: int) -> Any:
             if trainer.should_stop:
                 break
         info = {"parameters": 0, "trainable": 0, "device": "cpu"}
-        return runner.FitResult(reporter.history, reporter.best_epoch, reporter.pruned_at, info)
+        return FitResult(reporter.history, reporter.best_epoch, reporter.pruned_at, info)
 
     return fit
 
@@ -197,6 +197,7 @@ def worker(url: str, trials: int, epochs: int, folder: Path) -> dict[str, Any]:
 
     from tuner import StudySpec, runner
     from tuner.objectives.base import get_objective_class
+    from tuner.reports.publish import DashboardPublisher
     from tuner.search_space import SearchSpace
     from tuner.testing.large_study import SEARCH_SPACE, STUDY_VALUES
 
@@ -224,7 +225,8 @@ def worker(url: str, trials: int, epochs: int, folder: Path) -> dict[str, Any]:
         show_progress=False,
         device="cpu",
         artifacts=folder / "artifacts",
-        callbacks=[lambda study, trial: stamps.append(time.perf_counter())],
+        # as `tuner run`: the optuna-dashboard notes are part of a worker's store cost
+        callbacks=[DashboardPublisher(), lambda study, trial: stamps.append(time.perf_counter())],
     )
     intervals = [b - a for a, b in itertools.pairwise(stamps)]
     return {

@@ -50,6 +50,7 @@ from _common import write_result
 
 from tuner import StudySpec, TrialConfig, load_study_file, run_study
 from tuner.objectives.base import Objective, get_objective_class
+from tuner.reports.publish import DashboardPublisher
 from tuner.store.records import StudyRecord, TrialRecord
 
 logger = logging.getLogger("benchmarks.overhead")
@@ -136,7 +137,9 @@ def tuner_trial(spec: StudySpec, workdir: str, objective: Objective) -> dict[str
     )
     with tempfile.TemporaryDirectory(prefix="tuner-overhead-") as tmp, quiet(), given:
         started = time.perf_counter()
-        study = run_study(spec, f"sqlite:///{tmp}/overhead.db", n_trials=1, workdir=workdir)
+        study = run_study(  # as `tuner run` runs it, optuna-dashboard notes included
+            spec, f"sqlite:///{tmp}/overhead.db", n_trials=1, workdir=workdir, callbacks=[DashboardPublisher()]
+        )
         total = time.perf_counter() - started
         frozen = study.trials[-1]
         trial = TrialRecord.of(frozen, StudyRecord.of(study))
