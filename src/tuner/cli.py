@@ -162,6 +162,88 @@ def run(
         rich_table(trial_rows(study), title=f"study {study.study_name}: trials by {StudyRecord.of(study).metric}")
     )
     _print_outcome(console, study)
+    if spec.confirm:
+        from tuner.store.queries import queries_of
+
+        counts = queries_of(study).count_trials()
+        if counts.get("WAITING") or counts.get("RUNNING"):
+            console.print("the search has trials left: its confirmation runs once they finish (run it again)")
+            return
+        from tuner.confirm import confirm_study
+
+        ranking = confirm_study(
+            spec, storage, top=int(spec.confirm.get("top", 2)), seeds=int(spec.confirm.get("seeds", 2)),
+            workdir=workdir, device=device, artifacts=artifacts, timeout=timeout,
+        )  # fmt: skip
+        _print_ranking(console, ranking)
+
+
+def _print_ranking(console: Any, ranking: Any) -> None:
+    """The confirmed ranking's table and what it rests on."""
+    from tuner.reports.tables import ranking_rows, rich_table
+
+    console.print(
+        rich_table(ranking_rows(ranking), title=f"study {ranking.study}: confirmed ranking by {ranking.metric}")
+    )
+    for line in ranking.summary_lines():
+        console.print(line)
+
+
+@cli.command()
+@click.argument("study_name")
+@storage_option
+@click.option(
+    "--top",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="How many of the search's best distinct configurations to train again.",
+)
+@click.option(
+    "--seeds",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="New seeds per configuration (rerun with more to add the missing ones).",
+)
+@workdir_option("Where demo corpora, caches and fetched checkpoints are.")
+@artifacts_option()
+@click.option("--device", metavar="DEVICE", help="auto (default), cpu, cuda, or a GPU index (0, cuda:1).")
+@click.option(
+    "--timeout", type=click.FloatRange(min=0), metavar="SECONDS", help="Start no new run after this many seconds."
+)
+def confirm(
+    study_name: str,
+    storage: str | None,
+    top: int,
+    seeds: int,
+    workdir: Path,
+    artifacts: str | None,
+    device: str | None,
+    timeout: float | None,
+) -> None:
+    """Train the --top best configurations of STUDY_NAME's search, and its reference (its first warm-start
+    configuration), again with --seeds new seeds each, and rank them with their uncertainty.
+
+    \b
+    One run per configuration cannot rank configurations whose difference is smaller than what another seed
+    does. The runs are trials of the companion study STUDY_NAME.confirm (same queue, workers, retries and
+    Ctrl-C as `tuner run`; never pruned; the search's budget and best trial stay as they are). The ranking
+    scores each run at its best validation epoch and gives each configuration's mean, standard deviation and
+    95 % interval, and verdicts against the best mean and the reference (Welch's t-test, Holm-corrected).
+    Rerunning adds nothing once complete; a larger --seeds adds the missing seeds.
+      tuner confirm pyannote_optim --top 2 --seeds 3
+    """  # fmt: skip
+    from tuner.confirm import confirm_study, spec_from_record
+    from tuner.store.connect import load_existing_study, resolve_storage_url
+    from tuner.store.records import StudyRecord
+
+    record = StudyRecord.of(load_existing_study(study_name, resolve_storage_url(storage)))
+    ranking = confirm_study(
+        spec_from_record(record), storage, top=top, seeds=seeds, workdir=workdir, device=device,
+        artifacts=artifacts, timeout=timeout,
+    )  # fmt: skip
+    _print_ranking(_stdout_console(), ranking)
 
 
 def _stdout_console() -> Any:

@@ -154,8 +154,7 @@ def run_study(
 
     from tuner.store.artifacts import open_artifact_store, resolve_artifact_dir
     from tuner.store.connect import store_errors
-    from tuner.store.queue import QueueEmpty, QueueStorage, fill_queue
-    from tuner.training.progress import StudyProgress
+    from tuner.store.queue import fill_queue
 
     silence_library_loggers()
     url = resolve_storage_url(storage)
@@ -218,13 +217,42 @@ def run_study(
         prune_on,
     )
 
+    work_queue(
+        study, spec, objective, space, prune_on, artifact_store,
+        device=device, show_progress=show_progress, timeout=timeout, callbacks=callbacks, url=url,
+    )  # fmt: skip
+    _study_ended(study, callbacks)
+    return study
+
+
+def work_queue(
+    study: optuna.Study,
+    spec: StudySpec,
+    objective: Objective,
+    space: SearchSpace,
+    prune_on: str,
+    artifact_store: Any,
+    *,
+    device: str | None,
+    show_progress: bool,
+    timeout: float | None,
+    callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]],
+    url: str,
+) -> None:
+    """Run the trials waiting in ``study``'s queue as one worker until none is left (waiting while other
+    workers run theirs, retrying those whose worker died) or ``timeout`` passes: the loop every study and its
+    confirmation share."""
+    from tuner.store.connect import store_errors
+    from tuner.store.queue import QueueEmpty, QueueStorage
+    from tuner.training.progress import StudyProgress
+
     worker = _Worker(study, spec, objective, space, prune_on, artifact_store, device, show_progress)
     deadline = None if timeout is None else time.monotonic() + timeout
     queue = optuna_internals.backend_of(study)
     assert isinstance(queue, QueueStorage)  # what open_storage opens
     queue.queue_only = True  # take only enqueued trials: the budget is exact
     with (
-        StudyProgress(waiting) as display,
+        StudyProgress(_count(study, "WAITING")) as display,
         _sigint_restored(),
         _frozen_heap(),
         store_errors(url, f"running study '{spec.name}'"),
@@ -252,8 +280,6 @@ def run_study(
             raise
         finally:
             queue.queue_only = False
-    _study_ended(study, callbacks)
-    return study
 
 
 def _study_ended(study: optuna.Study, callbacks: Sequence[Callable[..., None]]) -> None:

@@ -47,6 +47,9 @@ class StudySpec:
     description: str = ""
     #: configurations to run first (a YAML file, or an inline list of mappings): see load_warm_start
     warm_start: str | Path | Sequence[Mapping[str, Any]] | None = None
+    #: confirmation once the search budget is spent (``tuner run``; see :mod:`tuner.confirm`):
+    #: ``{"top": K, "seeds": N}`` trains the K best configurations and the reference with N new seeds each
+    confirm: Mapping[str, int] | None = None
     #: the study file that declared it (set by load_study_file), named in error messages
     source: str | None = field(default=None, compare=False)
 
@@ -78,6 +81,16 @@ class StudySpec:
             raise ConfigError(
                 f"{where}: 'prune_on' must name a per-epoch value such as 'loss/val', got {self.prune_on!r}."
             )
+        if self.confirm is not None:
+            if not isinstance(self.confirm, Mapping) or set(self.confirm) - {"top", "seeds"}:
+                raise ConfigError(
+                    f"{where}: 'confirm' must be a dict with 'top' and 'seeds' (e.g. {{'top': 2, 'seeds': 2}}), "
+                    f"got {self.confirm!r}."
+                )
+            for key in ("top", "seeds"):
+                value = self.confirm.get(key, 2)
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    raise ConfigError(f"{where}: confirm['{key}'] must be a positive integer, got {value!r}.")
         warm_start = self.warm_start
         if warm_start is not None and not isinstance(warm_start, (str, Path, Sequence)):
             raise ConfigError(

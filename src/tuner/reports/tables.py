@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     import optuna
     from rich.table import Table
 
+    from tuner.confirm import ConfirmedRanking
+
 __all__ = [
     "PARAM_COLUMNS",
     "rich_table",
@@ -147,8 +149,47 @@ def store_study_rows(url: str) -> list[dict[str, Any]]:
     return study_rows(open_storage(url, heartbeat=False))
 
 
+def ranking_rows(ranking: ConfirmedRanking) -> list[dict[str, Any]]:
+    """One row per confirmed configuration (best mean first), then the starting point: runs, mean, standard
+    deviation, the 95 % interval of the mean, and the verdicts against the best mean and the reference."""
+    rows: list[dict[str, Any]] = []
+    for rank, row in enumerate(ranking.rows, start=1):
+        summary = row.summary
+        assert summary is not None
+        interval = "-" if summary.n < 2 else f"[{format_number(summary.low)}, {format_number(summary.high)}]"
+        rows.append(
+            {
+                "rank": rank,
+                "configuration": row.label + (" (reference)" if row.reference else ""),
+                "runs": summary.n,
+                "mean": summary.mean,
+                "sd": summary.sd if summary.n > 1 else None,
+                "95% interval": interval,
+                "vs best": row.verdict,
+                "vs reference": row.versus_reference,
+            }
+        )
+    if ranking.baseline is not None:
+        rows.append(
+            {
+                "rank": "-",
+                "configuration": f"{ranking.baseline_label} (starting point)",
+                "runs": 1,
+                "mean": ranking.baseline,
+                "sd": None,
+                "95% interval": "-",
+                "vs best": "-",
+                "vs reference": "-",
+            }
+        )
+    return rows
+
+
 #: text columns, aligned left (numbers align right)
-_LEFT = ("state", "optimizer", "schedule", "study", "objective", "params", "name", "kind", "release", "from", "here")
+_LEFT = (
+    "state", "optimizer", "schedule", "study", "objective", "params", "name", "kind", "release", "from", "here",
+    "configuration", "95% interval", "vs best", "vs reference",
+)  # fmt: skip
 
 
 def rich_table(rows: Sequence[dict[str, Any]], title: str | None = None) -> Table:

@@ -82,12 +82,15 @@ __all__ = [
 STUDY_KEYS = (
     "objective", "data", "pretrained", "pretrained_source", "options", "metric", "direction", "components", "prune_on",
     "max_epochs", "n_trials", "trainer", "seed", "search_space", "search_space_file", "tuner_version",
-    "description",
+    "description", "confirms",
 )  # fmt: skip
 BASELINE = "baseline"
 BASELINE_LABEL = "baseline_label"
 WARM_START = "warm_start"
 TEST = "test"
+#: a confirmation study: the study whose configurations it trains again (study attribute); a confirmation
+#: run: which configuration it repeats and which search trials ran it (trial attribute)
+CONFIRMS = "confirms"
 
 CONFIG = "config"
 SEED = "seed"
@@ -150,6 +153,8 @@ class StudyRecord:
     warm_start: Mapping[str, Any] | None = None
     #: ``tuner evaluate``'s figures: ``{"split", "trial", "checkpoint_epoch", "best", "baseline", ...}``
     test: Mapping[str, Any] | None = None
+    #: for a confirmation study (:mod:`tuner.confirm`): the name of the search study it confirms
+    confirms: str | None = None
 
     @classmethod
     def of(cls, study: optuna.Study) -> StudyRecord:
@@ -183,6 +188,7 @@ class StudyRecord:
             baseline_given=attrs.get(BASELINE_LABEL),
             warm_start=attrs.get(WARM_START),
             test=attrs.get(TEST),
+            confirms=attrs.get(CONFIRMS),
         )
 
     @property
@@ -294,6 +300,8 @@ class TrialRecord:
     #: a stepwise trial (nothing trained): each evaluated item's values, and the combined metrics
     steps: Mapping[str, Mapping[str, float]] | None = None
     result: Mapping[str, float] | None = None
+    #: a confirmation run: ``{"configuration": key, "trials": [search trials that ran it]}``
+    confirms: Mapping[str, Any] | None = None
 
     @classmethod
     def of(cls, trial: FrozenTrial, study: StudyRecord) -> TrialRecord:
@@ -327,6 +335,7 @@ class TrialRecord:
             reported=trial.intermediate_values,
             steps=attrs.get(STEPS),
             result=attrs.get(RESULT),
+            confirms=attrs.get(CONFIRMS),
         )
 
     @property
@@ -492,6 +501,12 @@ def write_baseline(study: optuna.Study, metrics: Mapping[str, float], label: str
 def write_warm_start(study: optuna.Study, source: str, names: Sequence[str]) -> None:
     """Record that the warm-start configurations ``names`` (from ``source``) were enqueued (once per study)."""
     study.set_user_attr(WARM_START, {"source": source, "entries": list(names)})
+
+
+def confirmation_attrs(configuration: str, trials: Sequence[int], seed: int) -> dict[str, Any]:
+    """The user attributes a confirmation run is enqueued with: the configuration it repeats (its key), the
+    search trials that ran it, and its seed (which the worker trains with, as a retry keeps its trial's)."""
+    return {CONFIRMS: {"configuration": configuration, "trials": list(trials)}, SEED: seed}
 
 
 def warm_start_attrs(name: str) -> dict[str, Any]:
