@@ -75,15 +75,15 @@ class Workers:
         self.started: list[subprocess.Popen[bytes]] = []
         self._store: Any = None
 
-    def start(self, study_file: Path) -> subprocess.Popen[bytes]:
+    def start(self, study_file: Path, *command: str) -> subprocess.Popen[bytes]:
+        """``tuner run STUDY_FILE`` (or ``tuner COMMAND...``) on the pool's store, as one more worker."""
         log = (self.folder / f"worker{len(self.started)}.log").open("wb")
         process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
                 "tuner",
-                "run",
-                str(study_file),
+                *(command or ("run", str(study_file))),
                 "--storage",
                 self.url,
                 "--workdir",
@@ -122,8 +122,9 @@ class Workers:
         condition: Callable[[list[optuna.trial.FrozenTrial]], Any],
         process: subprocess.Popen[bytes],
         timeout: float = 300,
+        name: str = "w",
     ) -> Any:
-        """Poll the store until ``condition(trials)`` is truthy; fail if ``process`` ends first."""
+        """Poll the store until ``condition(trials)`` (of study ``name``) is truthy; fail if ``process`` ends first."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -131,7 +132,7 @@ class Workers:
                     f"worker exited ({process.returncode}) early:\n{self.log(self.started.index(process))}"
                 )
             try:
-                found = condition(self.trials())
+                found = condition(self.trials(name))
             except KeyError:  # the study does not exist yet
                 found = None
             if found:
@@ -239,3 +240,39 @@ def test_four_workers_run_an_exact_budget_of_forty_trials(tmp_path: Path, postgr
     assert all(t.user_attrs.get("epochs_run") for t in trials)
     ran_by_each = [pool.log(i).count(" complete: ") + pool.log(i).count(" pruned after epoch") for i in range(4)]
     assert sum(1 for n in ran_by_each if n) >= 2, ran_by_each  # the work was shared
+
+
+def test_two_workers_confirm_exactly_k_by_n_runs_and_killed_ones_lose_nothing(tmp_path: Path, postgres_url: str):
+    """A study file's confirmation (2 configurations x 2 seeds) run by two `tuner run` workers on PostgreSQL;
+    both are killed during it; `tuner confirm` then completes it: every run once, no duplicate."""
+    from tuner.confirm import confirmation_name
+    from tuner.store.records import superseded_numbers
+
+    pool = Workers(tmp_path, postgres_url)
+    study_file = _study_file(
+        tmp_path,
+        (
+            f"name='w', objective='synthetic', search_space={str(REPO / 'search_spaces' / 'synthetic.yaml')!r}, "
+            "n_trials=4, max_epochs=3, options={'n_train': 256, 'n_val': 64, 'sleep_per_epoch': 0.4}, "
+            "pruner=__import__('optuna').pruners.NopPruner(), confirm={'top': 2, 'seeds': 2}"
+        ),
+    )
+    companion = confirmation_name("w")
+    try:
+        first, second = pool.start(study_file), pool.start(study_file)
+        pool.wait_for(lambda trials: any(t.state == State.RUNNING for t in trials), first, name=companion)
+        for process in (first, second):
+            process.send_signal(signal.SIGKILL)  # their runs stay RUNNING; their heartbeats stop
+            process.wait()
+        rerun = pool.start(study_file, "confirm", "w", "--top", "2", "--seeds", "2")
+        assert pool.wait(rerun) == 0, pool.log(2)
+    finally:
+        pool.stop_all()
+    runs = pool.trials(companion)
+    kept = [t for t in runs if t.number not in superseded_numbers(runs)]
+    pairs = [(t.user_attrs["confirms"]["configuration"], t.user_attrs["seed"]) for t in kept]
+    assert superseded_numbers(runs)  # a killed worker's run was retried by the rerun
+    assert len(kept) == 4 and len(set(pairs)) == 4  # K x N, each configuration and seed once
+    assert all(t.state == State.COMPLETE for t in kept)
+    assert len({seed for _, seed in pairs}) == 2 and len({config for config, _ in pairs}) == 2
+    assert "confirmed ranking" in pool.log(2) and len(pool.trials()) == 4  # the search's budget untouched

@@ -475,11 +475,14 @@ class TrialAttrs:
 
 
 def write_study(study: optuna.Study, values: Mapping[str, Any]) -> None:
-    """Record what ``study`` is (the :data:`STUDY_KEYS`) on its first use."""
+    """Record what ``study`` is (the :data:`STUDY_KEYS`) on its first use.
+
+    ``objective`` is written last: a study reads as recorded (:attr:`StudyRecord.recorded`) only once every
+    other key is there, so a worker that joins while another records the study never reads half a record."""
     unknown = set(values) - set(STUDY_KEYS)
     if unknown:
         raise ValueError(f"not study record keys: {sorted(unknown)}")
-    for key, value in values.items():
+    for key, value in sorted(values.items(), key=lambda item: item[0] == "objective"):
         study.set_user_attr(key, value)
 
 
