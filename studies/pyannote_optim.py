@@ -25,6 +25,8 @@ study = StudySpec(
     # prune_on: the metric itself (the default). The pretrained model's DER moves from the first epoch, so the
     # pruner, the history and the dashboard all read one quantity.
     n_trials=10,  # finished (complete + pruned) trials, across all workers
+    # then the 2 best configurations and pyannote's default again with 2 new seeds each: a ranking with intervals
+    confirm={"top": 2, "seeds": 2},
     max_epochs=8,
     seed=0,
 )
