@@ -77,6 +77,13 @@ def test_a_clearly_better_configuration_is_better_than_the_reference(tmp_path, s
     assert (reference.verdict, reference.versus_reference) == ("worse", "reference")
     assert best.summary is not None and best.summary.n == 3 and best.summary.low <= best.summary.mean
 
+    from tuner.export import best_config
+
+    exported = best_config("apart", storage_url)  # the configuration of best confirmed mean, saying so
+    assert exported["params"] == {"lr": 1e-2} and exported["confirmed"]["runs"] == 3
+    assert exported["confirmed"]["mean"] == pytest.approx(best.summary.mean)
+    assert exported["confirmed"]["versus_reference"] == "better" and len(exported["confirmed"]["seeds"]) == 2
+
 
 def test_a_search_without_a_completed_trial_has_nothing_to_confirm(tmp_path, storage_url):
     from tuner.errors import ConfigError
@@ -86,3 +93,23 @@ def test_a_search_without_a_completed_trial_has_nothing_to_confirm(tmp_path, sto
     optuna.create_study(study_name="none", storage=storage_url)
     with pytest.raises(ConfigError, match="no completed trial yet: nothing to confirm"):
         confirm_study(spec, storage_url, workdir=tmp_path, show_progress=False)
+
+
+def test_reports_show_the_confirmed_ranking_or_say_the_ranking_is_from_single_runs(tmp_path, storage_url):
+    from tuner.reports.figures import study_figures
+    from tuner.reports.markdown import report_markdown
+    from tuner.reports.notes import study_note
+
+    space = {"optimizer": "Adam", "schedule": "constant", "batch_size": 64, "lr": {"choices": [1e-5, 1e-2]}}
+    spec = _spec("shown", space, [{"lr": 1e-5}, {"lr": 1e-2}], max_epochs=1)
+    run_study(spec, storage_url, workdir=tmp_path, show_progress=False, artifacts=tmp_path / "artifacts")
+    search = optuna.load_study(study_name="shown", storage=storage_url)
+    assert "- ranking: from single runs" in report_markdown(search) and "`tuner confirm shown`" in study_note(search)
+
+    confirm_study(spec, storage_url, top=1, seeds=2, workdir=tmp_path, show_progress=False,
+                  artifacts=tmp_path / "artifacts")  # fmt: skip
+    markdown = report_markdown(search)
+    assert "## Confirmed ranking by mse" in markdown and "- confirmed: 2 configurations x 3 runs" in markdown
+    assert "| 1 | lr=0.01 | 3 |" in markdown and "(starting point)" in markdown
+    assert "#### Confirmed ranking by mse" in study_note(search)
+    assert "Confirmed ranking" in study_figures(search)

@@ -158,9 +158,10 @@ def run(
         callbacks=[DashboardPublisher()],  # optuna-dashboard: trial notes, then the figures and the study note
     )
     console = _stdout_console()
-    console.print(
-        rich_table(trial_rows(study), title=f"study {study.study_name}: trials by {StudyRecord.of(study).metric}")
-    )
+    title = f"study {study.study_name}: trials by {StudyRecord.of(study).metric}"
+    if not spec.confirm:  # say what the ranking rests on
+        title += f" (one run each: `tuner confirm {study.study_name}` repeats the best with new seeds)"
+    console.print(rich_table(trial_rows(study), title=title))
     _print_outcome(console, study)
     if spec.confirm:
         from tuner.store.queries import queries_of
@@ -312,6 +313,14 @@ def export(study_name: str, storage: str | None, out: Path | None, workdir: Path
     at_epoch = f" at epoch {metric['epoch']}" if metric["epoch"] is not None else ""
     what = f"{out}/ (load it with pyannote.audio.Pipeline.from_pretrained)" if "folder" in exported else str(out)
     click.echo(f"wrote {what}: trial {exported['trial']}, {metric['name']} = {metric['value']:.4f}{at_epoch}")
+    confirmed = exported.get("confirmed")
+    if confirmed is not None:
+        interval = confirmed["interval_95"]
+        spread = f", 95 % interval [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
+        click.echo(
+            f"the configuration with the best confirmed mean: {metric['name']} {confirmed['mean']:.4f}{spread} over "
+            f"{confirmed['runs']} runs ({confirmed['study']})"
+        )
 
 
 @cli.command()

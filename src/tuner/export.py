@@ -33,10 +33,13 @@ def best_config(study_name: str, storage: str | None = None) -> dict[str, Any]:
             best = None
         found = StudyRecord.of(study), best
     record, best = found
+    confirmed = _confirmed_choice(study_name, url)
+    if confirmed is not None:  # the configuration of best confirmed mean, through its search run
+        record, best, confirmation = confirmed
     if best is None:
         raise ConfigError(f"study '{study_name}' has no completed trial yet: run `tuner run` until one completes.")
     trial = TrialRecord.of(best, record)
-    return {
+    exported = {
         "study": study_name,
         "objective": record.objective,
         "trial": trial.number,
@@ -64,6 +67,51 @@ def best_config(study_name: str, storage: str | None = None) -> dict[str, Any]:
         "exported_at": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         "tuner_version": record.tuner_version,
     }
+    if confirmed is not None:
+        exported["confirmed"] = confirmation
+    return exported
+
+
+def _confirmed_choice(study_name: str, url: str) -> tuple[StudyRecord, FrozenTrial, dict[str, Any]] | None:
+    """Where ``study_name`` has a confirmation (:mod:`tuner.confirm`): its record, the search trial of the
+    configuration with the best confirmed mean, and what the confirmation says of it; None without one (the
+    store is asked by SQL alone, a few milliseconds)."""
+    import sqlalchemy.exc
+
+    from tuner.confirm import EPOCH_RULE, confirmation_name, confirmed_ranking
+    from tuner.store import sql
+    from tuner.store.connect import open_reader
+
+    reader = open_reader(url)
+    if reader is None:
+        return None
+    try:
+        if sql.study_id_of(reader, confirmation_name(study_name)) is None:
+            return None
+    except sqlalchemy.exc.SQLAlchemyError:
+        return None
+    finally:
+        reader.engine.dispose()
+    search = load_existing_study(study_name, url)
+    ranking = confirmed_ranking(search, load_existing_study(confirmation_name(study_name), url))
+    top = ranking.rows[0] if ranking.rows else None
+    summary = top.summary if top is not None else None
+    if top is None or summary is None:
+        return None
+    number = next(int(source.split("#")[1]) for source in top.sources if source.startswith("search"))
+    frozen = next(t for t in search.get_trials(deepcopy=False) if t.number == number)
+    described = {
+        "study": confirmation_name(study_name),
+        "rule": EPOCH_RULE,
+        "runs": summary.n,
+        "mean": summary.mean,
+        "sd": None if summary.n < 2 else summary.sd,
+        "interval_95": None if summary.n < 2 else [summary.low, summary.high],
+        "seeds": list(ranking.seeds),
+        "versus_reference": top.versus_reference,
+        "trials": list(top.sources),
+    }
+    return StudyRecord.of(search), frozen, described
 
 
 def _read_best(study_name: str, url: str) -> tuple[StudyRecord, FrozenTrial | None] | None:

@@ -101,6 +101,11 @@ def figure_sections(report: StudyReport, dashboard: bool = False) -> dict[str, A
             f"no trial has a {metric} yet",
         ),
     ]
+    if report.confirmation is not None:
+        from tuner.reports.confirmation import RANKING, ranking_figure
+
+        confirmation = report.confirmation
+        builders.insert(0, (RANKING, lambda: ranking_figure(confirmation), None))
     previous = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # optuna's "no trials" warnings are notes here
     try:

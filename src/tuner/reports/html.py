@@ -103,6 +103,15 @@ def html_page(report: StudyReport, url: str, command: str, sections: Mapping[str
         parts.append(f'<div class="figure">{figure_html}</div>')
         first = False
 
+    if report.confirmation is not None:
+        from tuner.reports.confirmation import RANKING
+        from tuner.reports.tables import ranking_rows
+
+        confirmed = ranking_rows(report.confirmation)
+        columns = list(confirmed[0])
+        parts.append(f"<h2>{RANKING} by {html.escape(metric)}</h2>")
+        parts.append(html_table(columns, ([row[c] for c in columns] for row in confirmed), css="trials"))
+        parts += [f'<p class="note">{html.escape(line)}</p>' for line in report.confirmation.summary_lines()]
     rows = report.table_rows()
     if report.large:
         parts.append("<h2>Summary</h2><ul>")

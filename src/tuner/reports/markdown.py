@@ -23,6 +23,8 @@ from tuner.text import format_number
 if TYPE_CHECKING:
     import optuna
 
+    from tuner.confirm import ConfirmedRanking
+
 __all__ = [
     "report_markdown",
     "report_csv",
@@ -95,6 +97,8 @@ def markdown_page(report: StudyReport, url: str, command: str) -> str:
         lines += ["## Summary", ""]
         lines += [f"- {line}" for line in report.summary()]
         lines.append("")
+    if report.confirmation is not None:
+        lines += ranking_markdown(report.confirmation)
     shown = report.table_rows()
     extent = f"; the best {len(shown)} of {len(report.rows)}" if len(shown) < len(report.rows) else ""
     lines += [f"## Trials by {metric} (best first; metric and components {report.at_best}{extent})", ""]
@@ -110,6 +114,19 @@ def markdown_page(report: StudyReport, url: str, command: str) -> str:
         lines += md_table(columns, detail)
         lines.append("")
     return "\n".join(lines)
+
+
+def ranking_markdown(ranking: ConfirmedRanking) -> list[str]:
+    """The confirmed ranking as a markdown section (heading, table, what it rests on)."""
+    from tuner.reports.confirmation import RANKING
+    from tuner.reports.tables import ranking_rows
+
+    rows = ranking_rows(ranking)
+    columns = list(rows[0])
+    lines = [f"## {RANKING} by {ranking.metric}", ""]
+    lines += md_table(columns, ([row[c] for c in columns] for row in rows))
+    lines += ["", *ranking.summary_lines(), ""]
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------- csv

@@ -171,6 +171,18 @@ def study_note(study: optuna.Study) -> str:
             lines.append(f"| best: trial {best.number}{at} | {values} |")
     if record.test_text:
         lines += ["", f"Evaluated with `tuner evaluate`: {record.test_text}."]
+    if best is not None and training:
+        from tuner.reports.confirmation import confirmation_of
+        from tuner.reports.markdown import ranking_markdown
+
+        ranking = confirmation_of(study)
+        if ranking is not None:
+            lines += ["", *(line.replace("## ", "#### ", 1) for line in ranking_markdown(ranking))]
+        else:
+            lines += [
+                "",
+                f"Ranking from single runs: `tuner confirm {study.study_name}` repeats the best with new seeds.",
+            ]
     if best is not None:
         shown = {k: v for k, v in best.config.items() if v is not None or k in best.params}
         lines += ["", "Best configuration: " + ", ".join(f"{k}={_cell(v)}" for k, v in shown.items()) + "."]
