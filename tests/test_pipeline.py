@@ -97,6 +97,13 @@ def test_trials_report_each_files_der_and_wilcoxon_prunes_a_worse_one(pipeline_c
     assert set(result["best"]) == set(result["baseline"]) == {"DER", "Confusion", "FalseAlarm", "Miss"}
     assert result["baseline_label"] == "pyannote's default parameters"
     assert StudyRecord.of(optuna.load_study(study_name="pipe", storage=storage_url)).test == result
+    # the difference on the same test files, with its paired bootstrap interval (files weighted as DER weighs them)
+    paired = result["paired"]
+    assert paired["difference"] == pytest.approx(result["best"]["DER"] - result["baseline"]["DER"])
+    assert paired["low"] <= paired["difference"] <= paired["high"] and paired["items"] >= 2
+    assert paired["weighted_by"] == "total_s"
+    stored = StudyRecord.of(optuna.load_study(study_name="pipe", storage=storage_url))
+    assert "95 % paired bootstrap interval" in (stored.test_text or "")
 
     # `tuner export` of a pipeline study writes the folder a user runs, its parameters the best trial's
     from click.testing import CliRunner

@@ -547,6 +547,13 @@ def evaluate(
     )
     rows = [{"model": best, **result["best"]}, {"model": result["baseline_label"], **result["baseline"]}]
     _stdout_console().print(rich_table(rows, title=f"study {study_name} on its {split} split"))
+    paired = result.get("paired")
+    if paired is not None:
+        weighted = f", items weighted by {paired['weighted_by']}" if paired["weighted_by"] else ""
+        click.echo(
+            f"difference (trial - {result['baseline_label']}): {paired['difference']:+.4f}, 95 % paired bootstrap "
+            f"interval [{paired['low']:+.4f}, {paired['high']:+.4f}] over {paired['items']} items{weighted}"
+        )
     click.echo(f"stored in study '{study_name}' (user attribute 'test'): tuner report {study_name} shows it")
 
 

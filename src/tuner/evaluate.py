@@ -61,12 +61,13 @@ def evaluate_study(
     config = TrialConfig.from_params(dict(trial.config))
     seed = trial.seed if trial.seed is not None else (record.seed or 0)
     started = _dt.datetime.now(_dt.timezone.utc)
+    paired: dict[str, Any] | None = None
     with quiet_libraries():
         if isinstance(objective, StepwiseObjective):
-            best = evaluate_steps(objective, config, split=split).metrics
-            baseline = evaluate_steps(
-                objective, TrialConfig.from_params(objective.default_config()), split=split
-            ).metrics
+            best_steps = evaluate_steps(objective, config, split=split)
+            baseline_steps = evaluate_steps(objective, TrialConfig.from_params(objective.default_config()), split=split)
+            best, baseline = best_steps.metrics, baseline_steps.metrics
+            paired = _paired_interval(objective, best_steps.per_step, baseline_steps.per_step, seed)
             checkpoint_epoch = None
         else:
             with tempfile.TemporaryDirectory(prefix="tuner-evaluate-") as scratch:
@@ -86,12 +87,40 @@ def evaluate_study(
         "baseline_label": objective.baseline_label,
         "evaluated_at": started.replace(microsecond=0).isoformat(),
     }
+    if paired is not None:
+        result["paired"] = paired
     with store_errors(url, f"recording the {split} figures of study '{study_name}'"):
         records.write_test(study, result)
         from tuner.reports.notes import save_study_note
 
         save_study_note(study)  # optuna-dashboard's study note shows them
     return result
+
+
+def _paired_interval(
+    objective: Any, best: dict[int, dict[str, float]], baseline: dict[int, dict[str, float]], seed: int
+) -> dict[str, Any] | None:
+    """The difference of the metric (trial minus baseline) over the same items, with its 95 % paired bootstrap
+    interval (items weighted as the metric weighs them); None with fewer than 2 items."""
+    from tuner.statistics import paired_bootstrap
+
+    items = sorted(set(best) & set(baseline))
+    if len(items) < 2:
+        return None
+    metric, weight = objective.metric, objective.item_weight
+    weights = [best[i][weight] for i in items] if weight is not None else None
+    interval = paired_bootstrap(
+        [best[i][metric] for i in items], [baseline[i][metric] for i in items], weights, seed=seed
+    )
+    return {
+        "difference": interval.difference,
+        "low": interval.low,
+        "high": interval.high,
+        "items": interval.items,
+        "resamples": interval.resamples,
+        "confidence": interval.confidence,
+        "weighted_by": weight,
+    }
 
 
 def study_objective(

@@ -243,9 +243,13 @@ class StepwiseObjective(Objective):
       :meth:`combine` needs), caching across calls whatever the configuration cannot change;
     * :meth:`combine` turns the results of several items into the trial's ``{metric, *components}``.
     * :meth:`default_config` is the configuration the library itself would use: the study's baseline.
+    * :attr:`item_weight` names the value of an item's result that weighs it in :meth:`combine`'s metric
+      (a file's reference speech for DER), or None for items that weigh the same: ``tuner evaluate``'s paired
+      bootstrap resamples items with these weights.
     """
 
     uses_common_params = False
+    item_weight: ClassVar[str | None] = None
 
     @abc.abstractmethod
     def steps(self, split: str = "development") -> list[str]:

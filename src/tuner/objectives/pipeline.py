@@ -87,6 +87,7 @@ class PyannotePipeline(StepwiseObjective):
     name = "pyannote_pipeline"
     metric = "DER"
     direction = "minimize"
+    item_weight = "total_s"  # DER over files weighs each file by its reference speech
     components = ("Confusion", "FalseAlarm", "Miss")
     params: ClassVar[Mapping[str, Param]] = {
         "segmentation.min_duration_off": Param(float, 0.0, minimum=0.0, help="fill non-speech gaps shorter than this"),

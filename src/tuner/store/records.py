@@ -245,10 +245,18 @@ class StudyRecord:
         epoch = test.get("checkpoint_epoch")
         at = f" (checkpoint after epoch {epoch + 1})" if isinstance(epoch, int) else ""
         label = test.get("baseline_label") or self.baseline_label
-        return (
+        text = (
             f"{test.get('split', 'test')} split, trial {test.get('trial')}{at}: {figures(test.get('best', {}))}; "
             f"{label}: {figures(test.get('baseline', {}))}"
         )
+        paired = test.get("paired")
+        if isinstance(paired, Mapping):
+            text += (
+                f"; difference {format_number(paired.get('difference'), significant=4)}, 95 % paired bootstrap "
+                f"interval [{format_number(paired.get('low'), significant=4)}, "
+                f"{format_number(paired.get('high'), significant=4)}] over {paired.get('items')} items"
+            )
+        return text
 
     @property
     def baseline_value(self) -> float | None:
