@@ -294,7 +294,8 @@ def studies(storage: str | None) -> None:
 @artifacts_option()
 def export(study_name: str, storage: str | None, out: Path | None, workdir: Path, artifacts: str | None) -> None:
     """Write the best trial of STUDY_NAME as YAML: parameters, metric and epoch, and what it was trained
-    on (objective, data, pretrained source, options, seed).
+    on (objective, data, pretrained source, options, seed). After `tuner confirm`, the configuration with the
+    best confirmed mean instead, with its runs, mean, 95 % interval and seeds (key `confirmed`).
 
     \b
     A pipeline study (objective pyannote_pipeline) exports what a user runs: a folder that

@@ -78,8 +78,21 @@ class Candidate:
     params: Mapping[str, Any]  # the searched parameters, as they are enqueued
     config: Mapping[str, Any]  # searched and fixed
     trials: tuple[int, ...]  # the search trials that ran it (completed)
-    values: tuple[float, ...]  # their values
     reference: bool = False  # the study's reference (its first warm-start configuration)
+
+
+def _search_runs(study: optuna.Study) -> tuple[records.StudyRecord, dict[str, list[records.TrialRecord]], str | None]:
+    """The search's record, its completed runs grouped by configuration (a retried trial counted once), and the
+    key of its reference configuration (its first warm-start entry; None without one)."""
+    record, trials = records.study_trials(study)
+    replaced = records.superseded_numbers(study.get_trials(deepcopy=False))
+    grouped: dict[str, list[records.TrialRecord]] = {}
+    for trial in trials:
+        if trial.state == "COMPLETE" and trial.value is not None and trial.number not in replaced:
+            grouped.setdefault(configuration_key(trial.config), []).append(trial)
+    first = (record.warm_start or {}).get("entries") or []
+    reference = next((configuration_key(t.config) for t in trials if first and t.warm_start == first[0]), None)
+    return record, grouped, reference
 
 
 def candidates(study: optuna.Study, top: int) -> list[Candidate]:
@@ -87,18 +100,9 @@ def candidates(study: optuna.Study, top: int) -> list[Candidate]:
     in the study's direction), then the reference configuration if it is not among them."""
     from tuner.direction import rank_key
 
-    record, trials = records.study_trials(study)
-    replaced = records.superseded_numbers(study.get_trials(deepcopy=False))
-    grouped: dict[str, list[records.TrialRecord]] = {}
-    for trial in trials:
-        if trial.state == "COMPLETE" and trial.value is not None and trial.number not in replaced:
-            grouped.setdefault(configuration_key(trial.config), []).append(trial)
+    record, grouped, reference_key = _search_runs(study)
     if not grouped:
         raise ConfigError(f"study '{study.study_name}' has no completed trial yet: nothing to confirm.")
-    first_entry = (record.warm_start or {}).get("entries") or []
-    reference_key = next(
-        (configuration_key(t.config) for t in trials if first_entry and t.warm_start == first_entry[0]), None
-    )
     key = rank_key(record.direction)
 
     def mean(runs: list[records.TrialRecord]) -> float:
@@ -114,7 +118,6 @@ def candidates(study: optuna.Study, top: int) -> list[Candidate]:
             params=dict(grouped[k][0].params),
             config=dict(grouped[k][0].config),
             trials=tuple(t.number for t in grouped[k]),
-            values=tuple(float(t.value or 0.0) for t in grouped[k]),
             reference=k == reference_key,
         )
         for k in chosen
@@ -296,20 +299,12 @@ def confirmed_ranking(
     from tuner.direction import is_better
     from tuner.statistics import holm, rank_configurations, summarize, welch_test
 
-    record = records.StudyRecord.of(search)
+    record, grouped, search_reference = _search_runs(search)
     direction = "maximize" if record.maximize else "minimize"
-    runs: dict[str, list[float]] = {}
-    sources: dict[str, list[str]] = {}
-    configs: dict[str, Mapping[str, Any]] = {}
-    searched: dict[str, Mapping[str, Any]] = {}  # the parameters the search chose: what labels a row
-    replaced = records.superseded_numbers(search.get_trials(deepcopy=False))
-    for trial in records.study_trials(search)[1]:
-        if trial.state == "COMPLETE" and trial.value is not None and trial.number not in replaced:
-            key = configuration_key(trial.config)
-            runs.setdefault(key, []).append(float(trial.value))
-            sources.setdefault(key, []).append(f"search #{trial.number}")
-            configs.setdefault(key, trial.config)
-            searched.setdefault(key, trial.params)
+    runs = {key: [float(t.value or 0.0) for t in trials] for key, trials in grouped.items()}
+    sources = {key: [f"search #{t.number}" for t in trials] for key, trials in grouped.items()}
+    configs: dict[str, Mapping[str, Any]] = {key: trials[0].config for key, trials in grouped.items()}
+    searched = {key: trials[0].params for key, trials in grouped.items()}  # what labels a row
     confirmed: list[str] = [c.key for c in chosen] if chosen is not None else []
     pending = 0
     companion_trials = companion.get_trials(deepcopy=False)
@@ -332,16 +327,8 @@ def confirmed_ranking(
             pending += 1
     confirmed = [k for k in confirmed if runs.get(k)]
     reference_key = next((c.key for c in chosen or () if c.reference), None)
-    if reference_key is None:
-        first = (record.warm_start or {}).get("entries") or []
-        reference_key = next(
-            (
-                configuration_key(t.config)
-                for t in records.study_trials(search)[1]
-                if first and t.warm_start == first[0] and configuration_key(t.config) in confirmed
-            ),
-            None,
-        )
+    if reference_key is None and search_reference in confirmed:
+        reference_key = search_reference
     ranked = rank_configurations({k: runs[k] for k in confirmed}, direction, alpha)  # type: ignore[arg-type]
     # against the reference: Welch's test, Holm over the configurations compared with it
     others = [k for k in confirmed if k != reference_key]
