@@ -16,6 +16,12 @@ resumes from it), and rows it holds beyond the current grid (an earlier, wider g
     .venv/bin/python benchmarks/curve_table.py                # build or resume, then write the table
     .venv/bin/python benchmarks/curve_table.py --limit 10     # ten more configurations this time
     .venv/bin/python benchmarks/curve_table.py --export-only  # write the table from the store
+    .venv/bin/python benchmarks/curve_table.py --repeats 2    # 2 more seeds for the eight + the 8 best
+
+``--repeats N`` trains again, with seeds ``REPEAT_SEED + i`` (the same N for every configuration: common
+random numbers), the eight hand-run settings (the first is pyannote's default) and the 8 best configurations of
+the grid by their recorded value; each finished run is added to the table's ``repeats`` at once, so a stopped
+run resumes where it was. The table's own rows stay one run per configuration (what the replay samples).
 """
 
 from __future__ import annotations
@@ -44,6 +50,10 @@ KEYS = ("optimizer", "lr", "schedule", "batch_size", "unfrozen_layers")
 COLUMNS = ("DER", "Confusion", "FalseAlarm", "Miss", "loss/train", "loss/val", "seconds")
 #: the hand runs trained the whole model (every block)
 HAND_UNFROZEN = 3
+#: repeated runs use seeds REPEAT_SEED, REPEAT_SEED + 1, ...: never a table row's (its trial number)
+REPEAT_SEED = 1000
+#: how many of the grid's best configurations are repeated, beside the eight hand-run settings
+REPEAT_BEST = 8
 
 
 def _space() -> dict[str, Any]:
@@ -80,10 +90,15 @@ def _key(params: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(params[k] for k in KEYS)
 
 
+def missing(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The configurations not among the rows ``done``."""
+    have = {_key(row["params"]) for row in done}
+    return [e for e in configurations() if _key(e) not in have]
+
+
 def spec(epochs: int, done: list[dict[str, Any]]) -> StudySpec:
     """The table study: every configuration not yet in ``done`` (the rows already recorded), enqueued."""
-    have = {_key(row["params"]) for row in done}
-    entries = [e for e in configurations() if _key(e) not in have]
+    entries = missing(done)
     return StudySpec(
         name="pyannote_curve_table",
         objective="pyannote_segmentation",
@@ -127,6 +142,7 @@ def export(storage: str, epochs: int, out: Path = TABLE) -> dict[str, Any]:
     unique = {_key(row["params"]): row for row in rows}
     rows = sorted(unique.values(), key=lambda row: order.get(_key(row["params"]), len(order)))
     source = dict(record.pretrained_source or {})
+    previous_repeats = previous.get("repeats", [])
     table = {
         "objective": record.objective,
         "data": "demo",
@@ -149,10 +165,63 @@ def export(storage: str, epochs: int, out: Path = TABLE) -> dict[str, Any]:
         "machine": machine(),
         "updated": time.strftime("%Y-%m-%d %H:%M"),
         "rows": rows,
+        "repeats": previous_repeats,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(table, separators=(",", ":")) + "\n")
     return table
+
+
+def repeat_plan(table: dict[str, Any], repeats: int) -> list[tuple[dict[str, Any], int]]:
+    """The (row, seed) runs ``--repeats`` asks for that the table's ``repeats`` lacks: every chosen
+    configuration's first repeat seed, then every second one, so a partial run already covers them all."""
+    order = {_key(e): i for i, e in enumerate(configurations())}
+    hand = [row for row in table["rows"] if row.get("name") and order.get(_key(row["params"]), 99) < 8]
+    grid = [row for row in table["rows"] if _key(row["params"]) in order and row not in hand]
+    sign = 1 if table["direction"] == "minimize" else -1
+    best = sorted(grid, key=lambda row: sign * _row_value(row))[:REPEAT_BEST]
+    have = {(_key(r["params"]), r["seed"]) for r in table.get("repeats", [])}
+    return [
+        (row, REPEAT_SEED + i)
+        for i in range(repeats)
+        for row in hand + best
+        if (_key(row["params"]), REPEAT_SEED + i) not in have
+    ]
+
+
+def _row_value(row: dict[str, Any]) -> float:
+    """A row's value as its trial's: the best epoch's DER (the table is for minimized DER)."""
+    return min(epoch[0] for epoch in row["epochs"])
+
+
+def run_repeats(table: dict[str, Any], repeats: int, epochs: int, device: str | None, out: Path = TABLE) -> None:
+    """Train the runs :func:`repeat_plan` lists through the objective's own training (no pruning, ``epochs``
+    each), adding each to ``out``'s ``repeats`` as it finishes."""
+    from tuner.runner import prepare_objective
+    from tuner.search_space import TrialConfig
+    from tuner.training.fit import fit
+
+    plan = repeat_plan(table, repeats)
+    logging.info("%d repeated runs to train", len(plan))
+    if not plan:
+        return
+    objective, _ = prepare_objective(spec(epochs, []), workdir=REPO / "storage")  # the table study's objective
+    for done, (row, seed) in enumerate(plan, 1):
+        params = dict(row["params"])
+        weight_decay = 1e-2 if params["optimizer"] == "AdamW" else 0.0  # torch's defaults, as in the space
+        config = TrialConfig.from_params({**params, "weight_decay": weight_decay})
+        result = fit(objective, config, seed, epochs, device=device)
+        current = json.loads(out.read_text())
+        current.setdefault("repeats", []).append(
+            {
+                "params": params,
+                "name": row.get("name"),
+                "seed": seed,
+                "epochs": [[_round(result.history[e].get(c)) for c in COLUMNS] for e in sorted(result.history)],
+            }
+        )
+        out.write_text(json.dumps(current, separators=(",", ":")) + "\n")
+        logging.info("repeat %d/%d done: %s seed %d", done, len(plan), row.get("name") or params, seed)
 
 
 def _round(value: Any) -> Any:
@@ -166,6 +235,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="run at most this many configurations now")
     parser.add_argument("--export-only", action="store_true", help="only write the table from the store")
     parser.add_argument("--device", help="auto (default), cpu, cuda, a GPU index")
+    parser.add_argument(
+        "--repeats", type=int, default=0, help="then N more seeds of the eight hand-run settings and the 8 best"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if not args.export_only:
@@ -177,11 +249,16 @@ def main() -> None:
             if args.limit is not None and done["n"] >= args.limit:
                 study.stop()
 
-        study_spec = spec(args.epochs, recorded(TABLE, args.epochs))
-        if study_spec.warm_start:
+        done_rows = recorded(TABLE, args.epochs)
+        if missing(done_rows):
+            study_spec = spec(args.epochs, done_rows)
             run_study(study_spec, args.storage, workdir=REPO / "storage", show_progress=False,
                       device=args.device, callbacks=[after_each])  # fmt: skip
     table = export(args.storage, args.epochs)
+    if args.repeats:
+        run_repeats(table, args.repeats, args.epochs, args.device)
+        table = json.loads(TABLE.read_text())
+        print(f"{len(table['repeats'])} repeated runs in {TABLE}")
     print(
         f"{table['planned_recorded']} of {table['planned']} planned configurations (and "
         f"{table['configurations'] - table['planned_recorded']} of an earlier grid) in {TABLE} ({command()})"
