@@ -110,8 +110,13 @@ def test_the_runner_knows_nothing_of_reports_or_the_dashboard():
 
 
 def test_private_library_apis_are_used_in_one_module_each():
-    """``optuna.<x>._<y>`` and ``optuna_dashboard._<x>`` are imported by their internals module alone."""
-    owners = {"optuna": "tuner.store.optuna_internals", "optuna_dashboard": "tuner.reports.dashboard_internals"}
+    """``optuna.<x>._<y>``, ``optuna_dashboard._<x>`` and pyannote's private names are imported by their internals
+    module alone."""
+    owners = {
+        "optuna": "tuner.store.optuna_internals",
+        "optuna_dashboard": "tuner.reports.dashboard_internals",
+        "pyannote": "tuner.objectives.pyannote_internals",
+    }
     for name, path in MODULES.items():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.module:

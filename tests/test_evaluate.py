@@ -26,30 +26,46 @@ def _study_then_evaluate(spec: StudySpec, tmp_path, **kwargs):
     return study, result, stored
 
 
-def _check(result, stored, metric, components, study):
+def _check(result, stored, metric, components, study, items):
     assert result["split"] == "test" and result["trial"] == study.best_trial.number
     assert set(result["best"]) == set(result["baseline"]) == {metric, *components} - {"loss/train"}
     assert result["checkpoint_epoch"] == study.best_trial.user_attrs["epochs_run"] - 1  # the last epoch's weights
     assert stored.test == result
+    # the paired interval: the difference of the two figures, over the test items scored by both models
+    paired = result["paired"]
+    assert paired["difference"] == pytest.approx(result["best"][metric] - result["baseline"][metric], abs=1e-6)
+    assert paired["low"] <= paired["difference"] <= paired["high"]
+    assert (paired["items"], paired["runs"]) == (items, 1)
+    return paired
 
 
 def test_segmentation_on_the_test_files(make_spec, tmp_path):
-    study, result, stored = _study_then_evaluate(make_spec(n_trials=1), tmp_path)
-    _check(result, stored, "DER", ("Confusion", "FalseAlarm", "Miss", "loss/train", "loss/val"), study)
+    from conftest import TINY_SIZES
+
+    from tuner.data.demo import ensure_diarization_corpus
+
+    corpus = ensure_diarization_corpus(tmp_path / "two_test_files", seed=0, **{**TINY_SIZES, "n_test": 2})
+    study, result, stored = _study_then_evaluate(make_spec(n_trials=1, data=corpus), tmp_path)
+    components = ("Confusion", "FalseAlarm", "Miss", "loss/train", "loss/val")
+    paired = _check(result, stored, "DER", components, study, items=2)  # the corpus's 2 test files
+    assert paired["weighted_by"] == "reference speech (frames)"
     assert result["baseline_label"] == "untrained model"
     # validation on the test subset, not the development one: other files, other figures
     last_epoch = TrialRecord.of(study.best_trial, stored).epochs[-1]
     assert result["best"]["DER"] != last_epoch["DER"]
 
 
-def test_speaker_verification_on_the_test_trials(sv_spec, tmp_path):
+def test_speaker_verification_on_the_test_trials(sv_spec, sv_corpus, tmp_path):
     study, result, stored = _study_then_evaluate(sv_spec(n_trials=1, max_epochs=1), tmp_path)
-    _check(result, stored, "EER", ("minDCF", "threshold", "loss/train"), study)
+    trials = len((sv_corpus / "trials" / "test.txt").read_text().split("\n")) - 1
+    paired = _check(result, stored, "EER", ("minDCF", "threshold", "loss/train"), study, items=trials)
+    assert paired["statistic"] == "EER of the resampled trials"
 
 
-def test_separation_on_the_test_mixtures(sep_spec, tmp_path):
+def test_separation_on_the_test_mixtures(sep_spec, sep_corpus, tmp_path):
     study, result, stored = _study_then_evaluate(sep_spec(n_trials=1, max_epochs=1), tmp_path)
-    _check(result, stored, "SI-SNRi", ("SDRi", "SI-SNR", "SDR", "loss/train", "loss/val"), study)
+    mixtures = len((sep_corpus / "metadata" / "mixture_test_mix_both.csv").read_text().strip().split("\n")) - 1
+    _check(result, stored, "SI-SNRi", ("SDRi", "SI-SNR", "SDR", "loss/train", "loss/val"), study, items=mixtures)
 
 
 def test_the_cli_prints_the_figures_beside_the_starting_model(tmp_path, capsys, restore_logging):

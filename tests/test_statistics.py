@@ -19,6 +19,7 @@ from tuner.statistics import (
     RunSummary,
     Verdict,
     holm,
+    one_sample_test,
     paired_bootstrap,
     rank_configurations,
     summarize,
@@ -319,6 +320,79 @@ def test_paired_bootstrap_interval_contains_the_difference():
     assert isinstance(interval, PairedInterval) and interval.resamples == 10_000 and interval.confidence == 0.95
 
 
+def _reference_runs(runs, b, weights, resamples, confidence, seed):
+    """The two-level bootstrap in plain Python: items drawn first, then runs, from one generator."""
+    rng = np.random.default_rng(seed)
+    n, r = len(b), len(runs)
+    drawn = rng.integers(0, n, size=(resamples, n))
+    drawn_runs = rng.integers(0, r, size=(resamples, r))
+    differences = []
+    for row, chosen in zip(drawn.tolist(), drawn_runs.tolist()):
+        total = sum(weights[i] for i in row)
+        mean_b = sum(weights[i] * b[i] for i in row) / total
+        means_a = [sum(weights[i] * runs[k][i] for i in row) / total for k in chosen]
+        differences.append(sum(means_a) / len(means_a) - mean_b)
+    tail = 100 * (1 - confidence) / 2
+    return np.percentile(differences, [tail, 100 - tail])
+
+
+SEED_2 = [x + d for x, d in zip(FINE_TUNED, [0.03, -0.01, 0.04, 0.02, 0.05, 0.0, 0.03, 0.02])]
+
+
+def test_paired_bootstrap_over_runs_matches_a_slow_reference_loop():
+    interval = paired_bootstrap([FINE_TUNED, SEED_2], START, DURATIONS, resamples=1000, confidence=0.9, seed=5)
+    low, high = _reference_runs([FINE_TUNED, SEED_2], START, DURATIONS, 1000, 0.9, 5)
+    assert (interval.low, interval.high) == pytest.approx((low, high), rel=1e-9)
+    both = (np.average(FINE_TUNED, weights=DURATIONS) + np.average(SEED_2, weights=DURATIONS)) / 2
+    assert interval.difference == pytest.approx(both - np.average(START, weights=DURATIONS))
+    assert interval.runs == 2 and interval.items == 8
+
+
+def test_paired_bootstrap_one_run_as_a_list_of_runs_is_the_one_run_result():
+    one = paired_bootstrap(FINE_TUNED, START, DURATIONS, resamples=500, seed=2)
+    assert paired_bootstrap([FINE_TUNED], START, DURATIONS, resamples=500, seed=2) == one
+    assert one.runs == 1
+
+
+def test_paired_bootstrap_seeds_that_disagree_widen_the_interval():
+    """Two seeds whose models differ file by file: the interval covers the seeds, so it is wider than either's."""
+    one = paired_bootstrap(FINE_TUNED, START, resamples=2000, seed=1)
+    far = [x + 0.08 for x in FINE_TUNED]
+    both = paired_bootstrap([FINE_TUNED, far], START, resamples=2000, seed=1)
+    assert both.high - both.low > one.high - one.low
+    assert both.difference == pytest.approx(one.difference + 0.04)
+
+
+def test_paired_bootstrap_with_a_statistic_matches_the_weighted_mean():
+    def weighted(values, items):
+        return float(np.average(values[items], weights=np.asarray(DURATIONS)[items]))
+
+    vectorized = paired_bootstrap([FINE_TUNED, SEED_2], START, DURATIONS, resamples=300, seed=9)
+    looped = paired_bootstrap([FINE_TUNED, SEED_2], START, statistic=weighted, resamples=300, seed=9)
+    assert (looped.difference, looped.low, looped.high) == pytest.approx(
+        (vectorized.difference, vectorized.low, vectorized.high), rel=1e-9
+    )
+
+
+def test_paired_bootstrap_with_a_non_linear_statistic():
+    """An EER-like statistic (the fraction of items above a threshold that the labels decide): any callable."""
+    labels = np.array([1, 0, 1, 0, 1, 0, 1, 0])
+
+    def errors(values, items):
+        return float(np.mean((values[items] > 0.2) != labels[items].astype(bool)))
+
+    interval = paired_bootstrap(FINE_TUNED, START, statistic=errors, resamples=200, seed=0)
+    assert interval.difference == pytest.approx(
+        errors(np.array(FINE_TUNED), np.arange(8)) - errors(np.array(START), np.arange(8))
+    )
+    assert interval.low <= interval.difference <= interval.high
+
+
+def test_paired_bootstrap_refuses_runs_of_other_lengths():
+    with pytest.raises(ValueError, match=r"a\[1\] has 7 items and b has 8"):
+        paired_bootstrap([FINE_TUNED, SEED_2[:7]], START)
+
+
 def test_paired_bootstrap_a_constant_shift_has_zero_width():
     shifted = [x + 0.05 for x in START]
     interval = paired_bootstrap(shifted, START, DURATIONS, resamples=500)
@@ -378,3 +452,21 @@ def test_importing_the_module_loads_neither_numpy_nor_scipy():
     code = "import sys, tuner.statistics; print(' '.join(m for m in ('numpy', 'scipy') if m in sys.modules))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == ""
+
+
+# --- one_sample_test -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "value"),
+    [([0.18, 0.19, 0.17], 0.237), ([0.20, 0.24, 0.22, 0.25], 0.237), ([1.0, 2.0], 1.5), ([0.1, 0.3, 0.2, 0.5], 0.0)],
+)
+def test_one_sample_test_matches_scipy(values, value):
+    assert one_sample_test(values, value) == pytest.approx(stats.ttest_1samp(values, value).pvalue, rel=1e-9)
+
+
+def test_one_sample_test_edge_cases():
+    assert math.isnan(one_sample_test([0.2], 0.3))
+    assert one_sample_test([0.2, 0.2], 0.2) == 1.0 and one_sample_test([0.2, 0.2], 0.3) == 0.0
+    with pytest.raises(ValueError, match="every value must be a finite number"):
+        one_sample_test([0.2, float("nan")], 0.3)

@@ -351,7 +351,7 @@ def report(study_names: tuple[str, ...], storage: str | None, out: Path, compare
       tuner report pyannote_optim                      storage/reports/pyannote_optim.{md,csv,epochs.csv,html}
       tuner report --compare study_a study_b --out DIR DIR/compare.{md,csv}
     """
-    from tuner.reports.compare import compare_table_rows, write_comparison
+    from tuner.reports.compare import compare_table_rows, comparison_notes, write_comparison
     from tuner.reports.html import write_report
     from tuner.reports.tables import rich_table
 
@@ -360,6 +360,8 @@ def report(study_names: tuple[str, ...], storage: str | None, out: Path, compare
         _stdout_console().print(
             rich_table(compare_table_rows(rows), title=f"studies by {rows[0]['metric']} ({rows[0]['direction']})")
         )
+        for line in comparison_notes(rows)[1:]:  # the lines under the table, without the first empty one
+            click.echo(line)
         click.echo(f"wrote {paths['md']} and {paths['csv']}")
         return
     for name in study_names:
@@ -543,18 +545,18 @@ def evaluate(
 
     result = evaluate_study(study_name, storage, split=split, trial_number=trial_number, workdir=workdir,
                             artifacts=artifacts, device=device)  # fmt: skip
-    best = f"trial {result['trial']}" + (
-        f" (checkpoint after epoch {result['checkpoint_epoch'] + 1})" if result["checkpoint_epoch"] is not None else ""
-    )
-    rows = [{"model": best, **result["best"]}, {"model": result["baseline_label"], **result["baseline"]}]
+    from tuner.store.records import evaluated_label, paired_text
+
+    rows = [
+        {"model": evaluated_label(result), **result["best"]},
+        {"model": result["baseline_label"], **result["baseline"]},
+    ]
     _stdout_console().print(rich_table(rows, title=f"study {study_name} on its {split} split"))
     paired = result.get("paired")
     if paired is not None:
-        weighted = f", items weighted by {paired['weighted_by']}" if paired["weighted_by"] else ""
-        click.echo(
-            f"difference (trial - {result['baseline_label']}): {paired['difference']:+.4f}, 95 % paired bootstrap "
-            f"interval [{paired['low']:+.4f}, {paired['high']:+.4f}] over {paired['items']} items{weighted}"
-        )
+        click.echo(f"difference (fine-tuned - {result['baseline_label']}): {paired_text(paired)}")
+    else:
+        click.echo("no paired interval: the split has fewer than 2 items both models were scored on")
     click.echo(f"stored in study '{study_name}' (user attribute 'test'): tuner report {study_name} shows it")
 
 

@@ -1,12 +1,19 @@
-"""``tuner evaluate``: a study's best (or given) trial on the corpus's test split, beside the starting model.
+"""``tuner evaluate``: a study's chosen configuration on the corpus's test split, beside the starting model.
 
 The objective is rebuilt from what the study recorded (objective, data, pretrained source, options) and
 validated on the test split with the very code that validated its trials on the development split
 (:meth:`tuner.objectives.base.Objective.for_split`): segmentation DER and its components, pipeline DER,
-EER with its threshold and minDCF, SI-SNRi with SDRi. For a trained objective the trial's kept checkpoint
-is loaded (tuner keeps the checkpoint of the best trial so far: its last epoch); the baseline is the
-starting model (the pretrained checkpoint, or the untrained model) on the same split. For a pipeline the
-trial's parameters run over the test files, beside pyannote's default parameters.
+EER with its threshold and minDCF, SI-SNRi with SDRi. For a trained objective a trial's kept checkpoint
+is loaded (tuner keeps the checkpoint of the best trial so far, and of every confirmation run: their last
+epoch); the baseline is the starting model (the pretrained checkpoint, or the untrained model) on the same
+split. For a pipeline the trial's parameters run over the test files, beside pyannote's default parameters.
+
+What is evaluated: trial ``--trial N``; else, where the study has a confirmation (:mod:`tuner.confirm`), every
+kept run of the configuration with the best confirmed mean (the one ``tuner export`` exports), whose figures are
+averaged; else the best trial. The difference from the starting model comes with a 95 % paired bootstrap
+interval over the test items (diarization: files, weighted by their reference speech; verification: trials,
+whose EER is recomputed; separation: mixtures) and, with several runs, over the runs (seeds) too
+(:func:`tuner.statistics.paired_bootstrap`).
 
 The figures are stored in the study (user attribute ``test``, see :func:`tuner.store.records.write_test`), so
 ``tuner report`` and the dashboard's study note show them.
@@ -39,8 +46,10 @@ def evaluate_study(
     artifacts: str | Path | None = None,
     device: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate the best trial of ``study_name`` (or trial ``trial_number``) on ``split``, store the figures
-    in the study and return them: ``{"split", "trial", "best": {...}, "baseline": {...}, ...}``."""
+    """Evaluate the best trial of ``study_name`` (or trial ``trial_number``; or, where the study has a
+    confirmation, every kept run of the configuration with the best confirmed mean) on ``split``, store the
+    figures in the study and return them: ``{"split", "trial", "best": {...}, "baseline": {...}, "runs",
+    "paired", ...}``."""
     from tuner.objectives.base import StepwiseObjective
     from tuner.quiet import quiet_libraries
     from tuner.search_space import TrialConfig
@@ -55,26 +64,41 @@ def evaluate_study(
     record = records.StudyRecord.of(study)
     if not record.recorded:
         raise ConfigError(f"study '{study_name}' was not made by tuner run: it records no objective to evaluate.")
-    frozen = _pick_trial(study, study_name, trial_number)
-    trial = records.TrialRecord.of(frozen, record)
     objective = study_objective(record, workdir, resolver, split=split)
+    stepwise = isinstance(objective, StepwiseObjective)
+    runs, chosen_by = _runs_to_evaluate(resolver, study, record, trial_number, kept_only=not stepwise)
+    trial = records.TrialRecord.of(runs[0][1], record)
     config = TrialConfig.from_params(dict(trial.config))
     seed = trial.seed if trial.seed is not None else (record.seed or 0)
     started = _dt.datetime.now(_dt.timezone.utc)
     paired: dict[str, Any] | None = None
+    evaluated: list[dict[str, Any]] = []
     with quiet_libraries():
-        if isinstance(objective, StepwiseObjective):
+        if stepwise:
             best_steps = evaluate_steps(objective, config, split=split)
             baseline_steps = evaluate_steps(objective, TrialConfig.from_params(objective.default_config()), split=split)
             best, baseline = best_steps.metrics, baseline_steps.metrics
-            paired = _paired_interval(objective, best_steps.per_step, baseline_steps.per_step, seed)
+            paired = _paired_runs(
+                [_step_items(objective, best_steps.per_step)], _step_items(objective, baseline_steps.per_step), seed
+            )
             checkpoint_epoch = None
         else:
-            with tempfile.TemporaryDirectory(prefix="tuner-evaluate-") as scratch:
-                checkpoint = Path(scratch) / "trial.ckpt"
-                checkpoint_epoch = resolver.trial_checkpoint(study, frozen, checkpoint)
-                best = validate(objective, config, seed, dict(record.trainer), device, checkpoint=checkpoint)
-            baseline = validate(objective, config, seed, dict(record.trainer), device)
+            per_run, run_items = [], []
+            for run_study, frozen in runs:
+                metrics, items, epoch = _validate_run(objective, resolver, run_study, frozen, record, device)
+                run = records.TrialRecord.of(frozen, record)
+                per_run.append(metrics)
+                run_items.append(items)
+                evaluated.append(
+                    {"study": run_study.study_name, "source": "search" if run_study is study else "confirm",
+                     "trial": run.number, "seed": run.seed, "checkpoint_epoch": epoch,
+                     record.metric: float(metrics[record.metric])}
+                )  # fmt: skip
+            checkpoint_epoch = evaluated[0]["checkpoint_epoch"] if len(evaluated) == 1 else None
+            collector = objective.item_collector()
+            baseline = validate(objective, config, seed, dict(record.trainer), device, items=collector)
+            best = {k: sum(m[k] for m in per_run) / len(per_run) for k in per_run[0] if all(k in m for m in per_run)}
+            paired = _paired_runs(run_items, collector.scores, seed)
     shown = [
         k for k in (record.metric, *record.components) if k != "loss/train"
     ]  # validation computes no training loss
@@ -87,6 +111,10 @@ def evaluate_study(
         "baseline_label": objective.baseline_label,
         "evaluated_at": started.replace(microsecond=0).isoformat(),
     }
+    if chosen_by is not None:
+        result["chosen_by"] = chosen_by
+    if len(evaluated) > 1 or chosen_by is not None:
+        result["runs"] = evaluated
     if paired is not None:
         result["paired"] = paired
     with store_errors(url, f"recording the {split} figures of study '{study_name}'"):
@@ -97,29 +125,109 @@ def evaluate_study(
     return result
 
 
-def _paired_interval(
-    objective: Any, best: dict[int, dict[str, float]], baseline: dict[int, dict[str, float]], seed: int
-) -> dict[str, Any] | None:
-    """The difference of the metric (trial minus baseline) over the same items, with its 95 % paired bootstrap
-    interval (items weighted as the metric weighs them); None with fewer than 2 items."""
+#: what a result's ``chosen_by`` says when a confirmation chose the configuration
+CONFIRMED_CHOICE = "best confirmed mean"
+
+
+def _runs_to_evaluate(
+    resolver: StudyResolver, study: Any, record: records.StudyRecord, number: int | None, kept_only: bool
+) -> tuple[list[tuple[Any, Any]], str | None]:
+    """The (study, trial) runs to evaluate, and what chose them (None: the study's best trial or ``number``).
+
+    With a confirmation and no ``number``: the configuration with the best confirmed mean (as ``tuner export``
+    exports it), every run of it whose checkpoint was kept (``kept_only``: a trained objective's), search and
+    confirmation alike."""
+    if number is not None:
+        return [(study, _pick_trial(study, study.study_name, number))], None
+    confirmed = _confirmed_runs(resolver, study, record, kept_only)
+    if confirmed:
+        return confirmed, CONFIRMED_CHOICE
+    return [(study, _pick_trial(study, study.study_name, None))], None
+
+
+def _confirmed_runs(
+    resolver: StudyResolver, study: Any, record: records.StudyRecord, kept_only: bool
+) -> list[tuple[Any, Any]]:
+    """The runs of the configuration with the best confirmed mean (none without a confirmation)."""
+    from tuner.confirm import confirmation_name, confirmed_ranking
+
+    try:
+        companion = resolver.load(confirmation_name(study.study_name))
+    except ConfigError:
+        return []
+    rows = [row for row in confirmed_ranking(study, companion).rows if row.summary is not None]
+    if not rows:
+        return []
+    top = rows[0]
+    runs = []
+    for source, numbers in ((study, top.numbers("search")), (companion, top.numbers("confirm"))):
+        by_number = {t.number: t for t in source.get_trials(deepcopy=False)}
+        for n in numbers:
+            if not kept_only or records.checkpoint_of(source, by_number[n]) is not None:
+                runs.append((source, by_number[n]))
+    return runs
+
+
+def _validate_run(
+    objective: Any, resolver: StudyResolver, study: Any, frozen: Any, record: records.StudyRecord,
+    device: str | None,
+) -> tuple[dict[str, float], Any, int]:  # fmt: skip
+    """One trained run's kept checkpoint on the objective's split: its metrics, per-item scores and epoch."""
+    from tuner.search_space import TrialConfig
+    from tuner.training.fit import validate
+
+    run = records.TrialRecord.of(frozen, record)
+    seed = run.seed if run.seed is not None else (record.seed or 0)
+    collector = objective.item_collector()
+    with tempfile.TemporaryDirectory(prefix="tuner-evaluate-") as scratch:
+        checkpoint = Path(scratch) / "trial.ckpt"
+        epoch = resolver.trial_checkpoint(study, frozen, checkpoint)
+        metrics = validate(
+            objective, TrialConfig.from_params(dict(run.config)), seed, dict(record.trainer), device,
+            checkpoint=checkpoint, items=collector,
+        )  # fmt: skip
+    return metrics, collector.scores, epoch
+
+
+def _step_items(objective: Any, per_step: dict[int, dict[str, float]]) -> Any:
+    """A stepwise objective's results per item (a pipeline's files) as item scores, weighted as its metric weighs
+    them (:attr:`~tuner.objectives.base.StepwiseObjective.item_weight`)."""
+    import numpy as np
+
+    from tuner.training.items import ItemScores
+
+    items = sorted(per_step)
+    weight = objective.item_weight
+    return ItemScores(
+        ids=tuple(map(str, items)),
+        values=np.array([per_step[i][objective.metric] for i in items], dtype=float),
+        weights=np.array([per_step[i][weight] for i in items], dtype=float) if weight is not None else None,
+        weighted_by=weight,
+    )
+
+
+def _paired_runs(runs: list[Any], baseline: Any, seed: int) -> dict[str, Any] | None:
+    """The difference (runs' mean minus the starting model) over the same test items, with its 95 % paired
+    bootstrap interval over items and runs; None where the items are fewer than 2 or do not match."""
     from tuner.statistics import paired_bootstrap
 
-    items = sorted(set(best) & set(baseline))
-    if len(items) < 2:
+    if baseline is None or any(r is None or r.ids != baseline.ids for r in runs) or len(baseline.ids) < 2:
         return None
-    metric, weight = objective.metric, objective.item_weight
-    weights = [best[i][weight] for i in items] if weight is not None else None
+    statistic = baseline.statistic
     interval = paired_bootstrap(
-        [best[i][metric] for i in items], [baseline[i][metric] for i in items], weights, seed=seed
-    )
+        [r.values for r in runs], baseline.values, baseline.weights, statistic=statistic,
+        resamples=2_000 if statistic is not None else 10_000, seed=seed,
+    )  # fmt: skip
     return {
         "difference": interval.difference,
         "low": interval.low,
         "high": interval.high,
         "items": interval.items,
+        "runs": interval.runs,
         "resamples": interval.resamples,
         "confidence": interval.confidence,
-        "weighted_by": weight,
+        "weighted_by": baseline.weighted_by,
+        "statistic": "EER of the resampled trials" if statistic is not None else None,
     }
 
 

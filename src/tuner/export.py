@@ -98,7 +98,7 @@ def _confirmed_choice(study_name: str, url: str) -> tuple[StudyRecord, FrozenTri
     summary = top.summary if top is not None else None
     if top is None or summary is None:
         return None
-    number = next(int(source.split("#")[1]) for source in top.sources if source.startswith("search"))
+    number = top.numbers("search")[0]
     frozen = next(t for t in search.get_trials(deepcopy=False) if t.number == number)
     described = {
         "study": confirmation_name(study_name),

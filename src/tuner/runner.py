@@ -406,8 +406,10 @@ class _Worker:
                 checkpoints.discard()
                 raise optuna.TrialPruned(f"pruned after epoch {result.pruned_at + 1}")
             value = result.best(objective.metric)
-            if _is_best_so_far(self.study, value, objective.direction):
-                checkpoints.keep()  # the checkpoint of the best trial so far stays, for tuner train and the dashboard
+            if records.is_confirmation_run(trial) or _is_best_so_far(self.study, value, objective.direction):
+                # the best trial's checkpoint stays, for tuner train and the dashboard; every confirmation run's
+                # stays, for tuner evaluate (each seed of the chosen configuration on the test split)
+                checkpoints.keep()
             else:
                 checkpoints.discard()
             return value

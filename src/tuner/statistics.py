@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tuner.direction import is_better, rank_key
 
@@ -82,6 +82,7 @@ class PairedInterval:
     items: int
     resamples: int
     confidence: float
+    runs: int = 1  # runs of ``a`` (seeds of one configuration) the interval covers
 
 
 def _values(values: Sequence[float], what: str) -> list[float]:
@@ -149,6 +150,23 @@ def welch_test(a: Sequence[float], b: Sequence[float]) -> float:
     t = (mean_a - mean_b) / math.sqrt(part_a + part_b)
     df = (part_a + part_b) ** 2 / (part_a**2 / (len(first) - 1) + part_b**2 / (len(second) - 1))
     return min(1.0, 2.0 * float(stats.t.sf(abs(t), df)))
+
+
+def one_sample_test(values: Sequence[float], value: float) -> float:
+    """Two-sided p-value of the one-sample t-test that the mean of ``values`` is ``value`` (a fixed figure: a
+    starting model's, which no seed moves). Fewer than 2 values gives NaN; values of zero variance give 1.0 if
+    their mean is ``value`` and 0.0 otherwise. ValueError for a NaN or infinite value."""
+    sample = _values(values, "one_sample_test, values")
+    (fixed,) = _values([value], "one_sample_test, value")
+    if len(sample) < 2:
+        return math.nan
+    mean, variance = _mean_and_variance(sample)
+    if variance == 0.0:
+        return 1.0 if mean == fixed else 0.0
+    from scipy import stats
+
+    t = (mean - fixed) / math.sqrt(variance / len(sample))
+    return min(1.0, 2.0 * float(stats.t.sf(abs(t), len(sample) - 1)))
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -225,34 +243,50 @@ def _weighted_mean(values: npt.NDArray[np.float64], weights: npt.NDArray[np.floa
 
 
 def paired_bootstrap(
-    a: Sequence[float],
+    a: Sequence[float] | Sequence[Sequence[float]],
     b: Sequence[float],
     weights: Sequence[float] | None = None,
     *,
+    statistic: Callable[[Any, Any], float] | None = None,
     resamples: int = 10_000,
     confidence: float = 0.95,
     seed: int = 0,
 ) -> PairedInterval:
-    """The difference of (weighted) means ``mean(a) - mean(b)`` over paired items, with its percentile bootstrap
-    interval.
+    """The difference ``metric(a) - metric(b)`` over paired items, with its percentile bootstrap interval.
 
-    ``a[i]`` and ``b[i]`` are the same item (a test file) scored by two models. With ``weights`` the mean is
-    ``sum(w·x) / sum(w)``, as DER over files weights each file by its reference speech duration. Each resample
-    draws ``len(a)`` items with replacement, the same items for ``a`` and ``b`` (paired), all at once from
-    ``numpy.random.default_rng(seed).integers(0, n, size=(resamples, n))``: deterministic for a seed, and
-    ``resamples × n`` in memory. A resample whose drawn items all weigh 0 has no mean and is left out of the
-    percentiles (NaN bounds if every resample is). ValueError for items of different lengths, fewer than 2 items,
-    a NaN or infinite value, negative or all-zero weights, fewer than 1 resample or a confidence outside (0, 1).
+    ``a[i]`` and ``b[i]`` are the same item (a test file) scored by two models. The metric is the (weighted) mean,
+    ``sum(w·x) / sum(w)`` with ``weights`` (as DER over files weights each file by its reference speech), or
+    ``statistic(values, items)``: the metric of the items at positions ``items`` (a numpy index array, repeats
+    allowed) whose values are ``values[items]`` (an EER over resampled verification trials, whose labels the
+    callable holds).
+
+    ``a`` may hold several runs of one configuration (runs x items: seeds), scored on the same items; its metric is
+    then the mean of its runs' metrics, and each resample draws the runs with replacement too, so the interval
+    covers what another seed would do as well as what other items would (a two-level bootstrap: items, then runs).
+
+    Each resample draws ``len(b)`` items with replacement, the same items for ``a`` and ``b`` (paired), all at once
+    from ``numpy.random.default_rng(seed).integers(0, n, size=(resamples, n))``, then (several runs) the runs from
+    the same generator: deterministic for a seed; one run gives the one-run result. A resample whose drawn items
+    all weigh 0 has no mean and is left out of the percentiles (NaN bounds if every resample is). ValueError for
+    items of different lengths, fewer than 2 items, a NaN or infinite value, negative or all-zero weights, fewer
+    than 1 resample or a confidence outside (0, 1).
     """
     import numpy as np
 
     _check_confidence(confidence)
     if resamples < 1:
         raise ValueError(f"paired_bootstrap: resamples must be at least 1, not {resamples!r}")
-    first, second = _values(a, "paired_bootstrap, a"), _values(b, "paired_bootstrap, b")
-    if len(first) != len(second):
-        raise ValueError(f"paired_bootstrap: a has {len(first)} items and b has {len(second)}: they must be paired")
-    n = len(first)
+    several = len(a) > 0 and np.ndim(a[0]) == 1
+    if several:
+        runs = [_values(run, f"paired_bootstrap, a[{i}]") for i, run in enumerate(a)]  # type: ignore[arg-type]
+    else:
+        runs = [_values(a, "paired_bootstrap, a")]  # type: ignore[arg-type]
+    second = _values(b, "paired_bootstrap, b")
+    n = len(second)
+    for i, run in enumerate(runs):
+        if len(run) != n:
+            where = f"a[{i}]" if several else "a"
+            raise ValueError(f"paired_bootstrap: {where} has {len(run)} items and b has {n}: they must be paired")
     if n < 2:
         raise ValueError(f"paired_bootstrap: {n} item(s), a bootstrap needs at least 2")
     if weights is None:
@@ -265,15 +299,35 @@ def paired_bootstrap(
             raise ValueError(f"paired_bootstrap: weight {int(np.argmax(w < 0))} is negative ({w[w < 0][0]})")
         if not (w > 0).any():
             raise ValueError("paired_bootstrap: all weights are zero")
-    x, y = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
-    difference = _weighted_mean(x, w) - _weighted_mean(y, w)
+    x, y = np.asarray(runs, dtype=float), np.asarray(second, dtype=float)  # x: runs x items
+    every = np.arange(n)
 
-    drawn = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
-    drawn_w = w[drawn]
-    total = drawn_w.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        boot = (drawn_w * x[drawn]).sum(axis=1) / total - (drawn_w * y[drawn]).sum(axis=1) / total
-    boot = boot[total > 0]
+    def metric(values: Any, items: Any) -> float:
+        if statistic is not None:
+            return float(statistic(values, items))
+        return float(_weighted_mean(values[items], w[items]))
+
+    difference = float(np.mean([metric(run, every) for run in x])) - metric(y, every)
+
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, n, size=(resamples, n))
+    drawn_runs = rng.integers(0, len(x), size=(resamples, len(x))) if len(x) > 1 else np.zeros((resamples, 1), int)
+    if statistic is None:  # vectorized: the mean of runs' weighted means is the weighted mean of the runs' mean
+        drawn_w = w[drawn]
+        total = drawn_w.sum(axis=1)
+        per_item = x[drawn_runs].mean(axis=1)  # resamples x items: each resample's drawn runs, averaged
+        picked = np.take_along_axis(per_item, drawn, axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            boot = (drawn_w * picked).sum(axis=1) / total - (drawn_w * y[drawn]).sum(axis=1) / total
+        boot = boot[total > 0]
+    else:
+        boot = np.array(
+            [
+                np.mean([metric(x[r], items) for r in chosen]) - metric(y, items)
+                for items, chosen in zip(drawn, drawn_runs, strict=True)
+            ]
+        )
+        boot = boot[np.isfinite(boot)]
     tail = 100.0 * (1.0 - confidence) / 2.0
     low, high = np.percentile(boot, [tail, 100.0 - tail]) if boot.size else (math.nan, math.nan)
     return PairedInterval(
@@ -283,4 +337,5 @@ def paired_bootstrap(
         items=n,
         resamples=resamples,
         confidence=confidence,
+        runs=len(x),
     )

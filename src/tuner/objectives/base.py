@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from tuner.store.resolver import StudyResolver
     from tuner.training.freeze import LayerStack
+    from tuner.training.items import ItemCollector
 
 __all__ = [
     "Objective",
@@ -205,6 +206,7 @@ class TrainedObjective(Objective):
       runner applies, and ``unfrozen_layers``, which the runner applies through :meth:`layers`.
     * :meth:`layers` tells which modules of a built model are the head and the freezable blocks.
     * :meth:`epoch_metrics` maps what the module logged in an epoch to ``{metric, *components}``.
+    * :meth:`item_collector` gathers a validation's per-item results (``tuner evaluate``'s paired interval).
     """
 
     @abc.abstractmethod
@@ -229,6 +231,14 @@ class TrainedObjective(Objective):
         """``{metric: value, component: value, ...}`` from Lightning's ``callback_metrics`` (by default
         the logged keys named like the metric and components)."""
         return {key: float(logged[key]) for key in (self.metric, *self.components) if key in logged}
+
+    def item_collector(self) -> ItemCollector:
+        """A callback that gathers one validation's per-item results (:class:`~tuner.training.items.ItemScores`):
+        by default the ``item_scores`` the module sets at the end of its validation epoch. Items must come in the
+        same order for any model of the objective on one split."""
+        from tuner.training.items import ItemCollector
+
+        return ItemCollector()
 
 
 class StepwiseObjective(Objective):

@@ -38,6 +38,7 @@ from tuner.errors import ConfigError
 from tuner.objectives.base import FitInputs, TrainedObjective
 from tuner.search_space import TrialConfig
 from tuner.training.freeze import LayerStack
+from tuner.training.items import ItemCollector
 
 __all__ = ["PyannoteSegmentation", "load_pretrained_segmentation"]
 
@@ -179,6 +180,12 @@ class PyannoteSegmentation(TrainedObjective):
 
     def epoch_metrics(self, logged: Mapping[str, float]) -> dict[str, float]:
         return {ours: float(logged[theirs]) for theirs, ours in _LOGGED.items() if theirs in logged}
+
+    def item_collector(self) -> ItemCollector:
+        """Each validation file's DER, weighted by its reference speech (pyannote's model logs only the total)."""
+        from tuner.objectives.pyannote_internals import FileDERCollector
+
+        return FileDERCollector()
 
 
 def load_pretrained_segmentation(source: str | Path) -> Model:

@@ -22,6 +22,7 @@ from tuner.errors import DataError
 from tuner.objectives.base import FitInputs, TrainedObjective, under
 from tuner.search_space import Param, TrialConfig
 from tuner.training.freeze import LayerStack
+from tuner.training.items import ItemScores
 
 if TYPE_CHECKING:
     from tuner.data.separation import Mixture
@@ -118,6 +119,7 @@ class SeparationModule(pl.LightningModule):
         super().__init__()
         self.model = model
         self._scores: list[dict[str, float]] = []
+        self.item_scores: ItemScores | None = None  # the last validation's SI-SNRi per mixture (tuner evaluate)
 
     def forward(self, mix: torch.Tensor) -> torch.Tensor:
         return self.model(mix)
@@ -150,6 +152,8 @@ class SeparationModule(pl.LightningModule):
         if self._scores:
             keys = self._scores[0]
             self.log_dict({k: float(np.mean([s[k] for s in self._scores])) for k in keys}, on_epoch=True)
+            values = np.array([s["SI-SNRi"] for s in self._scores])  # one mixture a batch: one score each
+            self.item_scores = ItemScores(ids=tuple(map(str, range(len(values)))), values=values)
 
 
 class SepFormerSeparation(TrainedObjective):

@@ -29,6 +29,7 @@ from tuner.errors import ConfigError
 from tuner.objectives.base import FitInputs, TrainedObjective
 from tuner.search_space import TrialConfig
 from tuner.training.freeze import LayerStack
+from tuner.training.items import ItemScores
 
 __all__ = ["RegressionMLP", "RegressionModule", "SyntheticRegression", "make_problem"]
 
@@ -91,6 +92,8 @@ class RegressionModule(pl.LightningModule):
         super().__init__()
         self.model = model
         self.sleep_per_epoch = sleep_per_epoch
+        self._errors: list[torch.Tensor] = []
+        self.item_scores: ItemScores | None = None  # the last validation's squared error per sample
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -110,8 +113,20 @@ class RegressionModule(pl.LightningModule):
     @override
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
-        loss = nn.functional.mse_loss(self(x), y)
+        errors = (self(x) - y).pow(2)
+        loss = errors.mean()
         self.log_dict({"loss/val": loss, "mse": loss}, on_step=False, on_epoch=True, batch_size=len(x))
+        self._errors.append(errors.detach().reshape(len(x), -1).mean(dim=1).cpu())
+
+    @override
+    def on_validation_epoch_start(self) -> None:
+        self._errors = []
+
+    @override
+    def on_validation_epoch_end(self) -> None:
+        if self._errors:
+            values = torch.cat(self._errors).double().numpy()
+            self.item_scores = ItemScores(ids=tuple(map(str, range(len(values)))), values=values)
 
 
 class SyntheticRegression(TrainedObjective):

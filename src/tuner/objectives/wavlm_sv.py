@@ -27,6 +27,7 @@ from tuner.errors import ConfigError, DataError
 from tuner.objectives.base import FitInputs, TrainedObjective, under
 from tuner.search_space import Param, TrialConfig
 from tuner.training.freeze import LayerStack
+from tuner.training.items import ItemScores
 
 __all__ = ["WavLMSpeakerVerification", "SpeakerEmbedder", "VerificationData"]
 
@@ -138,6 +139,7 @@ class SpeakerEmbedder(pl.LightningModule):
         self.loss = build_speaker_loss(loss, emb_dim, n_speakers, margin=margin, scale=scale)
         self._embeddings: dict[int, torch.Tensor] = {}
         self.epoch_details: dict[str, Any] | None = None  # the last validation's DET curve (for reports)
+        self.item_scores: ItemScores | None = None  # the last validation's trial scores (tuner evaluate)
 
     def forward(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         hidden, frames = self.upstream(wav, lengths)
@@ -179,6 +181,11 @@ class SpeakerEmbedder(pl.LightningModule):
         metrics = verification_metrics(scores, trials[:, 0])
         self.log_dict({k: float(v) for k, v in metrics.items()}, on_epoch=True)
         self.epoch_details = {"det": det_points(scores, trials[:, 0])}
+        self.item_scores = ItemScores(
+            ids=tuple(map(str, range(len(scores)))),
+            values=np.asarray(scores, dtype=float),
+            labels=np.asarray(trials[:, 0], dtype=np.int64),
+        )
 
 
 class WavLMSpeakerVerification(TrainedObjective):

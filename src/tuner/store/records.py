@@ -242,20 +242,14 @@ class StudyRecord:
             others = ", ".join(f"{k} {format_number(v, significant=4)}" for k, v in values.items())
             return f"{self.metric} {format_number(main, significant=4)}" + (f" ({others})" if others else "")
 
-        epoch = test.get("checkpoint_epoch")
-        at = f" (checkpoint after epoch {epoch + 1})" if isinstance(epoch, int) else ""
         label = test.get("baseline_label") or self.baseline_label
         text = (
-            f"{test.get('split', 'test')} split, trial {test.get('trial')}{at}: {figures(test.get('best', {}))}; "
+            f"{test.get('split', 'test')} split, {evaluated_label(test)}: {figures(test.get('best', {}))}; "
             f"{label}: {figures(test.get('baseline', {}))}"
         )
         paired = test.get("paired")
         if isinstance(paired, Mapping):
-            text += (
-                f"; difference {format_number(paired.get('difference'), significant=4)}, 95 % paired bootstrap "
-                f"interval [{format_number(paired.get('low'), significant=4)}, "
-                f"{format_number(paired.get('high'), significant=4)}] over {paired.get('items')} items"
-            )
+            text += f"; difference {paired_text(paired)}"
         return text
 
     @property
@@ -518,6 +512,37 @@ def confirmation_attrs(configuration: str, trials: Sequence[int], seed: int) -> 
     """The user attributes a confirmation run is enqueued with: the configuration it repeats (its key), the
     search trials that ran it, and its seed (which the worker trains with, as a retry keeps its trial's)."""
     return {CONFIRMS: {"configuration": configuration, "trials": list(trials)}, SEED: seed}
+
+
+def evaluated_label(test: Mapping[str, Any]) -> str:
+    """What ``tuner evaluate``'s figures ``test`` are of: ``trial 7 (checkpoint after epoch 8)``, or ``mean of 3
+    runs of the best confirmed mean (search #5, confirm #0, confirm #1)``."""
+    runs = test.get("runs")
+    if isinstance(runs, list) and runs:
+        where = ", ".join(f"{r.get('source', 'search')} #{r.get('trial')}" for r in runs)
+        what = f"mean of {len(runs)} runs" if len(runs) > 1 else "1 run"
+        return f"{what} of the {test.get('chosen_by') or 'chosen'} configuration ({where})"
+    epoch = test.get("checkpoint_epoch")
+    at = f" (checkpoint after epoch {epoch + 1})" if isinstance(epoch, int) else ""
+    return f"trial {test.get('trial')}{at}"
+
+
+def paired_text(paired: Mapping[str, Any]) -> str:
+    """A stored paired interval in one phrase: ``-0.0577, 95 % paired bootstrap interval [-0.12, -0.0001] over 8
+    items (weighted by total_s) and 3 runs``."""
+    weighted = f" (weighted by {paired['weighted_by']})" if paired.get("weighted_by") else ""
+    runs = paired.get("runs") or 1
+    over_runs = f" and {runs} runs" if runs > 1 else ""
+    return (
+        f"{format_number(paired.get('difference'), significant=4)}, 95 % paired bootstrap interval "
+        f"[{format_number(paired.get('low'), significant=4)}, {format_number(paired.get('high'), significant=4)}] "
+        f"over {paired.get('items')} items{weighted}{over_runs}"
+    )
+
+
+def is_confirmation_run(trial: optuna.Trial) -> bool:
+    """Whether ``trial`` is a confirmation run (enqueued with :func:`confirmation_attrs`)."""
+    return trial.user_attrs.get(CONFIRMS) is not None
 
 
 def warm_start_attrs(name: str) -> dict[str, Any]:

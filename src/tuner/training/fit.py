@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     import lightning.pytorch as pl
     import optuna
 
+    from tuner.training.items import ItemCollector
+
 __all__ = [
     "FitResult",
     "fit",
@@ -110,17 +112,19 @@ def validate(
     trainer_options: Mapping[str, Any],
     device: str | None = None,
     checkpoint: str | Path | None = None,
+    items: ItemCollector | None = None,
 ) -> dict[str, float]:
     """The validation metrics of ``config``: for a trained objective, of the model as ``checkpoint`` (a trial's
     Lightning checkpoint) left it, else before any training (a study's baseline); for a stepwise one, of the
-    configuration on every item of its split."""
+    configuration on every item of its split. ``items``: a collector of the per-item results (a trained
+    objective's :meth:`~tuner.objectives.base.TrainedObjective.item_collector`), filled by the validation."""
     if isinstance(objective, StepwiseObjective):
         return evaluate_steps(objective, config).metrics
     assert isinstance(objective, TrainedObjective)
     inputs = objective.build(config, seed)
     options = {k: v for k, v in trainer_options.items() if k.startswith("limit_val")}
     with quiet_libraries():
-        trainer = make_trainer(device, **options)
+        trainer = make_trainer(device, callbacks=[items] if items is not None else [], **options)
         results = trainer.validate(
             inputs.module,
             datamodule=inputs.datamodule,
