@@ -77,8 +77,9 @@ class Candidate:
     key: str
     params: Mapping[str, Any]  # the searched parameters, as they are enqueued
     config: Mapping[str, Any]  # searched and fixed
-    trials: tuple[int, ...]  # the search trials that ran it (completed)
+    trials: tuple[int, ...]  # the search trials that ran it (completed; the pruned one, for a ``pruned`` candidate)
     reference: bool = False  # the study's reference (its first warm-start configuration)
+    pruned: bool = False  # only ever pruned in the search: its confirmation runs are its only full runs
 
 
 def _search_runs(study: optuna.Study) -> tuple[records.StudyRecord, dict[str, list[records.TrialRecord]], str | None]:
@@ -97,7 +98,12 @@ def _search_runs(study: optuna.Study) -> tuple[records.StudyRecord, dict[str, li
 
 def candidates(study: optuna.Study, top: int) -> list[Candidate]:
     """The ``top`` best distinct configurations among the search's completed trials (by the mean of their runs,
-    in the study's direction), then the reference configuration if it is not among them."""
+    in the study's direction), then the reference configuration if it is not among them.
+
+    Where fewer than ``top`` configurations completed (a pruner stopped the rest), the places left go to the
+    pruned configurations that went furthest (most epochs, then the best value there): what the pruner ranked
+    next. Their confirmation runs are their only full-length runs, so the ranking also tells whether the pruner
+    stopped a configuration that was as good as the best."""
     from tuner.direction import rank_key
 
     record, grouped, reference_key = _search_runs(study)
@@ -112,7 +118,7 @@ def candidates(study: optuna.Study, top: int) -> list[Candidate]:
     chosen = ranked[:top]
     if reference_key is not None and reference_key in grouped and reference_key not in chosen:
         chosen.append(reference_key)
-    return [
+    found = [
         Candidate(
             key=k,
             params=dict(grouped[k][0].params),
@@ -121,6 +127,43 @@ def candidates(study: optuna.Study, top: int) -> list[Candidate]:
             reference=k == reference_key,
         )
         for k in chosen
+    ]
+    return found + _pruned_candidates(study, record, set(grouped), top - len(ranked[:top]))
+
+
+def _pruned_candidates(
+    study: optuna.Study, record: records.StudyRecord, completed: set[str], places: int
+) -> list[Candidate]:
+    """Up to ``places`` configurations that only ever ran pruned: most epochs first, then the best value."""
+    from tuner.direction import rank_key
+
+    if places <= 0:
+        return []
+    key = rank_key(record.direction)
+    _, trials = records.study_trials(study)
+    furthest: dict[str, records.TrialRecord] = {}
+    for trial in trials:
+        config_key = configuration_key(trial.config)
+        if trial.state != "PRUNED" or trial.value is None or config_key in completed:
+            continue
+        known = furthest.get(config_key)
+        if known is None or (-trial.epochs_run, key(float(trial.value))) < (
+            -known.epochs_run,
+            key(float(known.value or 0.0)),
+        ):
+            furthest[config_key] = trial
+    order = sorted(
+        furthest, key=lambda k: (-furthest[k].epochs_run, key(float(furthest[k].value or 0.0)), furthest[k].number)
+    )
+    return [
+        Candidate(
+            key=k,
+            params=dict(furthest[k].params),
+            config=dict(furthest[k].config),
+            trials=(furthest[k].number,),
+            pruned=True,
+        )
+        for k in order[:places]
     ]
 
 
@@ -232,6 +275,13 @@ def confirm_study(
         spec.name, len(chosen), "" if len(chosen) == 1 else "s", seeds, "" if seeds == 1 else "s",
         ", ".join(map(str, seed_list)), name, planned, "" if planned == 1 else "s", added,
     )  # fmt: skip
+    pruned = [c for c in chosen if c.pruned]
+    if pruned:
+        logger.info(
+            "fewer than %d configurations completed in the search: %s only ran pruned (trial%s %s), and is confirmed "
+            "as the pruner ranked it", top, "1 of them" if len(pruned) == 1 else f"{len(pruned)} of them",
+            "" if len(pruned) == 1 else "s", ", ".join(str(c.trials[0]) for c in pruned),
+        )  # fmt: skip
     confirm_spec = spec.override(name=name)
     work_queue(
         companion, confirm_spec, objective, space, prune_on, open_artifact_store(resolve_artifact_dir(url, artifacts)),
@@ -257,6 +307,10 @@ class RankedRow:
     versus_reference: str  # "reference", "better", "indistinguishable", "worse", "too few runs"
     reference: bool = False
 
+    def numbers(self, kind: str) -> list[int]:
+        """The trial numbers of this row's runs in the search (``kind`` "search") or the confirmation ("confirm")."""
+        return [int(source.split("#")[1]) for source in self.sources if source.startswith(f"{kind} #")]
+
 
 @dataclass(frozen=True)
 class ConfirmedRanking:
@@ -271,6 +325,9 @@ class ConfirmedRanking:
     epoch_rule: str = EPOCH_RULE
     seeds: tuple[int, ...] = field(default_factory=tuple)
     pending: int = 0  # confirmation runs not finished yet (waiting, running or failed)
+    #: the starting point against the best mean (a one-sample t-test of the best's runs against its fixed figure):
+    #: "worse", "indistinguishable", "better", "too few runs", or "-" without a starting figure
+    starting_point: str = "-"
 
     def summary_lines(self) -> list[str]:
         """What the end of `tuner run` and `tuner confirm` print under the table."""
@@ -278,7 +335,8 @@ class ConfirmedRanking:
         lines = [
             f"confirmed ranking of study '{self.study}' by {self.metric}: {EPOCH_RULE}; mean and 95 % interval of "
             f"the mean over {'/'.join(map(str, runs))} runs per configuration; verdicts from Welch's t-test, "
-            "Holm-corrected (p < 0.05)."
+            "Holm-corrected (p < 0.05); the starting point (one figure, which no seed moves) against the best by a "
+            "one-sample t-test."
         ]
         if self.pending:
             lines.append(
@@ -289,6 +347,22 @@ class ConfirmedRanking:
 
 def _label(config: Mapping[str, Any]) -> str:
     return " ".join(f"{k}={v}" for k, v in config.items())
+
+
+def _versus_starting_point(rows: Sequence[RankedRow], baseline: float | None, direction: str, alpha: float) -> str:
+    """The starting point's verdict against the best mean: a one-sample t-test of the best configuration's runs
+    against the starting figure (which no seed moves)."""
+    from tuner.direction import is_better
+    from tuner.statistics import one_sample_test
+
+    if baseline is None or not rows or rows[0].summary is None:
+        return "-"
+    p = one_sample_test(rows[0].runs, baseline)
+    if p != p:  # NaN: fewer than 2 runs
+        return "too few runs"
+    if p >= alpha:
+        return "indistinguishable"
+    return "better" if is_better(baseline, rows[0].summary.mean, direction) else "worse"
 
 
 def confirmed_ranking(
@@ -320,6 +394,8 @@ def confirmed_ranking(
             confirmed.append(key)
         if trial.seed is not None:
             seeds.add(trial.seed)
+        configs.setdefault(key, trial.config)  # a configuration the search only ran pruned
+        searched.setdefault(key, trial.params)
         if trial.state == "COMPLETE" and trial.value is not None:
             runs.setdefault(key, []).append(float(trial.value))
             sources.setdefault(key, []).append(f"confirm #{trial.number}")
@@ -359,6 +435,7 @@ def confirmed_ranking(
         for r in ranked
     ]
     return ConfirmedRanking(
+        starting_point=_versus_starting_point(rows, record.baseline_value, direction, alpha),
         study=search.study_name,
         metric=record.metric,
         direction=direction,

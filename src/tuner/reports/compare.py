@@ -1,23 +1,39 @@
 """Comparing studies of one metric: ``tuner report --compare A B`` (``DIR/compare.md``, ``DIR/compare.csv``).
 
 :func:`compare_rows` reads each study once (objective, trials by state, best trial, baseline, the best trial's
-parameters) and refuses studies of different metrics; :func:`write_comparison` writes them as one table.
+parameters, and where the study has a confirmation (:mod:`tuner.confirm`) its configuration of best confirmed
+mean with its 95 % interval and runs) and refuses studies of different metrics; :func:`write_comparison` writes
+them as one table, then which studies' figures are from single runs and, between confirmed studies,
+:func:`confirmed_pairs`: Welch's test on the runs of their best configurations, Holm-corrected over the pairs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import itertools
+import math
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tuner.direction import rank_key
+from tuner.direction import is_better, rank_key
 from tuner.errors import ConfigError
 from tuner.reports.markdown import csv_text, csv_value, md_table
 from tuner.reports.summary import DEFAULT_REPORT_DIR, StudyReport, finite, now, report_command
 from tuner.store.connect import load_existing_study, mask_url, resolve_storage_url
 from tuner.text import format_number
 
-__all__ = ["COMPARE_COLUMNS", "compare_rows", "write_comparison", "compare_table_rows"]
+__all__ = [
+    "COMPARE_COLUMNS",
+    "compare_rows",
+    "write_comparison",
+    "compare_table_rows",
+    "comparison_notes",
+    "confirmed_pairs",
+    "ALPHA",
+]
+
+#: the level of the Welch tests between confirmed studies (on Holm-adjusted p-values)
+ALPHA = 0.05
 
 #: columns of the comparison table
 COMPARE_COLUMNS = (
@@ -34,14 +50,23 @@ COMPARE_COLUMNS = (
     "best_trial",
     "best_epoch",
     "baseline",
+    "confirmed_config",  # the configuration of best confirmed mean ("-" without a confirmation)
+    "confirmed_mean",
+    "confirmed_95ci",  # [low, high] of the mean (None with fewer than 2 runs)
+    "confirmed_runs",
+    "confirmed_vs_reference",
     "params",
 )
 
 
 def compare_rows(study_names: Sequence[str], storage: str | None = None) -> list[dict[str, Any]]:
-    """One row per study (in the order given): objective, metric, trials by state, best value, trial and
-    epoch, baseline, and the best trial's parameters (a dict). The studies must share a metric (and its
-    direction), else :class:`~tuner.errors.ConfigError`."""
+    """One row per study (in the order given): objective, metric, trials by state, best value (the best single
+    run), trial and epoch, baseline, the best trial's parameters (a dict), and from the study's confirmation the
+    configuration of best confirmed mean: its label, mean, 95 % interval ``[low, high]``, number of runs and
+    verdict against the reference (None without a confirmation). Two keys outside :data:`COMPARE_COLUMNS`:
+    ``trains`` (whether its trials train, so that runs vary with the seed) and ``confirmed`` (that configuration's
+    :class:`~tuner.confirm.RankedRow`, or None). The studies must share a metric (and its direction), else
+    :class:`~tuner.errors.ConfigError`."""
     url = resolve_storage_url(storage)
     names = list(dict.fromkeys(study_names))
     if not names:
@@ -58,6 +83,9 @@ def compare_rows(study_names: Sequence[str], storage: str | None = None) -> list
         record = report.record
         counts = report.state_counts()
         best = report.best()
+        top = report.confirmation.rows[0] if report.confirmation is not None else None  # best confirmed mean
+        summary = top.summary if top is not None else None
+        spread = summary is not None and summary.n > 1
         rows.append(
             {
                 "study": record.name,
@@ -73,7 +101,14 @@ def compare_rows(study_names: Sequence[str], storage: str | None = None) -> list
                 "best_trial": best.number if best is not None else None,
                 "best_epoch": best.best_epoch if best is not None else None,
                 "baseline": record.baseline.get(record.metric),
+                "confirmed_config": top.label if top is not None else None,
+                "confirmed_mean": summary.mean if summary is not None else None,
+                "confirmed_95ci": [summary.low, summary.high] if summary is not None and spread else None,
+                "confirmed_runs": summary.n if summary is not None else None,
+                "confirmed_vs_reference": top.versus_reference if top is not None else None,
                 "params": dict(best.params) if best is not None else {},
+                "trains": report.trains,
+                "confirmed": top if summary is not None else None,
             }
         )
     return rows
@@ -81,6 +116,62 @@ def compare_rows(study_names: Sequence[str], storage: str | None = None) -> list
 
 def _params_text(params: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={format_number(v, significant=6)}" for k, v in params.items()) or "-"
+
+
+def _interval_text(interval: Sequence[float] | None) -> str | None:
+    return None if interval is None else "[" + ", ".join(format_number(v, significant=6) for v in interval) + "]"
+
+
+def comparison_notes(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What the table of ``rows`` (of :func:`compare_rows`) rests on, as the lines under it: which studies' figures
+    are from single runs, then :func:`confirmed_pairs` (each paragraph after an empty line)."""
+    lines: list[str] = []
+    single = [r["study"] for r in rows if r["trains"] and r["confirmed"] is None]
+    if single:
+        lines += [
+            "",
+            f"Figures of {', '.join(single)} are from single runs (one training run per configuration): "
+            "`tuner confirm STUDY` repeats the best configurations with new seeds.",
+        ]
+    pairs = confirmed_pairs(rows, rows[0]["direction"]) if rows else []
+    if pairs:
+        lines += [
+            "",
+            "Best confirmed configurations compared (Welch's t-test on their runs, Holm-corrected over the "
+            f"{len(pairs)} pair{'' if len(pairs) == 1 else 's'}, p < {ALPHA:g}):",
+            "",
+            *pairs,
+        ]
+    return lines
+
+
+def confirmed_pairs(rows: Sequence[Mapping[str, Any]], direction: str, alpha: float = ALPHA) -> list[str]:
+    """One sentence per pair of confirmed studies in ``rows`` (of :func:`compare_rows`): whether the best confirmed
+    configuration of one is better than the other's, by Welch's t-test on their runs with the p-values
+    Holm-adjusted over the pairs; [] with fewer than two confirmed studies."""
+    from tuner.statistics import holm, welch_test
+
+    confirmed = [r for r in rows if r.get("confirmed") is not None]
+    pairs = list(itertools.combinations(confirmed, 2))
+    adjusted = holm([welch_test(a["confirmed"].runs, b["confirmed"].runs) for a, b in pairs])
+
+    def mean(row: Mapping[str, Any]) -> float:
+        return float(row["confirmed"].summary.mean)
+
+    lines = []
+    for (a, b), p in zip(pairs, adjusted):
+        if p < alpha and is_better(mean(b), mean(a), direction):  # (False for NaN)
+            a, b = b, a  # the better one first
+        means = f"mean {format_number(mean(a), significant=6)} vs {format_number(mean(b), significant=6)}"
+        if math.isnan(p):  # fewer than 2 runs on a side
+            lines.append(f"- {a['study']} and {b['study']}: too few runs to compare ({means})")
+        elif p < alpha:
+            lines.append(f"- {a['study']} better than {b['study']} ({means}, adjusted p = {format_number(p)})")
+        else:
+            lines.append(
+                f"- {a['study']} and {b['study']}: indistinguishable ({means}, adjusted p = {format_number(p)})"
+            )
+    return lines
 
 
 def write_comparison(
@@ -105,6 +196,7 @@ def write_comparison(
         lines.append(f"- best: study {top['study']}, trial {top['best_trial']}, {metric} = {best}")
     lines += [f"- store: {mask_url(url)}", f"- generated by: `{command}` at {now()}", ""]
     lines += md_table(COMPARE_COLUMNS, (list(r.values()) for r in compare_table_rows(rows)))
+    lines += comparison_notes(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"md": out_dir / "compare.md", "csv": out_dir / "compare.csv"}
     paths["md"].write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -114,5 +206,7 @@ def write_comparison(
 
 
 def compare_table_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """``rows`` with the parameters as text (for printing with :func:`tuner.reports.tables.rich_table`)."""
-    return [{c: (_params_text(r[c]) if c == "params" else r[c]) for c in COMPARE_COLUMNS} for r in rows]
+    """``rows`` with the parameters and the interval as text (for printing with
+    :func:`tuner.reports.tables.rich_table`)."""
+    text: dict[str, Callable[[Any], Any]] = {"params": _params_text, "confirmed_95ci": _interval_text}
+    return [{c: (text[c](r[c]) if c in text else r[c]) for c in COMPARE_COLUMNS} for r in rows]

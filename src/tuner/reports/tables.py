@@ -178,7 +178,7 @@ def ranking_rows(ranking: ConfirmedRanking) -> list[dict[str, Any]]:
                 "mean": ranking.baseline,
                 "sd": None,
                 "95% interval": "-",
-                "vs best": "-",
+                "vs best": ranking.starting_point,
                 "vs reference": "-",
             }
         )
