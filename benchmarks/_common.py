@@ -36,7 +36,7 @@ def command() -> str:
 
 
 def write_result(
-    name: str, figure: float, target: float, meets_target: bool, unit: str, **details: Any
+    name: str, figure: float, target: float | None, meets_target: bool, unit: str, **details: Any
 ) -> dict[str, Any]:
     """Print the result and write it to ``benchmarks/results/<name>.json``; returns what was written."""
     result = {
@@ -54,5 +54,8 @@ def write_result(
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-    print(f"{name}: {figure} {unit} (target {target}: {'met' if meets_target else 'NOT met'}) -> {path}")
+    verdict = (
+        "a measurement, no target" if target is None else f"target {target}: {'met' if meets_target else 'NOT met'}"
+    )
+    print(f"{name}: {figure} {unit} ({verdict}) -> {path}")
     return result
