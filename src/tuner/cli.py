@@ -528,15 +528,17 @@ def evaluate(
     artifacts: str | None,
     device: str | None,
 ) -> None:
-    """Evaluate the best (or --trial) trial of STUDY_NAME on the corpus's test split, beside the model it
-    started from (or, for a pipeline study, pyannote's default parameters).
+    """Evaluate STUDY_NAME's chosen configuration on the corpus's test split, beside the model it started
+    from (or, for a pipeline study, pyannote's default parameters).
 
     \b
-    The same code as validation computes the figures (DER and its components, EER with its threshold and
-    minDCF, SI-SNRi with SDRi) on the split's files: the corpus's test subset, trial list or mixtures
-    (test.txt; trials/test.txt or options['test_trials']; metadata/mixture_test_mix_both.csv or
-    options['test_csv']). They are printed and stored in the study, where `tuner report` and the
-    dashboard's study note show them.
+    The chosen configuration: --trial N; else, after a confirmation, every kept run of the configuration
+    with the best confirmed mean (their figures averaged); else the best trial. The same code as validation
+    computes the figures (DER and its components, EER with its threshold and minDCF, SI-SNRi with SDRi) on
+    the split's files: the corpus's test subset, trial list or mixtures (test.txt; trials/test.txt or
+    options['test_trials']; metadata/mixture_test_mix_both.csv or options['test_csv']). The difference
+    comes with a 95 % paired bootstrap interval over the test items (and the runs). Everything is printed
+    and stored in the study, where `tuner report` and the dashboard's study note show it.
       tuner evaluate pyannote_optim
       tuner evaluate pyannote_pipeline --split test
     """  # fmt: skip
