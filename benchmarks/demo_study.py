@@ -28,11 +28,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", default="studies/pyannote_optim.py")
     parser.add_argument("--target-minutes", type=float, default=15.0)
+    parser.add_argument("--storage", help="a store without the study, kept afterwards (default: a temporary one)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     spec = load_study_file(args.study)
     with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{tmp}/bench.db"
+        url = args.storage or f"sqlite:///{tmp}/bench.db"
         started = time.perf_counter()
         study = run_study(spec, url, workdir="storage", show_progress=False, callbacks=[DashboardPublisher()])
         minutes = (time.perf_counter() - started) / 60
