@@ -146,7 +146,7 @@ def main() -> None:
     )
     for row in rows:
         interval = f"[{row['interval_95'][0]:.4f}, {row['interval_95'][1]:.4f}]"
-        print(f"{row['configuration']:58} {row['n']:>2} {row['mean']:>7.4f} {row['sd']:>7.4f} {interval:>18} "
+        print(f"{row['configuration']:64} {row['n']:>2} {row['mean']:>7.4f} {row['sd']:>7.4f} {interval:>18} "
               f"{row['vs_best']:>17} {row['vs_pyannote_default']:>17}")  # fmt: skip
     better = [row["configuration"] for row in rows if row["vs_pyannote_default"] == "better"]
     write_result(
