@@ -142,7 +142,7 @@ def main() -> None:
     sds = [row["sd"] for row in rows if row["n"] > 1]
     pruning = pruning_errors(TABLE, indistinguishable, set(runs), list(range(low, high + 1)))
     print(
-        f"{'configuration':58} {'n':>2} {'mean':>7} {'sd':>7} {'95% interval':>18} {'vs best':>17} {'vs default':>17}"
+        f"{'configuration':64} {'n':>2} {'mean':>7} {'sd':>7} {'95% interval':>18} {'vs best':>17} {'vs default':>17}"
     )
     for row in rows:
         interval = f"[{row['interval_95'][0]:.4f}, {row['interval_95'][1]:.4f}]"
