@@ -103,18 +103,21 @@ def test_a_clearly_better_configuration_is_better_than_the_reference(tmp_path, s
     assert "over 128 items and 3 runs" in text
 
 
-class _PruneTheSlowRate(optuna.pruners.BasePruner):
-    """Prunes every trial at lr 1e-5 after its first epoch: the search completes one configuration only."""
+class _PruneOneRate(optuna.pruners.BasePruner):
+    """Prunes every trial at learning rate ``lr`` after its first epoch: the search completes one configuration."""
+
+    def __init__(self, lr: float) -> None:
+        self.lr = lr
 
     def prune(self, study, trial):
-        return trial.params.get("lr") == 1e-5
+        return trial.params.get("lr") == self.lr
 
 
 def test_with_fewer_completed_configurations_than_top_the_pruned_ones_fill_the_places(tmp_path, storage_url):
     from tuner.confirm import candidates
 
     space = {"optimizer": "Adam", "schedule": "constant", "batch_size": 64, "lr": {"choices": [1e-5, 1e-2]}}
-    spec = _spec("pruned", space, [{"lr": 1e-2}, {"lr": 1e-5}], max_epochs=2).override(pruner=_PruneTheSlowRate())
+    spec = _spec("pruned", space, [{"lr": 1e-2}, {"lr": 1e-5}], max_epochs=2).override(pruner=_PruneOneRate(1e-5))
     run_study(spec, storage_url, workdir=tmp_path, show_progress=False, artifacts=tmp_path / "artifacts")
     search = optuna.load_study(study_name="pruned", storage=storage_url)
     assert [t.state.name for t in search.trials] == ["COMPLETE", "PRUNED"]
@@ -127,6 +130,21 @@ def test_with_fewer_completed_configurations_than_top_the_pruned_ones_fill_the_p
     by_lr = {row.config["lr"]: row for row in ranking.rows}
     assert len(by_lr[1e-2].runs) == 3 and len(by_lr[1e-5].runs) == 2  # the pruned run is not a full-length run
     assert all(source.startswith("confirm #") for source in by_lr[1e-5].sources) and by_lr[1e-5].label == "lr=1e-05"
+
+
+def test_a_configuration_the_search_only_pruned_can_be_the_confirmed_best_and_is_exported(tmp_path, storage_url):
+    from tuner.export import best_config
+
+    space = {"optimizer": "Adam", "schedule": "constant", "batch_size": 64, "lr": {"choices": [1e-5, 1e-2]}}
+    spec = _spec("lucky", space, [{"lr": 1e-5}, {"lr": 1e-2}], max_epochs=2).override(pruner=_PruneOneRate(1e-2))
+    run_study(spec, storage_url, workdir=tmp_path, show_progress=False, artifacts=tmp_path / "artifacts")
+    ranking = confirm_study(spec, storage_url, top=2, seeds=2, workdir=tmp_path, show_progress=False,
+                            artifacts=tmp_path / "artifacts")  # fmt: skip
+    assert ranking.rows[0].config["lr"] == 1e-2 and ranking.rows[0].numbers("search") == []
+    exported = best_config("lucky", storage_url)  # carried by a confirmation run, saying which
+    assert exported["params"] == {"lr": 1e-2} and exported["trial_study"] == confirmation_name("lucky")
+    assert exported["confirmed"]["exported_run"] == f"confirm #{exported['trial']}"
+    assert exported["confirmed"]["runs"] == 2
 
 
 def test_a_search_without_a_completed_trial_has_nothing_to_confirm(tmp_path, storage_url):

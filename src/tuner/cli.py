@@ -313,7 +313,8 @@ def export(study_name: str, storage: str | None, out: Path | None, workdir: Path
     metric = exported["metric"]
     at_epoch = f" at epoch {metric['epoch']}" if metric["epoch"] is not None else ""
     what = f"{out}/ (load it with pyannote.audio.Pipeline.from_pretrained)" if "folder" in exported else str(out)
-    click.echo(f"wrote {what}: trial {exported['trial']}, {metric['name']} = {metric['value']:.4f}{at_epoch}")
+    trial = f"trial {exported['trial']}" + (f" of {exported['trial_study']}" if "trial_study" in exported else "")
+    click.echo(f"wrote {what}: {trial}, {metric['name']} = {metric['value']:.4f}{at_epoch}")
     confirmed = exported.get("confirmed")
     if confirmed is not None:
         interval = confirmed["interval_95"]

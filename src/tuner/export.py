@@ -69,6 +69,8 @@ def best_config(study_name: str, storage: str | None = None) -> dict[str, Any]:
     }
     if confirmed is not None:
         exported["confirmed"] = confirmation
+        if str(confirmation["exported_run"]).startswith("confirm"):  # the search only ran it pruned
+            exported["trial_study"] = confirmation["study"]
     return exported
 
 
@@ -93,13 +95,15 @@ def _confirmed_choice(study_name: str, url: str) -> tuple[StudyRecord, FrozenTri
     finally:
         reader.engine.dispose()
     search = load_existing_study(study_name, url)
-    ranking = confirmed_ranking(search, load_existing_study(confirmation_name(study_name), url))
+    companion = load_existing_study(confirmation_name(study_name), url)
+    ranking = confirmed_ranking(search, companion)
     top = ranking.rows[0] if ranking.rows else None
     summary = top.summary if top is not None else None
     if top is None or summary is None:
         return None
-    number = top.numbers("search")[0]
-    frozen = next(t for t in search.get_trials(deepcopy=False) if t.number == number)
+    # its search run; for a configuration the search only ran pruned, its first confirmation run
+    carrier, numbers = (search, top.numbers("search")) if top.numbers("search") else (companion, top.numbers("confirm"))
+    frozen = next(t for t in carrier.get_trials(deepcopy=False) if t.number == numbers[0])
     described = {
         "study": confirmation_name(study_name),
         "rule": EPOCH_RULE,
@@ -110,6 +114,7 @@ def _confirmed_choice(study_name: str, url: str) -> tuple[StudyRecord, FrozenTri
         "seeds": list(ranking.seeds),
         "versus_reference": top.versus_reference,
         "trials": list(top.sources),
+        "exported_run": f"{'search' if carrier is search else 'confirm'} #{frozen.number}",
     }
     return StudyRecord.of(search), frozen, described
 
