@@ -11,7 +11,7 @@ import numpy as np
 
 from tuner.errors import DataError
 
-__all__ = ["AudioInfo", "audio_info", "read_audio", "WaveformCache"]
+__all__ = ["AudioInfo", "audio_info", "read_audio", "SeekableWaveform", "WaveformCache"]
 
 _CONVERT_HINT = (
     "tuner reads audio with soundfile (wav, flac, ogg); convert other formats first, e.g. "
@@ -25,10 +25,23 @@ class AudioInfo:
     sample_rate: int
     frames: int
     channels: int
+    format: str = ""  # soundfile's names: "WAV", "FLAC", "OGG", ...
+    subtype: str = ""  # "PCM_16", "FLOAT", "VORBIS", ...
 
     @property
     def duration(self) -> float:
         return self.frames / self.sample_rate
+
+    @property
+    def seeks_exactly(self) -> bool:
+        """Whether soundfile reads any span of this file by seeking to its first sample: uncompressed PCM
+        or float samples in a WAV-like or AIFF container, and FLAC (lossless, sample-accurate seeks). Lossy
+        formats (Ogg Vorbis or Opus, MP3) are left to a whole-file decode."""
+        return self.format in _SEEKABLE_FORMATS and self.subtype in _SEEKABLE_SUBTYPES
+
+
+_SEEKABLE_FORMATS = frozenset({"WAV", "WAVEX", "RF64", "W64", "AIFF", "FLAC"})
+_SEEKABLE_SUBTYPES = frozenset({"PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"})
 
 
 def audio_info(path: str | Path, expected_sample_rate: int | None = None) -> AudioInfo:
@@ -60,7 +73,9 @@ def audio_info(path: str | Path, expected_sample_rate: int | None = None) -> Aud
             f"audio file {path} is {info.samplerate} Hz but {expected_sample_rate} Hz is expected: "
             f"resample it (e.g. `sox in.wav -r {expected_sample_rate} out.wav`)."
         )
-    return AudioInfo(path, int(info.samplerate), int(info.frames), int(info.channels))
+    return AudioInfo(
+        path, int(info.samplerate), int(info.frames), int(info.channels), str(info.format), str(info.subtype)
+    )
 
 
 _TRUNCATED_HINT = (
@@ -154,14 +169,100 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     return np.ascontiguousarray(data.T), int(sample_rate)
 
 
+class SeekableWaveform:
+    """A file's (channels, samples) float32 waveform that reads only the time slices asked of it.
+
+    It stands in for the in-memory tensor of pyannote's ``{"waveform", "sample_rate"}`` files: ``Audio.crop``
+    uses ``waveform.shape`` and ``waveform[:, start:end]`` alone, so a training or validation chunk costs a
+    soundfile seek and a read of its own samples, not a decode of the whole file, and nothing holds the
+    corpus's audio. ``shape`` is ``(channels, frames + pad_samples)``: the ``pad_samples`` zeros past the
+    end are those :class:`WaveformCache` adds (``Audio.crop`` rejects a chunk that ends exactly at the last
+    sample). The values are those of a whole-file read (``read_audio``), zeros past the end.
+
+    Only files soundfile seeks exactly (:attr:`AudioInfo.seeks_exactly`: PCM or float WAV/AIFF, FLAC) are
+    read this way; :meth:`WaveformCache.for_crops` decodes other formats whole, as before. The header is read
+    once; each slice opens the file anew, so the object is small and pickles (DataLoader workers).
+    """
+
+    def __init__(self, path: str | Path, pad_samples: int = 0, info: AudioInfo | None = None) -> None:
+        info = info or audio_info(path)
+        self.path = str(path)
+        self.sample_rate, self.frames, self.channels = info.sample_rate, info.frames, info.channels
+        self.pad_samples = pad_samples
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.channels, self.frames + self.pad_samples)
+
+    def __repr__(self) -> str:
+        return f"SeekableWaveform({self.path!r}, shape={self.shape}, sample_rate={self.sample_rate})"
+
+    def __getitem__(self, key: Any) -> Any:
+        """``waveform[channels, start:stop]`` (a step of 1) as a torch float32 tensor, like a tensor's slice."""
+        import torch
+
+        if not (isinstance(key, tuple) and len(key) == 2 and isinstance(key[1], slice)):
+            raise TypeError(f"SeekableWaveform reads time slices: index it as [:, start:stop], not [{key!r}]")
+        channels, span = key
+        start, stop, step = span.indices(self.shape[1])
+        if step != 1:
+            raise TypeError(f"SeekableWaveform reads contiguous samples: slice step {step} is not supported")
+        data = torch.from_numpy(self.read(start, max(stop, start)))
+        return data if isinstance(channels, slice) and channels == slice(None) else data[channels]
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Samples ``start`` to ``stop`` (0 <= start <= stop), float32 (channels, stop - start): those of the
+        file, then zeros past its end."""
+        import soundfile as sf
+
+        out = np.zeros((self.channels, stop - start), dtype=np.float32)
+        end = min(stop, self.frames)
+        if start < end:
+            try:
+                data, _ = sf.read(self.path, start=start, stop=end, dtype="float32", always_2d=True)
+            except Exception as error:
+                raise DataError(f"cannot read samples {start}-{end} of audio file {self.path}: {error}.") from None
+            if len(data) != end - start:
+                raise DataError(
+                    f"audio file {self.path} holds fewer samples than its header promises ({self.frames}): "
+                    f"{len(data)} read of {start}-{end}. {_TRUNCATED_HINT}."
+                )
+            out[:, : end - start] = data.T
+        return out
+
+
 class WaveformCache:
-    """Decoded files kept in memory up to ``max_bytes`` (least recently used go first)."""
+    """Decoded files kept in memory up to ``max_bytes`` (least recently used go first); :meth:`for_crops`
+    decodes into it only the files that cannot be read a chunk at a time."""
 
     def __init__(self, max_bytes: int = 2 * 1024**3, pad_samples: int = 0) -> None:
         self.max_bytes = max_bytes
         self.pad_samples = pad_samples
         self._items: OrderedDict[str, tuple[np.ndarray, int]] = OrderedDict()
         self._bytes = 0
+        self._seekable: dict[str, SeekableWaveform | None] = {}
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of decoded audio held now."""
+        return self._bytes
+
+    def for_crops(self, path: str | Path) -> tuple[Any, int]:
+        """``(waveform, sample_rate)`` to cut chunks from, for pyannote's ``Audio.crop``: a
+        :class:`SeekableWaveform` (the file's header, kept; each slice read from disk) where soundfile seeks
+        the format exactly, else the whole file decoded into this cache, as a torch tensor (Ogg, MP3).
+        Both are padded with ``pad_samples`` zeros and hold the same values."""
+        import torch
+
+        key = str(path)
+        if key not in self._seekable:
+            info = audio_info(key)
+            self._seekable[key] = SeekableWaveform(key, self.pad_samples, info) if info.seeks_exactly else None
+        seekable = self._seekable[key]
+        if seekable is not None:
+            return seekable, seekable.sample_rate
+        waveform, sample_rate = self.get(key)
+        return torch.from_numpy(waveform), sample_rate
 
     def get(self, path: str | Path) -> tuple[np.ndarray, int]:
         key = str(path)

@@ -58,11 +58,14 @@ _SCRATCH_SAMPLE_RATE = 16000  # PyanNet's default, used when no --pretrained mod
 
 
 class _SoundfileSpeakerDiarization(SpeakerDiarization):
-    """pyannote's SpeakerDiarization task, handing the model in-memory waveforms read with soundfile.
+    """pyannote's SpeakerDiarization task, handing the model waveforms read with soundfile.
 
     pyannote's task keeps audio paths and lets torchcodec decode them; here ``get_file`` returns
-    ``{"waveform", "sample_rate"}`` from a shared cache instead. Cached waveforms carry a few samples
-    of padding because ``Audio.crop`` rejects a chunk that ends exactly at the last sample.
+    ``{"waveform", "sample_rate"}`` from :meth:`WaveformCache.for_crops`: for WAV and FLAC a
+    :class:`~tuner.data.audio.SeekableWaveform`, from which ``Audio.crop`` reads each training or
+    validation chunk with a seek (no whole file decoded, no audio held); other formats are decoded whole
+    into the shared cache. Both carry a few samples of zero padding because ``Audio.crop`` rejects a
+    chunk that ends exactly at the last sample.
     """
 
     def __init__(self, *args: Any, waveforms: WaveformCache, **kwargs: Any) -> None:
@@ -70,8 +73,8 @@ class _SoundfileSpeakerDiarization(SpeakerDiarization):
         self.waveforms = waveforms
 
     def get_file(self, file_id: int) -> dict[str, Any]:
-        waveform, sample_rate = self.waveforms.get(str(self.prepared_data["audio-path"][file_id]))
-        return {"waveform": torch.from_numpy(waveform), "sample_rate": sample_rate}
+        waveform, sample_rate = self.waveforms.for_crops(str(self.prepared_data["audio-path"][file_id]))
+        return {"waveform": waveform, "sample_rate": sample_rate}
 
 
 class PyannoteSegmentation(TrainedObjective):
