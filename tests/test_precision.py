@@ -244,3 +244,12 @@ def test_the_flags_refuse_a_bad_value_listing_the_choices(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", str(tmp_path / "best.yaml"), "--accumulate-grad-batches", "0"])
     assert "0 is not in the range x>=1" in capsys.readouterr().err
+
+
+@pytest.mark.bad_input
+def test_an_objective_that_trains_nothing_refuses_them(tmp_path):
+    from tuner.runner import prepare_objective
+
+    spec = StudySpec(name="pipe", objective="pyannote_pipeline", search_space={}, accumulate_grad_batches=2)
+    with pytest.raises(ConfigError, match=r"objective 'pyannote_pipeline' trains nothing .* would change nothing"):
+        prepare_objective(spec, tmp_path)
