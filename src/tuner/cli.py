@@ -11,6 +11,7 @@ import click
 
 from tuner.errors import TunerError
 from tuner.store.connect import DEFAULT_STORAGE
+from tuner.study import PRECISIONS
 
 logger = logging.getLogger("tuner")
 
@@ -31,6 +32,31 @@ def workdir_option(help: str) -> Any:
 def artifacts_option(help: str = "The trials' checkpoint folder (default: as `tuner run`).") -> Any:
     """``--artifacts DIR`` (or ``$TUNER_ARTIFACTS``): the trials' checkpoint folder."""
     return click.option("--artifacts", metavar="DIR", envvar="TUNER_ARTIFACTS", help=help)
+
+
+def precision_options(default: str) -> Any:
+    """``--precision`` and ``--accumulate-grad-batches``, over what ``default`` names (the study file, the export)."""
+
+    def decorate(command: Any) -> Any:
+        command = click.option(
+            "--accumulate-grad-batches",
+            type=click.IntRange(min=1),
+            metavar="K",
+            help=(
+                f"Step the optimizer every K batches, their gradients added up: an effective batch of K x batch_size "
+                f"(default: {default})."
+            ),
+        )(command)
+        return click.option(
+            "--precision",
+            type=click.Choice(PRECISIONS),
+            help=(
+                f"Training precision (default: {default}): 32-true, bf16-mixed (bfloat16 autocast: CPU or a GPU "
+                "of compute capability 8.0+) or 16-mixed (float16 autocast with loss scaling: GPU only)."
+            ),
+        )(command)
+
+    return decorate
 
 
 def _setup_logging(verbose: int) -> None:
@@ -110,6 +136,7 @@ def cli(verbose: int) -> None:
         "One trial at a time per worker: start one worker per GPU."
     ),
 )
+@precision_options("the study file's, else 32-true and 1")
 @artifacts_option(
     "Folder for trial checkpoints (default: $TUNER_ARTIFACTS, else 'artifacts' beside a SQLite store, "
     "else storage/artifacts). Workers on several machines need one they all mount."
@@ -125,6 +152,8 @@ def run(
     study_name: str | None,
     workdir: Path,
     device: str | None,
+    precision: str | None,
+    accumulate_grad_batches: int | None,
     artifacts: str | None,
 ) -> None:
     """Run or resume the study declared in STUDY_FILE.
@@ -137,6 +166,7 @@ def run(
     \b
       tuner run studies/pyannote_optim.py
       tuner run studies/pyannote_optim.py --storage postgresql://user:pass@db-host/tuner --device 0
+      tuner run studies/pyannote_optim.py --precision bf16-mixed --accumulate-grad-batches 4
     """
     from tuner.reports.publish import DashboardPublisher
     from tuner.reports.tables import rich_table, trial_rows
@@ -145,8 +175,9 @@ def run(
     from tuner.study import load_study_file
 
     spec = load_study_file(study_file).override(
-        data=data, pretrained=pretrained, max_epochs=max_epochs, name=study_name
-    )
+        data=data, pretrained=pretrained, max_epochs=max_epochs, name=study_name, precision=precision,
+        accumulate_grad_batches=accumulate_grad_batches,
+    )  # fmt: skip
     study = run_study(
         spec,
         storage,
@@ -294,8 +325,9 @@ def studies(storage: str | None) -> None:
 @artifacts_option()
 def export(study_name: str, storage: str | None, out: Path | None, workdir: Path, artifacts: str | None) -> None:
     """Write the best trial of STUDY_NAME as YAML: parameters, metric and epoch, and what it was trained
-    on (objective, data, pretrained source, options, seed). After `tuner confirm`, the configuration with the
-    best confirmed mean instead, with its runs, mean, 95 % interval and seeds (key `confirmed`).
+    on (objective, data, pretrained source, options, precision, gradient accumulation and effective batch size,
+    seed). After `tuner confirm`, the configuration with the best confirmed mean instead, with its runs, mean,
+    95 % interval and seeds (key `confirmed`).
 
     \b
     A pipeline study (objective pyannote_pipeline) exports what a user runs: a folder that
@@ -419,6 +451,7 @@ def dashboard(storage: str | None, host: str, port: int, artifacts: str | None) 
 )
 @workdir_option("Where demo corpora, caches and the default output folder go.")
 @click.option("--device", metavar="DEVICE", help="auto (default), cpu, cuda, or a GPU index (0, cuda:1).")
+@precision_options("the export's")
 def train(
     export_file: Path,
     max_epochs: int | None,
@@ -428,13 +461,20 @@ def train(
     tolerance: float,
     workdir: Path,
     device: str | None,
+    precision: str | None,
+    accumulate_grad_batches: int | None,
 ) -> None:
     """Train the configuration in EXPORT_FILE (written by `tuner export`) to the end.
 
-    Rebuilds the trial's objective (data, pretrained model, options, trainer options, seed) with its
-    parameters, trains for --max-epochs, saves the final Lightning checkpoint (final.ckpt) and the
-    per-epoch metrics (metrics.json), prints the epochs, and says whether the run reproduces the
-    trial's metric at the exported epoch (same seed and epochs on CPU: identical).
+    Rebuilds the trial's objective (data, pretrained model, options, trainer options, precision, gradient
+    accumulation, seed) with its parameters, trains for --max-epochs, saves the final Lightning checkpoint
+    (final.ckpt) and the per-epoch metrics (metrics.json), prints the epochs, and says whether the run
+    reproduces the trial's metric at the exported epoch (same seed and epochs on CPU: identical; another
+    --precision or --accumulate-grad-batches than the export's: not comparable).
+
+    \b
+      tuner train best.yaml
+      tuner train best.yaml --device cuda --precision bf16-mixed --accumulate-grad-batches 2
     """
     from tuner.train import train_exported
 
@@ -448,6 +488,8 @@ def train(
         tolerance=tolerance,
         show_progress=True,
         device=device,
+        precision=precision,
+        accumulate_grad_batches=accumulate_grad_batches,
     )
     console = _stdout_console()
     console.print(result.table())

@@ -211,6 +211,8 @@ def spec_from_record(record: records.StudyRecord) -> StudySpec:
         seed=int(record.seed or 0),
         options=dict(record.options),
         trainer=dict(record.trainer),
+        precision=record.precision,
+        accumulate_grad_batches=record.accumulate_grad_batches,
     )
 
 
@@ -237,12 +239,14 @@ def confirm_study(
     from tuner.store.artifacts import open_artifact_store, resolve_artifact_dir
     from tuner.store.connect import load_existing_study, open_storage, resolve_storage_url, store_errors
     from tuner.store.resolver import StudyResolver
+    from tuner.training.fit import check_precision
 
     if top < 1 or seeds < 1:
         raise ConfigError(f"confirmation needs --top and --seeds of at least 1, got top={top}, seeds={seeds}.")
     url = resolve_storage_url(storage)
     search = load_existing_study(spec.name, url)
     objective, space = prepare_objective(spec, workdir, store=StudyResolver(url, resolve_artifact_dir(url, artifacts)))
+    check_precision(spec.precision, device, spec.where)  # before any run: a precision the device cannot train in
     if isinstance(objective, StepwiseObjective):
         raise ConfigError(
             f"{spec.where}: objective '{objective.name}' trains nothing, so a configuration gives the same result "

@@ -55,7 +55,7 @@ def evaluate_study(
     from tuner.search_space import TrialConfig
     from tuner.store.artifacts import resolve_artifact_dir
     from tuner.store.connect import resolve_storage_url, store_errors
-    from tuner.training.fit import validate
+    from tuner.training.fit import check_precision, validate
     from tuner.training.steps import evaluate_steps
 
     url = resolve_storage_url(storage)
@@ -66,6 +66,8 @@ def evaluate_study(
         raise ConfigError(f"study '{study_name}' was not made by tuner run: it records no objective to evaluate.")
     objective = study_objective(record, workdir, resolver, split=split)
     stepwise = isinstance(objective, StepwiseObjective)
+    if not stepwise:  # validation runs in the study's precision: refused where the device has none such
+        check_precision(record.precision, device, f"study '{study_name}'")
     runs, chosen_by = _runs_to_evaluate(resolver, study, record, trial_number, kept_only=not stepwise)
     trial = records.TrialRecord.of(runs[0][1], record)
     config = TrialConfig.from_params(dict(trial.config))
@@ -96,7 +98,9 @@ def evaluate_study(
                 )  # fmt: skip
             checkpoint_epoch = evaluated[0]["checkpoint_epoch"] if len(evaluated) == 1 else None
             collector = objective.item_collector()
-            baseline = validate(objective, config, seed, dict(record.trainer), device, items=collector)
+            baseline = validate(
+                objective, config, seed, dict(record.trainer), device, items=collector, precision=record.precision
+            )
             best = {k: sum(m[k] for m in per_run) / len(per_run) for k in per_run[0] if all(k in m for m in per_run)}
             paired = _paired_runs(run_items, collector.scores, seed)
     shown = [
@@ -184,7 +188,7 @@ def _validate_run(
         epoch = resolver.trial_checkpoint(study, frozen, checkpoint)
         metrics = validate(
             objective, TrialConfig.from_params(dict(run.config)), seed, dict(record.trainer), device,
-            checkpoint=checkpoint, items=collector,
+            checkpoint=checkpoint, items=collector, precision=record.precision,
         )  # fmt: skip
     return metrics, collector.scores, epoch
 

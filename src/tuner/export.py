@@ -39,6 +39,8 @@ def best_config(study_name: str, storage: str | None = None) -> dict[str, Any]:
     if best is None:
         raise ConfigError(f"study '{study_name}' has no completed trial yet: run `tuner run` until one completes.")
     trial = TrialRecord.of(best, record)
+    accumulation = trial.accumulate_grad_batches or record.accumulate_grad_batches
+    batch_size = trial.config.get("batch_size")
     exported = {
         "study": study_name,
         "objective": record.objective,
@@ -59,6 +61,11 @@ def best_config(study_name: str, storage: str | None = None) -> dict[str, Any]:
             "pretrained_source": dict(record.pretrained_source) if record.pretrained_source else None,
             "options": dict(record.options),
             "trainer": dict(record.trainer),
+            # what the trial's Trainer ran with (the study's settings for a trial from before tuner recorded them)
+            "precision": trial.precision or record.precision,
+            "accumulate_grad_batches": accumulation,
+            # the examples behind each optimizer step: batch_size x accumulate_grad_batches
+            "effective_batch_size": batch_size * accumulation if isinstance(batch_size, int) else None,
             "max_epochs": trial.max_epochs or record.max_epochs,
             "seed": trial.seed,
             "search_space_file": record.search_space_file,

@@ -24,7 +24,7 @@ from tuner.store.resolver import StudyResolver
 from tuner.study import StudySpec, load_warm_start
 from tuner.text import did_you_mean
 from tuner.training.failures import TRIAL_FAILURES, TrialFailed, describe_failure, free_memory
-from tuner.training.fit import check_trainer_options, device_settings, fit, validate
+from tuner.training.fit import check_precision, check_trainer_options, device_settings, fit, validate
 from tuner.training.steps import evaluate_steps
 
 if TYPE_CHECKING:
@@ -45,6 +45,13 @@ def prepare_objective(
     ``store``: where the objective looks up other studies it names (a pipeline's ``pretrained="study:NAME"``)."""
     check_trainer_options(spec.trainer, spec.where)
     objective_class = get_objective_class(spec.objective)
+    trains_differently = spec.precision != "32-true" or spec.accumulate_grad_batches != 1
+    if issubclass(objective_class, StepwiseObjective) and trains_differently:
+        raise ConfigError(
+            f"{spec.where}: objective '{spec.objective}' trains nothing (it tunes parameters), so precision="
+            f"{spec.precision!r} and accumulate_grad_batches={spec.accumulate_grad_batches} would change nothing; "
+            "remove them (and --precision, --accumulate-grad-batches)."
+        )
     # the file (or inline dict) + the study's `fixed`
     space = spec.load_search_space(objective_class.params, common=objective_class.uses_common_params)
     load_warm_start(spec, space)  # warm-start entries are checked against the space before any work
@@ -163,6 +170,7 @@ def run_study(
     # pyannote.audio sets Optuna's verbosity to WARNING)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     device_settings(device)  # an unknown or absent device fails before the store is touched
+    check_precision(spec.precision, device, spec.where)  # so does a precision the device cannot train in
     prune_on = pruning_value(spec, objective)  # so does a misspelled prune_on
     with store_errors(url, f"opening study '{spec.name}'"):
         study = optuna.create_study(
@@ -189,7 +197,9 @@ def run_study(
         if not records.StudyRecord.of(study).baseline:
             label = objective.baseline_label
             logger.info("evaluating the study's baseline (%s)", label)
-            baseline = validate(objective, baseline_config(objective, space), spec.seed, spec.trainer, device)
+            baseline = validate(
+                objective, baseline_config(objective, space), spec.seed, spec.trainer, device, precision=spec.precision
+            )
             records.write_baseline(study, baseline, label)
             logger.info("baseline (%s) %s=%.4f", label, objective.metric, baseline.get(objective.metric, float("nan")))
     artifact_store = open_artifact_store(resolve_artifact_dir(url, artifacts))
@@ -399,6 +409,8 @@ class _Worker:
                     device=self.device,
                     resume_from=resume_from,
                     prune_on=self.prune_on,
+                    precision=spec.precision,
+                    accumulate_grad_batches=spec.accumulate_grad_batches,
                 )
             seconds = time.perf_counter() - started
             records.finish_trial(trial, len(result.history), result.best_epoch, seconds, result.info)
@@ -562,6 +574,21 @@ def _check_or_record_study(
                 f"intermediate values are that. Set prune_on={stored.prune_on!r} in the study file, "
                 "or give this study another name."
             )
+        if stored.accumulate_grad_batches != spec.accumulate_grad_batches:
+            raise ConfigError(
+                f"{spec.where} in {mask_url(url)} accumulates gradients over {stored.accumulate_grad_batches} "
+                f"batch(es), not {spec.accumulate_grad_batches}: its trials' batch_size means an effective batch of "
+                f"{stored.accumulate_grad_batches} x batch_size. Set accumulate_grad_batches="
+                f"{stored.accumulate_grad_batches} (or leave out --accumulate-grad-batches), or give this study "
+                "another name."
+            )
+        if stored.precision != spec.precision:
+            logger.warning(
+                "study '%s' was started with precision %s; this run trains in %s (each trial records its own)",
+                spec.name,
+                stored.precision,
+                spec.precision,
+            )
         for key in ("data", "pretrained"):
             if getattr(stored, key) != described.get(key):
                 logger.warning(
@@ -583,6 +610,8 @@ def _check_or_record_study(
             "max_epochs": spec.max_epochs,
             "n_trials": spec.n_trials,
             "trainer": dict(spec.trainer),
+            "precision": spec.precision,
+            "accumulate_grad_batches": spec.accumulate_grad_batches,
             "seed": spec.seed,
             "search_space": space.to_dict(),
             "search_space_file": "inline" if isinstance(spec.search_space, Mapping) else str(spec.search_space),

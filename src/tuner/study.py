@@ -17,7 +17,48 @@ from tuner.text import did_you_mean
 if TYPE_CHECKING:
     from tuner.search_space import Param, SearchSpace
 
-__all__ = ["StudySpec", "WarmStartEntry", "load_study_file", "load_warm_start"]
+__all__ = [
+    "PRECISIONS",
+    "StudySpec",
+    "WarmStartEntry",
+    "check_accumulation_value",
+    "check_precision_value",
+    "load_study_file",
+    "load_warm_start",
+]
+
+#: the training precisions a study (and ``tuner train``) takes: Lightning's names, the default first
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+#: Lightning's other spellings of the same three (``Trainer(precision=16)``), read as the name they stand for
+_PRECISION_ALIASES: dict[Any, str] = {
+    32: "32-true", "32": "32-true", 16: "16-mixed", "16": "16-mixed", "bf16": "bf16-mixed",
+}  # fmt: skip
+#: the Trainer arguments a study gives as its own fields (validated, recorded, exported) rather than in `trainer`
+_FIRST_CLASS_TRAINER = ("precision", "accumulate_grad_batches")
+
+
+def check_precision_value(value: Any, where: str) -> str:
+    """``value`` as one of :data:`PRECISIONS` (Lightning's aliases ``32``, ``16``, ``"bf16"`` read as theirs), else a
+    ConfigError naming ``where``, the value and the allowed ones."""
+    if isinstance(value, str) and value in PRECISIONS:
+        return value
+    if not isinstance(value, bool) and isinstance(value, (int, str)) and value in _PRECISION_ALIASES:
+        return _PRECISION_ALIASES[value]
+    raise ConfigError(
+        f"{where}: 'precision' must be one of {', '.join(PRECISIONS)} (Lightning's names: 32-bit, bfloat16 or "
+        f"float16 automatic mixed precision), got {value!r}."
+    )
+
+
+def check_accumulation_value(value: Any, where: str) -> int:
+    """``value`` if it is an integer >= 1 (batches whose gradients add up before each optimizer step), else a
+    ConfigError naming ``where`` and the value."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ConfigError(
+        f"{where}: 'accumulate_grad_batches' must be an integer >= 1 (1: an optimizer step every batch; k: every "
+        f"k batches, an effective batch of k x batch_size), got {value!r}."
+    )
 
 
 @dataclass(frozen=True)
@@ -44,6 +85,10 @@ class StudySpec:
     fixed: Mapping[str, Any] = field(default_factory=dict)  # parameters pinned on top of the space
     options: Mapping[str, Any] = field(default_factory=dict)  # objective options (model size, ...)
     trainer: Mapping[str, Any] = field(default_factory=dict)  # extra lightning.Trainer arguments
+    #: training precision (Lightning's): "32-true" (default), "bf16-mixed" or "16-mixed" (a GPU's float16 autocast)
+    precision: str = "32-true"
+    #: batches whose gradients add up before each optimizer step: the effective batch is batch_size x this
+    accumulate_grad_batches: int = 1
     description: str = ""
     #: configurations to run first (a YAML file, or an inline list of mappings): see load_warm_start
     warm_start: str | Path | Sequence[Mapping[str, Any]] | None = None
@@ -72,6 +117,9 @@ class StudySpec:
         forbidden = {"max_epochs", "callbacks", "logger", "enable_progress_bar"} & set(self.trainer)
         if forbidden:
             raise ConfigError(f"{where}: 'trainer' cannot set {sorted(forbidden)}; tuner manages them.")
+        self._lift_trainer_options(where)
+        object.__setattr__(self, "precision", check_precision_value(self.precision, where))
+        check_accumulation_value(self.accumulate_grad_batches, where)
         if not isinstance(self.search_space, (str, Path, Mapping)):
             raise ConfigError(
                 f"{where}: 'search_space' must be the path of a YAML file (or a dict of the same content), "
@@ -97,6 +145,25 @@ class StudySpec:
                 f"{where}: 'warm_start' must be the path of a YAML file or a list of dicts "
                 f"(parameter -> value, optionally 'name'), got {type(warm_start).__name__}."
             )
+
+    def _lift_trainer_options(self, where: str) -> None:
+        """Take ``precision`` and ``accumulate_grad_batches`` out of ``trainer`` (study files, stored studies and
+        exports from before they were fields) into the fields, refusing a field given another value as well."""
+        lifted = {key: self.trainer[key] for key in _FIRST_CLASS_TRAINER if key in self.trainer}
+        if not lifted:
+            return
+        defaults = {f.name: f.default for f in fields(self) if f.name in _FIRST_CLASS_TRAINER}
+        for key, value in lifted.items():
+            check = check_precision_value if key == "precision" else check_accumulation_value
+            value = check(value, f"{where} trainer")
+            given = getattr(self, key)
+            if given != defaults[key] and given != value:
+                raise ConfigError(
+                    f"{where}: {key} is given twice, {key}={given!r} and trainer['{key}']={value!r}; "
+                    f"keep {key}={given!r} and remove it from 'trainer'."
+                )
+            object.__setattr__(self, key, value)
+        object.__setattr__(self, "trainer", {k: v for k, v in self.trainer.items() if k not in _FIRST_CLASS_TRAINER})
 
     def load_search_space(self, extra: Mapping[str, Param] | None = None, common: bool = True) -> SearchSpace:
         """The study's search space (file or inline), validated, with ``fixed`` applied on top (``extra``: the

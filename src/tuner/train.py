@@ -1,11 +1,11 @@
 """``tuner train best.yaml``: train an exported configuration to the end, and check that it reproduces.
 
 The export written by ``tuner export`` says everything a trial was: the objective, its data, pretrained
-source and options, the Lightning trainer options, the trial's seed, and the configuration (``params``
-searched + ``fixed``). :func:`train_exported` rebuilds that objective through the study machinery
-(:func:`tuner.runner.prepare_objective`), trains with :func:`tuner.training.fit.fit` (the very code that ran
-the trial, without a pruner), saves the final Lightning checkpoint and the per-epoch metrics, and
-compares the metric at the exported epoch with the exported value.
+source and options, the Lightning trainer options, its precision and gradient accumulation, the trial's seed,
+and the configuration (``params`` searched + ``fixed``). :func:`train_exported` rebuilds that objective through
+the study machinery (:func:`tuner.runner.prepare_objective`), trains with :func:`tuner.training.fit.fit` (the
+very code that ran the trial, without a pruner), saves the final Lightning checkpoint and the per-epoch metrics,
+and compares the metric at the exported epoch with the exported value.
 
 Reproduction: with the same seed, data, options and device the run repeats the trial; on CPU it is
 bit-identical in our measurements, so the default tolerance :data:`DEFAULT_TOLERANCE` (absolute, in the
@@ -255,11 +255,14 @@ def train_exported(
     tolerance: float = DEFAULT_TOLERANCE,
     show_progress: bool = False,
     device: str | None = None,
+    precision: str | None = None,
+    accumulate_grad_batches: int | None = None,
 ) -> TrainResult:
     """Train the configuration exported in ``path`` for ``max_epochs`` (default: as long as its trial).
 
     The objective is rebuilt from the export (objective, data, pretrained, options, trainer options,
-    seed; configuration = ``params`` + ``fixed``), or with ``data`` / ``pretrained`` instead. Writes
+    precision, gradient accumulation, seed; configuration = ``params`` + ``fixed``), or with ``data`` /
+    ``pretrained`` / ``precision`` / ``accumulate_grad_batches`` instead. Writes
     ``out_dir/final.ckpt`` (the Lightning checkpoint after the last epoch) and ``out_dir/metrics.json``
     (per-epoch records, best epoch, the export, the reproduction check); ``out_dir`` defaults to
     ``workdir/train/<study>-trial<k>``.
@@ -271,8 +274,8 @@ def train_exported(
 
     from tuner.objectives.base import TrainedObjective
     from tuner.runner import prepare_objective
-    from tuner.study import StudySpec
-    from tuner.training.fit import fit
+    from tuner.study import StudySpec, check_accumulation_value, check_precision_value
+    from tuner.training.fit import check_precision, fit
 
     trained_on = export["trained_on"]
     metric_info = export["metric"]
@@ -283,6 +286,19 @@ def train_exported(
     epochs = max_epochs if max_epochs is not None else int(trained_on["max_epochs"])
     if not isinstance(epochs, int) or epochs < 1:
         raise ConfigError(f"max_epochs must be a positive integer, got {max_epochs!r}.")
+    trainer = dict(trained_on["trainer"])
+    # an export from before they were keys of their own holds them in `trainer`, if anywhere
+    exported_precision = check_precision_value(
+        trained_on.get("precision", trainer.pop("precision", "32-true")), f"{source}: key 'trained_on.precision'"
+    )
+    exported_accumulation = check_accumulation_value(
+        trained_on.get("accumulate_grad_batches", trainer.pop("accumulate_grad_batches", 1)),
+        f"{source}: key 'trained_on.accumulate_grad_batches'",
+    )
+    if precision is not None:  # given instead of the export's (--precision)
+        precision = check_precision_value(precision, "tuner train")
+    if accumulate_grad_batches is not None:
+        check_accumulation_value(accumulate_grad_batches, "tuner train")
     spec = StudySpec(
         name=str(export["study"]),
         objective=str(export["objective"]),
@@ -291,11 +307,16 @@ def train_exported(
         data=data if data is not None else trained_on["data"],
         pretrained=pretrained if pretrained is not None else trained_on["pretrained"],
         options=dict(trained_on["options"]),
-        trainer=dict(trained_on["trainer"]),
+        trainer=trainer,
+        precision=precision if precision is not None else exported_precision,
+        accumulate_grad_batches=(
+            accumulate_grad_batches if accumulate_grad_batches is not None else exported_accumulation
+        ),
         max_epochs=epochs,
         seed=int(trained_on["seed"]),
         n_trials=1,
     )
+    check_precision(spec.precision, device, str(source))  # before the objective loads its data
     try:
         objective, space = prepare_objective(spec, workdir)
     except ConfigError as error:
@@ -326,12 +347,14 @@ def train_exported(
 
     callbacks: list[pl.Callback] = [_SaveFinal()]
     logger.info(
-        "training %s trial %s (%s) for %d epochs, seed %d: %s",
+        "training %s trial %s (%s) for %d epochs, seed %d, precision %s, gradients accumulated over %d batch(es): %s",
         export["study"],
         export["trial"],
         objective.name,
         epochs,
         spec.seed,
+        spec.precision,
+        spec.accumulate_grad_batches,
         config.as_dict(),
     )
     started = time.perf_counter()
@@ -345,14 +368,25 @@ def train_exported(
         if display is not None:
             display.__enter__()
         result = fit(
-            objective, config, spec.seed, epochs, trainer_options=spec.trainer, callbacks=callbacks, device=device
-        )
+            objective, config, spec.seed, epochs, trainer_options=spec.trainer, callbacks=callbacks, device=device,
+            precision=spec.precision, accumulate_grad_batches=spec.accumulate_grad_batches,
+        )  # fmt: skip
     finally:
         if display is not None:
             display.__exit__(None, None, None)
     seconds = time.perf_counter() - started
 
-    reproduction = _reproduction(export, result, objective.metric, config, epochs, data, pretrained, tolerance, spec)
+    changed = [
+        f"{key} {ours!r} instead of {theirs!r}"
+        for key, ours, theirs in (
+            ("precision", spec.precision, exported_precision),
+            ("accumulate_grad_batches", spec.accumulate_grad_batches, exported_accumulation),
+        )
+        if ours != theirs
+    ]
+    reproduction = _reproduction(
+        export, result, objective.metric, config, epochs, data, pretrained, tolerance, spec, changed
+    )
     train_result = TrainResult(
         source=source,
         export=export,
@@ -384,6 +418,7 @@ def _reproduction(
     pretrained: str | None,
     tolerance: float,
     spec: Any,
+    changed: list[str],
 ) -> Reproduction:
     info = export["metric"]
     trained_on = export["trained_on"]
@@ -402,6 +437,7 @@ def _reproduction(
         reasons.append(f"data {data!r} instead of {trained_on['data']!r}")
     if pretrained is not None and pretrained != trained_on["pretrained"]:
         reasons.append(f"pretrained {pretrained!r} instead of {trained_on['pretrained']!r}")
+    reasons.extend(changed)  # the precision or the gradient accumulation given instead of the export's
     trial_epochs = int(trained_on["max_epochs"])
     if epochs != trial_epochs and (config.schedule == "cosine" or config.warmup_epochs > 0):
         reasons.append(

@@ -4,15 +4,17 @@ Everything tuner keeps lives in Optuna's own tables, so stock ``optuna`` and opt
 
 Study user attributes, written when ``tuner run`` first creates the study (:func:`write_study`):
     ``objective``, ``data``, ``pretrained``, ``options``, ``metric``, ``direction``, ``components``,
-    ``prune_on``, ``max_epochs``, ``n_trials``, ``trainer``, ``seed``, ``search_space``,
-    ``search_space_file``, ``tuner_version``, ``description``; then ``baseline`` (the validation metrics
-    of the model before fine-tuning, :func:`write_baseline`) and ``warm_start`` (what was enqueued).
+    ``prune_on``, ``max_epochs``, ``n_trials``, ``trainer``, ``precision``, ``accumulate_grad_batches``,
+    ``seed``, ``search_space``, ``search_space_file``, ``tuner_version``, ``description``; then ``baseline``
+    (the validation metrics of the model before fine-tuning, :func:`write_baseline`) and ``warm_start`` (what
+    was enqueued).
 
 Trial user attributes (:func:`start_trial`, :func:`finish_trial`, ...):
     ``config`` (searched + fixed parameters), ``seed``, ``max_epochs``, ``details/best`` (small data of the
-    best epoch, e.g. a DET curve), ``epochs_run``, ``best_epoch``, ``seconds``, ``model`` (sizes, device),
-    ``fail_reason`` (a failed trial: why), ``resumed_from`` (a retry: which trial, after which epoch, and
-    why that one stopped), ``warm_start`` (the name of a warm-start configuration).
+    best epoch, e.g. a DET curve), ``epochs_run``, ``best_epoch``, ``seconds``, ``model`` (sizes, device, and
+    the ``precision`` and ``accumulate_grad_batches`` its Trainer ran with), ``fail_reason`` (a failed trial:
+    why), ``resumed_from`` (a retry: which trial, after which epoch, and why that one stopped), ``warm_start``
+    (the name of a warm-start configuration).
 
 Trial system attributes: :data:`EPOCHS` (every finished epoch's record, :func:`write_epoch`),
 :data:`CHECKPOINT` (the trial's latest checkpoint in the artifact store) and Optuna's own retry
@@ -81,8 +83,8 @@ __all__ = [
 #: study attributes recorded on first use (their values come from the objective and the study file)
 STUDY_KEYS = (
     "objective", "data", "pretrained", "pretrained_source", "options", "metric", "direction", "components", "prune_on",
-    "max_epochs", "n_trials", "trainer", "seed", "search_space", "search_space_file", "tuner_version",
-    "description", "confirms",
+    "max_epochs", "n_trials", "trainer", "precision", "accumulate_grad_batches", "seed", "search_space",
+    "search_space_file", "tuner_version", "description", "confirms",
 )  # fmt: skip
 BASELINE = "baseline"
 BASELINE_LABEL = "baseline_label"
@@ -140,6 +142,10 @@ class StudyRecord:
     pretrained_source: Mapping[str, Any] | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     trainer: Mapping[str, Any] = field(default_factory=dict)
+    #: the training precision and gradient accumulation the study was started with (a study from before they were
+    #: recorded: what its ``trainer`` arguments gave, else Lightning's defaults)
+    precision: str = "32-true"
+    accumulate_grad_batches: int = 1
     max_epochs: int | None = None
     n_trials: int | None = None
     seed: int | None = None
@@ -165,6 +171,9 @@ class StudyRecord:
     def from_attrs(cls, name: str, attrs: Mapping[str, Any], direction: str = "minimize") -> StudyRecord:
         """The record from a study's user attributes (also those of an ``optuna.study.StudySummary``)."""
         metric = str(attrs.get("metric") or "value")
+        trainer = dict(attrs.get("trainer") or {})
+        precision = attrs.get("precision", trainer.pop("precision", None))
+        accumulation = attrs.get("accumulate_grad_batches", trainer.pop("accumulate_grad_batches", None))
         return cls(
             name=name,
             objective=attrs.get("objective"),
@@ -176,7 +185,9 @@ class StudyRecord:
             pretrained=attrs.get("pretrained"),
             pretrained_source=attrs.get("pretrained_source"),
             options=dict(attrs.get("options") or {}),
-            trainer=dict(attrs.get("trainer") or {}),
+            trainer=trainer,
+            precision=str(precision) if precision is not None else "32-true",
+            accumulate_grad_batches=int(accumulation) if accumulation is not None else 1,
             max_epochs=attrs.get("max_epochs"),
             n_trials=attrs.get("n_trials"),
             seed=attrs.get("seed"),
@@ -350,6 +361,19 @@ class TrialRecord:
     @property
     def epochs_run(self) -> int:
         return len(self.epochs)
+
+    @property
+    def precision(self) -> str | None:
+        """The precision the trial's Trainer ran with (None: not recorded, a trial that never finished or one from
+        before tuner recorded it; the study's :attr:`StudyRecord.precision` applies)."""
+        value = self.model.get("precision")
+        return str(value) if value is not None else None
+
+    @property
+    def accumulate_grad_batches(self) -> int | None:
+        """The gradient accumulation the trial's Trainer ran with (None: not recorded, as :attr:`precision`)."""
+        value = self.model.get("accumulate_grad_batches")
+        return int(value) if value is not None else None
 
     @property
     def retry_summary(self) -> str | None:

@@ -27,6 +27,7 @@ __all__ = [
     "validate",
     "make_trainer",
     "device_settings",
+    "check_precision",
     "attach_optimization",
     "check_trainer_options",
 ]
@@ -59,14 +60,17 @@ def fit(
     device: str | None = None,
     resume_from: str | Path | None = None,
     prune_on: str | None = None,
+    precision: str = "32-true",
+    accumulate_grad_batches: int = 1,
 ) -> FitResult:
     """Train ``objective`` with ``config`` for up to ``max_epochs``, reporting to ``trial`` if given.
 
-    ``device``: see :func:`device_settings`. ``resume_from``: a Lightning checkpoint of this same run
-    (model, optimizer, schedule, epoch and records) to continue after its epoch. A NaN or infinite
-    loss raises :class:`~tuner.training.divergence.TrialDiverged`; Ctrl-C raises ``KeyboardInterrupt``
-    once Lightning has shut the run down. ``prune_on``: the per-epoch value reported to ``trial`` (default:
-    the objective's metric; see :func:`pruning_value`).
+    ``device``: see :func:`device_settings`; ``precision`` and ``accumulate_grad_batches``: see
+    :func:`make_trainer` (the run's ``info`` records what the Trainer used). ``resume_from``: a Lightning
+    checkpoint of this same run (model, optimizer, schedule, epoch and records) to continue after its epoch. A
+    NaN or infinite loss raises :class:`~tuner.training.divergence.TrialDiverged`; Ctrl-C raises
+    ``KeyboardInterrupt`` once Lightning has shut the run down. ``prune_on``: the per-epoch value reported to
+    ``trial`` (default: the objective's metric; see :func:`pruning_value`).
     """
     from tuner.training.divergence import DivergenceGuard
     from tuner.training.reporting import TrialReporter
@@ -77,6 +81,8 @@ def fit(
     with quiet_libraries():
         trainer = make_trainer(
             device,
+            precision=precision,
+            accumulate_grad_batches=accumulate_grad_batches,
             max_epochs=max_epochs,
             enable_checkpointing=False,
             num_sanity_val_steps=0,
@@ -102,6 +108,8 @@ def fit(
     info["trainable_parameters"] = sum(p.numel() for p in inputs.module.parameters() if p.requires_grad)
     info["parameters"] = sum(p.numel() for p in inputs.module.parameters())
     info["device"] = str(trainer.strategy.root_device)
+    info["precision"] = str(trainer.precision)
+    info["accumulate_grad_batches"] = int(trainer.accumulate_grad_batches)
     return FitResult(reporter.history, reporter.best_epoch, reporter.pruned_at, info)
 
 
@@ -113,18 +121,20 @@ def validate(
     device: str | None = None,
     checkpoint: str | Path | None = None,
     items: ItemCollector | None = None,
+    precision: str = "32-true",
 ) -> dict[str, float]:
     """The validation metrics of ``config``: for a trained objective, of the model as ``checkpoint`` (a trial's
     Lightning checkpoint) left it, else before any training (a study's baseline); for a stepwise one, of the
     configuration on every item of its split. ``items``: a collector of the per-item results (a trained
-    objective's :meth:`~tuner.objectives.base.TrainedObjective.item_collector`), filled by the validation."""
+    objective's :meth:`~tuner.objectives.base.TrainedObjective.item_collector`), filled by the validation.
+    ``precision``: the study's, as its trials validate (gradient accumulation plays no part in validation)."""
     if isinstance(objective, StepwiseObjective):
         return evaluate_steps(objective, config).metrics
     assert isinstance(objective, TrainedObjective)
     inputs = objective.build(config, seed)
     options = {k: v for k, v in trainer_options.items() if k.startswith("limit_val")}
     with quiet_libraries():
-        trainer = make_trainer(device, callbacks=[items] if items is not None else [], **options)
+        trainer = make_trainer(device, precision=precision, callbacks=[items] if items is not None else [], **options)
         results = trainer.validate(
             inputs.module,
             datamodule=inputs.datamodule,
@@ -137,12 +147,21 @@ def validate(
     return objective.epoch_metrics(results[0] if results else {})
 
 
-def make_trainer(device: str | None, **options: Any) -> pl.Trainer:
+def make_trainer(
+    device: str | None, *, precision: str = "32-true", accumulate_grad_batches: int = 1, **options: Any
+) -> pl.Trainer:
     """A ``lightning.Trainer`` on ``device`` (see :func:`device_settings`) that logs, shows and summarises
     nothing itself (tuner records every epoch), with ``options`` on top (epochs, callbacks, the study's own
-    ``trainer`` arguments)."""
+    ``trainer`` arguments).
+
+    ``precision``: one of :data:`tuner.study.PRECISIONS`, refused where ``device`` cannot run it
+    (:func:`check_precision`) rather than changed by Lightning; ``accumulate_grad_batches``: an optimizer step
+    every that many batches (Lightning scales each batch's loss by its inverse)."""
     import lightning.pytorch as pl
 
+    from tuner.study import check_accumulation_value, check_precision_value
+
+    precision = check_precision(check_precision_value(precision, "make_trainer"), device)
     accelerator, devices = device_settings(device)
     settings: dict[str, Any] = {
         "accelerator": accelerator,
@@ -150,8 +169,50 @@ def make_trainer(device: str | None, **options: Any) -> pl.Trainer:
         "logger": False,
         "enable_progress_bar": False,
         "enable_model_summary": False,
+        "precision": precision,
+        "accumulate_grad_batches": check_accumulation_value(accumulate_grad_batches, "make_trainer"),
     }
     return pl.Trainer(**{**settings, **options})
+
+
+def check_precision(precision: str, device: str | None, where: str | None = None) -> str:
+    """``precision`` if ``device`` (see :func:`device_settings`; "auto" as Lightning resolves it) can train in it,
+    else a ConfigError naming the option, the value and what to use instead.
+
+    Lightning does not run float16 mixed precision (``16-mixed``) on the CPU: it warns and trains in
+    ``bf16-mixed`` instead, so the study would record one precision and train in another. ``bf16-mixed`` needs
+    a GPU with bfloat16 (compute capability 8.0, Ampere, or later); an older one only emulates it, slower than
+    32-bit."""
+    if precision == "32-true":
+        return precision
+    prefix = f"{where}: " if where else ""
+    accelerator, devices = device_settings(device)
+    import torch
+
+    if accelerator == "auto":
+        if torch.cuda.is_available():
+            accelerator, devices = "gpu", [0]
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return precision  # Apple's GPU: torch autocasts float16 and bfloat16 there
+        else:
+            accelerator = "cpu"
+    shown = "auto, which is the CPU here (no visible GPU)" if device in (None, "auto") else repr(device)
+    if accelerator == "cpu" and precision == "16-mixed":
+        raise ConfigError(
+            f"{prefix}precision '16-mixed' cannot train on the CPU (device {shown}): Lightning has no float16 mixed "
+            "precision there (it would warn and train in bf16-mixed instead, not what the study records). Use "
+            "precision 'bf16-mixed' (or '32-true') on the CPU, or train on a GPU (--device cuda)."
+        )
+    if accelerator == "gpu" and precision == "bf16-mixed" and torch.version.hip is None:  # ROCm GPUs: as torch says
+        index = devices[0]
+        major, minor = torch.cuda.get_device_capability(index)
+        if (major, minor) < (8, 0):
+            raise ConfigError(
+                f"{prefix}precision 'bf16-mixed' needs a GPU with bfloat16 (compute capability 8.0 or later), and GPU "
+                f"{index} ({torch.cuda.get_device_name(index)}) has {major}.{minor}. Use precision '16-mixed' on it "
+                "(float16 autocast with loss scaling), or '32-true'."
+            )
+    return precision
 
 
 def device_settings(device: str | None) -> tuple[str, Any]:
