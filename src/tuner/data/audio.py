@@ -235,7 +235,10 @@ class WaveformCache:
     """Decoded files kept in memory up to ``max_bytes`` (least recently used go first); :meth:`for_crops`
     decodes into it only the files that cannot be read a chunk at a time."""
 
-    def __init__(self, max_bytes: int = 2 * 1024**3, pad_samples: int = 0) -> None:
+    #: the default budget of decoded audio
+    DEFAULT_BYTES = 2 * 1024**3
+
+    def __init__(self, max_bytes: int = DEFAULT_BYTES, pad_samples: int = 0) -> None:
         self.max_bytes = max_bytes
         self.pad_samples = pad_samples
         self._items: OrderedDict[str, tuple[np.ndarray, int]] = OrderedDict()
@@ -263,6 +266,13 @@ class WaveformCache:
             return seekable, seekable.sample_rate
         waveform, sample_rate = self.get(key)
         return torch.from_numpy(waveform), sample_rate
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (into a DataLoader worker) without its decoded audio: each process fills its own, up to
+        ``max_bytes``, so a worker does not start with a copy of the training process's."""
+        state = dict(self.__dict__)
+        state["_items"], state["_bytes"] = OrderedDict(), 0
+        return state
 
     def get(self, path: str | Path) -> tuple[np.ndarray, int]:
         key = str(path)

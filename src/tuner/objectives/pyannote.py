@@ -34,6 +34,7 @@ import torch
 
 from tuner.data.audio import WaveformCache
 from tuner.data.diarization import DiarizationCorpus, resolve_diarization_corpus
+from tuner.data.loading import loader_settings, resolve_num_workers
 from tuner.errors import ConfigError
 from tuner.objectives.base import FitInputs, TrainedObjective
 from tuner.search_space import TrialConfig
@@ -90,7 +91,7 @@ class PyannoteSegmentation(TrainedObjective):
         "duration": None,  # chunk duration in seconds (3.0 from scratch)
         "max_speakers_per_chunk": None,  # 3 from scratch
         "max_speakers_per_frame": None,  # 2 from scratch (powerset)
-        "num_workers": 0,
+        "num_workers": None,  # loader worker processes (None: tuner.data.loading.default_num_workers)
         # the subset validation runs on: "development" in a study; `tuner evaluate` uses "test"
         "split": "development",
         # small PyanNet for CPU runs from scratch (pyannote's defaults: lstm 128 x 2, linear 128 x 2)
@@ -153,11 +154,13 @@ class PyannoteSegmentation(TrainedObjective):
                 lstm=dict(self.options["lstm"]),
                 linear=dict(self.options["linear"]),
             )
+        workers = resolve_num_workers(self.options["num_workers"])  # pyannote gives each worker its own stream
         model.task = _SoundfileSpeakerDiarization(
             self._protocol,
             cache=str(self._task_cache),
             batch_size=config.batch_size,
-            num_workers=self.options["num_workers"],
+            num_workers=workers,
+            pin_memory=loader_settings(workers)["pin_memory"],
             waveforms=self._waveforms,
             **self._task_options,
         )

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from typing_extensions import override
 
+from tuner.data.loading import WorkerRandom, loader_settings, resolve_num_workers
 from tuner.errors import DataError
 from tuner.objectives.base import FitInputs, TrainedObjective, under
 from tuner.search_space import Param, TrialConfig
@@ -43,7 +44,7 @@ class _Segments(Dataset):
 
     def __init__(self, mixtures: Sequence[Any], num_samples: int, seed: int) -> None:
         self.mixtures, self.num_samples = list(mixtures), num_samples
-        self.rng = np.random.default_rng(seed)
+        self.random = WorkerRandom(seed)  # a stream of its own in each loader worker
 
     def __len__(self) -> int:
         return len(self.mixtures)
@@ -52,7 +53,7 @@ class _Segments(Dataset):
         from tuner.data.separation import load_mixture, random_segment
 
         mix, sources, _ = load_mixture(self.mixtures[index])
-        mix, sources = random_segment(mix, sources, self.num_samples, self.rng)
+        mix, sources = random_segment(mix, sources, self.num_samples, self.random.generator())
         return torch.from_numpy(np.ascontiguousarray(mix)), torch.from_numpy(np.ascontiguousarray(sources.T))
 
 
@@ -104,12 +105,12 @@ class MixtureData(pl.LightningDataModule):
             shuffle=True,
             drop_last=True,
             generator=generator,
-            num_workers=self.num_workers,
+            **loader_settings(self.num_workers),
         )
 
     @override
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(_Whole(self.dev, self.max_eval_samples), batch_size=1, num_workers=self.num_workers)
+        return DataLoader(_Whole(self.dev, self.max_eval_samples), batch_size=1, **loader_settings(self.num_workers))
 
 
 class SeparationModule(pl.LightningModule):
@@ -177,7 +178,7 @@ class SepFormerSeparation(TrainedObjective):
         "crop_seconds": 2.0,  # training segments
         "max_eval_seconds": 8.0,  # validation separates the first seconds of each dev mixture
         "model": None,  # SepFormer size for random init (None: a small config); ignored with --pretrained
-        "num_workers": 0,
+        "num_workers": None,  # loader worker processes (None: tuner.data.loading.default_num_workers)
     }
     #: the train and dev mixtures, set by :meth:`setup`
     _train: list[Mixture]
@@ -266,7 +267,7 @@ class SepFormerSeparation(TrainedObjective):
             crop_seconds=float(self.options["crop_seconds"]),
             max_eval_seconds=float(self.options["max_eval_seconds"]),
             seed=seed,
-            num_workers=int(self.options["num_workers"]),
+            num_workers=resolve_num_workers(self.options["num_workers"]),
         )
         clip = float(config.extra.get("clip", self.params["clip"].default))
         return FitInputs(

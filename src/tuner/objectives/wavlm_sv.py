@@ -23,6 +23,7 @@ from typing_extensions import override
 
 from tuner import quiet
 from tuner.data.audio import WaveformCache
+from tuner.data.loading import WorkerRandom, loader_settings, resolve_num_workers
 from tuner.errors import ConfigError, DataError
 from tuner.objectives.base import FitInputs, TrainedObjective, under
 from tuner.search_space import Param, TrialConfig
@@ -49,7 +50,7 @@ class _CropDataset(Dataset):
     ) -> None:
         self.paths, self.labels, self.crop_samples = list(paths), list(labels), crop_samples
         self.waveforms = waveforms
-        self.rng = np.random.default_rng(seed)
+        self.random = WorkerRandom(seed)  # a stream of its own in each loader worker
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -58,7 +59,7 @@ class _CropDataset(Dataset):
         from tuner.data.verification import random_crop
 
         waveform, _ = self.waveforms.get(self.paths[index])
-        crop = random_crop(waveform.mean(axis=0), self.crop_samples, self.rng)
+        crop = random_crop(waveform.mean(axis=0), self.crop_samples, self.random.generator())
         return torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32)), self.labels[index]
 
 
@@ -109,13 +110,13 @@ class VerificationData(pl.LightningDataModule):
 
         dataset = _CropDataset(self.train_paths, self.train_labels, self.crop_samples, self.waveforms, self.seed)
         sampler = SpeakerBatchSampler(self.train_labels, self.batch_size, per_speaker=self.per_speaker, seed=self.seed)
-        return DataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers)
+        return DataLoader(dataset, batch_sampler=sampler, **loader_settings(self.num_workers))
 
     @override
     def val_dataloader(self) -> DataLoader:
         # one utterance per batch: full lengths, no padding (WavLM's group norm would see the padding)
         dataset = _UtteranceDataset(self.eval_paths, self.max_eval_samples, self.waveforms)
-        return DataLoader(dataset, batch_size=1, shuffle=False, num_workers=self.num_workers)
+        return DataLoader(dataset, batch_size=1, shuffle=False, **loader_settings(self.num_workers))
 
 
 class SpeakerEmbedder(pl.LightningModule):
@@ -213,7 +214,7 @@ class WavLMSpeakerVerification(TrainedObjective):
         "wavlm": None,  # WavLM config for random init (None: a small config); ignored with --pretrained
         "head": {"channels": 128, "emb_dim": 256},
         "trust_checkpoint": False,  # allow unpickling a checkpoint torch.load(weights_only=True) refuses
-        "num_workers": 0,
+        "num_workers": None,  # loader worker processes (None: tuner.data.loading.default_num_workers)
     }
 
     def setup(self) -> None:
@@ -256,7 +257,9 @@ class WavLMSpeakerVerification(TrainedObjective):
             },
         }
         logger.info("%s: %s", root, self.data_summary)
-        self._waveforms = WaveformCache()
+        # the cache's 2 GB shared by the training process and its loader workers (each worker holds its own)
+        processes = 1 + resolve_num_workers(self.options["num_workers"])
+        self._waveforms = WaveformCache(max_bytes=WaveformCache.DEFAULT_BYTES // processes)
         self._pretrained_state: dict[str, torch.Tensor] | None = None
         if self.pretrained is not None:
             from tuner.models.wavlm import load_wavlm_checkpoint
@@ -303,7 +306,7 @@ class WavLMSpeakerVerification(TrainedObjective):
             per_speaker=int(self.options["per_speaker"]),
             waveforms=self._waveforms,
             seed=seed,
-            num_workers=int(self.options["num_workers"]),
+            num_workers=resolve_num_workers(self.options["num_workers"]),
         )
         return FitInputs(module=module, datamodule=data, info={"speakers": len(self._speakers)})
 
