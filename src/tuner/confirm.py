@@ -280,7 +280,7 @@ def confirm_study(
         ", ".join(map(str, seed_list)), name, planned, "" if planned == 1 else "s", added,
     )  # fmt: skip
     pruned = [c for c in chosen if c.pruned]
-    if pruned:
+    if pruned and added:  # said once, when their runs are enqueued
         logger.info(
             "fewer than %d configurations completed in the search: %s only ran pruned (trial%s %s), and is confirmed "
             "as the pruner ranked it", top, "1 of them" if len(pruned) == 1 else f"{len(pruned)} of them",
