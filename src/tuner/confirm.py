@@ -82,9 +82,13 @@ class Candidate:
     pruned: bool = False  # only ever pruned in the search: its confirmation runs are its only full runs
 
 
-def _search_runs(study: optuna.Study) -> tuple[records.StudyRecord, dict[str, list[records.TrialRecord]], str | None]:
-    """The search's record, its completed runs grouped by configuration (a retried trial counted once), and the
-    key of its reference configuration (its first warm-start entry; None without one)."""
+#: the search as the confirmation reads it (see :func:`_search_runs`)
+_SearchRuns = tuple[records.StudyRecord, list[records.TrialRecord], dict[str, list[records.TrialRecord]], str | None]
+
+
+def _search_runs(study: optuna.Study) -> _SearchRuns:
+    """The search's record, its trials, its completed runs grouped by configuration (a retried trial counted once),
+    and the key of its reference configuration (its first warm-start entry; None without one)."""
     record, trials = records.study_trials(study)
     replaced = records.superseded_numbers(study.get_trials(deepcopy=False))
     grouped: dict[str, list[records.TrialRecord]] = {}
@@ -93,7 +97,7 @@ def _search_runs(study: optuna.Study) -> tuple[records.StudyRecord, dict[str, li
             grouped.setdefault(configuration_key(trial.config), []).append(trial)
     first = (record.warm_start or {}).get("entries") or []
     reference = next((configuration_key(t.config) for t in trials if first and t.warm_start == first[0]), None)
-    return record, grouped, reference
+    return record, trials, grouped, reference
 
 
 def candidates(study: optuna.Study, top: int) -> list[Candidate]:
@@ -106,7 +110,7 @@ def candidates(study: optuna.Study, top: int) -> list[Candidate]:
     stopped a configuration that was as good as the best."""
     from tuner.direction import rank_key
 
-    record, grouped, reference_key = _search_runs(study)
+    record, trials, grouped, reference_key = _search_runs(study)
     if not grouped:
         raise ConfigError(f"study '{study.study_name}' has no completed trial yet: nothing to confirm.")
     key = rank_key(record.direction)
@@ -128,43 +132,34 @@ def candidates(study: optuna.Study, top: int) -> list[Candidate]:
         )
         for k in chosen
     ]
-    return found + _pruned_candidates(study, record, set(grouped), top - len(ranked[:top]))
+    return found + _pruned_candidates(trials, record.direction, set(grouped), top - len(ranked[:top]))
 
 
 def _pruned_candidates(
-    study: optuna.Study, record: records.StudyRecord, completed: set[str], places: int
+    trials: Sequence[records.TrialRecord], direction: str, completed: set[str], places: int
 ) -> list[Candidate]:
-    """Up to ``places`` configurations that only ever ran pruned: most epochs first, then the best value."""
+    """Up to ``places`` configurations among ``trials`` that only ever ran pruned, each by its trial that went
+    furthest: most epochs first, then the best value there."""
     from tuner.direction import rank_key
 
-    if places <= 0:
-        return []
-    key = rank_key(record.direction)
-    _, trials = records.study_trials(study)
-    furthest: dict[str, records.TrialRecord] = {}
-    for trial in trials:
-        config_key = configuration_key(trial.config)
-        if trial.state != "PRUNED" or trial.value is None or config_key in completed:
-            continue
-        known = furthest.get(config_key)
-        if known is None or (-trial.epochs_run, key(float(trial.value))) < (
-            -known.epochs_run,
-            key(float(known.value or 0.0)),
-        ):
-            furthest[config_key] = trial
-    order = sorted(
-        furthest, key=lambda k: (-furthest[k].epochs_run, key(float(furthest[k].value or 0.0)), furthest[k].number)
+    key = rank_key(direction)
+    pruned = sorted(
+        (
+            t
+            for t in trials
+            if t.state == "PRUNED" and t.value is not None and configuration_key(t.config) not in completed
+        ),
+        key=lambda t: (-t.epochs_run, key(float(t.value or 0.0)), t.number),
     )
+    furthest: dict[str, records.TrialRecord] = {}
+    for trial in pruned:  # in rank order: a configuration's first trial is its furthest
+        furthest.setdefault(configuration_key(trial.config), trial)
+    chosen = list(furthest.values())[: max(places, 0)]
     return [
-        Candidate(
-            key=k,
-            params=dict(furthest[k].params),
-            config=dict(furthest[k].config),
-            trials=(furthest[k].number,),
-            pruned=True,
-        )
-        for k in order[:places]
-    ]
+        Candidate(key=configuration_key(t.config), params=dict(t.params), config=dict(t.config), trials=(t.number,),
+                  pruned=True)
+        for t in chosen
+    ]  # fmt: skip
 
 
 def _fill(companion: optuna.Study, chosen: Sequence[Candidate], seeds: Sequence[int]) -> tuple[int, int]:
@@ -377,7 +372,7 @@ def confirmed_ranking(
     from tuner.direction import is_better
     from tuner.statistics import holm, rank_configurations, summarize, welch_test
 
-    record, grouped, search_reference = _search_runs(search)
+    record, _, grouped, search_reference = _search_runs(search)
     direction = "maximize" if record.maximize else "minimize"
     runs = {key: [float(t.value or 0.0) for t in trials] for key, trials in grouped.items()}
     sources = {key: [f"search #{t.number}" for t in trials] for key, trials in grouped.items()}
