@@ -1,21 +1,25 @@
-"""Audio input through soundfile (FFmpeg and torchcodec are not needed anywhere in tuner)."""
+"""Audio input: soundfile for WAV, FLAC and Ogg, PyAV (:mod:`tuner.data.compressed`) for AAC, MP3 and Opus;
+FFmpeg and torchcodec are not needed anywhere in tuner."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tuner.errors import DataError
 
+if TYPE_CHECKING:
+    from tuner.data.compressed import DecodeCache
+
 __all__ = ["AudioInfo", "audio_info", "read_audio", "SeekableWaveform", "WaveformCache"]
 
 _CONVERT_HINT = (
-    "tuner reads audio with soundfile (wav, flac, ogg); convert other formats first, e.g. "
-    "`ffmpeg -i in.m4a -ac 1 -ar 16000 out.wav` (or `sox in.mp3 -r 16000 -c 1 out.wav`)"
+    "tuner reads wav, flac and ogg with soundfile and .m4a, .mp4, .aac, .mp3 and .opus with PyAV; convert other "
+    "formats first, e.g. `ffmpeg -i in.wma -ac 1 -ar 16000 out.wav` (or `sox in.aiff -r 16000 -c 1 out.wav`)"
 )
 
 
@@ -25,8 +29,9 @@ class AudioInfo:
     sample_rate: int
     frames: int
     channels: int
-    format: str = ""  # soundfile's names: "WAV", "FLAC", "OGG", ...
-    subtype: str = ""  # "PCM_16", "FLOAT", "VORBIS", ...
+    format: str = ""  # soundfile's names: "WAV", "FLAC", "OGG", ...; PyAV's container for compressed files
+    subtype: str = ""  # "PCM_16", "FLOAT", "VORBIS", ...; PyAV's codec ("aac", "mp3float", "opus")
+    compressed: bool = False  # decoded with PyAV (tuner.data.compressed); frames are the container's estimate
 
     @property
     def duration(self) -> float:
@@ -46,14 +51,25 @@ _SEEKABLE_SUBTYPES = frozenset({"PCM_S8", "PCM_U8", "PCM_16", "PCM_24", "PCM_32"
 
 def audio_info(path: str | Path, expected_sample_rate: int | None = None) -> AudioInfo:
     """Header of ``path``, checked: it exists, soundfile can read it, it is complete (not truncated) and
-    not empty, and it is at ``expected_sample_rate`` when one is given."""
+    not empty, and it is at ``expected_sample_rate`` when one is given.
+
+    A compressed file (:data:`~tuner.data.compressed.COMPRESSED_EXTENSIONS`) gets its container's header,
+    read by PyAV, and no rate check: it is decoded at the model's rate (:class:`~tuner.data.compressed.DecodeCache`).
+    """
     import soundfile as sf
+
+    from tuner.data import compressed
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"audio file not found: {path}. Check the corpus paths or regenerate the list.")
     if path.stat().st_size == 0:
         raise DataError(f"audio file {path} is empty (0 bytes): re-export it or remove it from the corpus.")
+    if compressed.is_compressed(path):
+        rate, channels, seconds, container, codec = compressed.probe(path)
+        if seconds <= 0:
+            raise DataError(f"compressed audio file {path} declares no duration: re-export it or remove it.")
+        return AudioInfo(path, rate, round(seconds * rate), channels, container, codec, compressed=True)
     try:
         info = sf.info(str(path))
     except Exception as error:  # soundfile raises its own LibsndfileError / RuntimeError
@@ -156,9 +172,14 @@ def _check_complete(path: Path, info: Any) -> None:
 
 
 def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """``(waveform, sample_rate)`` with waveform float32 of shape (channel, time)."""
+    """``(waveform, sample_rate)`` with waveform float32 of shape (channel, time); compressed files are
+    decoded with PyAV at their own rate."""
     import soundfile as sf
 
+    from tuner.data import compressed
+
+    if compressed.is_compressed(path):
+        return compressed.decode(path)
     audio_info(path)
     try:
         data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
@@ -233,14 +254,18 @@ class SeekableWaveform:
 
 class WaveformCache:
     """Decoded files kept in memory up to ``max_bytes`` (least recently used go first); :meth:`for_crops`
-    decodes into it only the files that cannot be read a chunk at a time."""
+    decodes into it only the files that cannot be read a chunk at a time. With ``decoded``, compressed
+    files are read from their WAV in that :class:`~tuner.data.compressed.DecodeCache` (decoded on first use)."""
 
     #: the default budget of decoded audio
     DEFAULT_BYTES = 2 * 1024**3
 
-    def __init__(self, max_bytes: int = DEFAULT_BYTES, pad_samples: int = 0) -> None:
+    def __init__(
+        self, max_bytes: int = DEFAULT_BYTES, pad_samples: int = 0, decoded: DecodeCache | None = None
+    ) -> None:
         self.max_bytes = max_bytes
         self.pad_samples = pad_samples
+        self.decoded = decoded
         self._items: OrderedDict[str, tuple[np.ndarray, int]] = OrderedDict()
         self._bytes = 0
         self._seekable: dict[str, SeekableWaveform | None] = {}
@@ -257,7 +282,7 @@ class WaveformCache:
         Both are padded with ``pad_samples`` zeros and hold the same values."""
         import torch
 
-        key = str(path)
+        key = str(self.decoded.path(path) if self.decoded else path)
         if key not in self._seekable:
             info = audio_info(key)
             self._seekable[key] = SeekableWaveform(key, self.pad_samples, info) if info.seeks_exactly else None
@@ -275,7 +300,7 @@ class WaveformCache:
         return state
 
     def get(self, path: str | Path) -> tuple[np.ndarray, int]:
-        key = str(path)
+        key = str(self.decoded.path(path) if self.decoded else path)
         if key in self._items:
             self._items.move_to_end(key)
             return self._items[key]

@@ -34,7 +34,7 @@ __all__ = ["DiarizationCorpus", "resolve_diarization_corpus"]
 logger = logging.getLogger(__name__)
 
 _SUBSETS = {"train": "train", "development": "dev", "test": "test"}
-_AUDIO_EXTENSIONS = ("wav", "flac")
+_AUDIO_EXTENSIONS = ("wav", "flac", "m4a", "mp3", "opus", "aac")  # found in this order
 
 
 @dataclass(frozen=True)

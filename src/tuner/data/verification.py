@@ -2,7 +2,8 @@
 
 Layout (``root``)::
 
-    <root>/<split>/<speaker_id>/<utterance>.wav     (or .flac; sub-folders below a speaker are allowed)
+    <root>/<split>/<speaker_id>/<utterance>.wav     (or .flac, .m4a, .mp3, .opus, .aac, .mp4; sub-folders
+                                                     below a speaker are allowed)
     trial lists, e.g. <root>/trials/dev.txt or IndicSUPERB's meta_data/<lang>/*.txt
 
 A trial list has one trial per line, ``label path1 path2``: label ``1`` when both files are spoken by the
@@ -11,15 +12,12 @@ accepted too). Blank lines are skipped; anything else that is not exactly such a
 ``file:line``. Train speakers and trial speakers may be disjoint (they are in IndicSUPERB's "unknown"
 test lists and in the demo corpus of :mod:`tuner.data.demo.verification`).
 
-Converting Kathbath audio
--------------------------
-Kathbath ships ``.m4a`` (AAC) files, which soundfile (hence tuner) cannot decode. Convert them once,
-next to the originals, to 16 kHz mono wav::
-
-    for f in $(find ROOT -name '*.m4a'); do ffmpeg -loglevel error -i "$f" -ac 1 -ar 16000 "${f%.m4a}.wav"; done
-
-The originals may stay: an ``.m4a`` (or ``.mp3``, ``.aac``, ``.opus``, ``.mp4``) with a ``.wav`` or
-``.flac`` of the same name beside it is skipped; one without is an error of :func:`scan_speakers`.
+Compressed audio
+----------------
+Kathbath ships ``.m4a`` (AAC) files: they are read as shipped, decoded once with PyAV into 16 kHz WAVs under
+``<workdir>/cache/decoded`` (:class:`tuner.data.compressed.DecodeCache`). An ``.m4a`` (or other compressed
+file) with a ``.wav`` or ``.flac`` of the same name beside it (one converted earlier) is skipped: the
+converted file is used.
 """
 
 from __future__ import annotations
@@ -36,11 +34,12 @@ import torch.utils.data
 
 from tuner.data._text import read_text_lines
 from tuner.data.audio import audio_info
+from tuner.data.compressed import COMPRESSED_EXTENSIONS
 from tuner.errors import DataError
 
 __all__ = [
     "AUDIO_EXTENSIONS",
-    "UNSUPPORTED_EXTENSIONS",
+    "PCM_EXTENSIONS",
     "Utterance",
     "Trial",
     "scan_speakers",
@@ -52,20 +51,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-AUDIO_EXTENSIONS = frozenset({".wav", ".flac"})
+PCM_EXTENSIONS = frozenset({".wav", ".flac"})
+"""Extensions (lower case) of the audio files soundfile reads, preferred to a compressed file of the same name."""
+AUDIO_EXTENSIONS = PCM_EXTENSIONS | COMPRESSED_EXTENSIONS
 """Extensions (lower case) of the audio files :func:`scan_speakers` collects."""
-UNSUPPORTED_EXTENSIONS = frozenset({".m4a", ".mp3", ".aac", ".opus", ".mp4"})
-"""Extensions of compressed formats soundfile cannot read: they must be converted to wav first."""
 
-_LAYOUT = "<root>/<split>/<speaker_id>/<utterance>.wav (or .flac), as in IndicSUPERB/Kathbath"
+_LAYOUT = "<root>/<split>/<speaker_id>/<utterance>.wav (or .flac, .m4a, ...), as in IndicSUPERB/Kathbath"
 _TRIAL_EXPECTED = "'<label> <path1> <path2>' with label 1 (same speaker) or 0 (different speakers)"
-
-
-def _convert_command(root: Path, ext: str) -> str:
-    return (
-        f"for f in $(find {root} -name '*{ext}'); do "
-        f'ffmpeg -loglevel error -i "$f" -ac 1 -ar 16000 "${{f%{ext}}}.wav"; done'
-    )
 
 
 @dataclass(frozen=True)
@@ -104,12 +96,11 @@ def _walk_files(top: Path) -> Iterator[Path]:
 
 
 def scan_speakers(root: str | Path, split: str) -> list[Utterance]:
-    """Every ``<root>/<split>/<speaker>/**/<file>.wav|flac`` (extension case-insensitive), sorted by
-    speaker then path. Only names are listed here: audio is not opened (see :func:`validate_audio`).
+    """Every ``<root>/<split>/<speaker>/**/<file>`` with an extension of :data:`AUDIO_EXTENSIONS` (case
+    insensitive), sorted by speaker then path; a compressed file with a ``.wav`` or ``.flac`` of the same
+    name beside it is left out. Only names are listed here: audio is not opened (see :func:`validate_audio`).
 
-    Raises :class:`DataError` if the split folder is missing, holds no audio or fewer than 2 speakers,
-    or holds compressed files (``.m4a`` etc.) soundfile cannot read and that have no converted ``.wav``
-    or ``.flac`` beside them.
+    Raises :class:`DataError` if the split folder is missing, holds no audio or fewer than 2 speakers.
     """
     root = Path(root)
     split_dir = root / split
@@ -126,24 +117,13 @@ def scan_speakers(root: str | Path, split: str) -> list[Utterance]:
             "check the data path and the split name."
         )
     utterances: list[Utterance] = []
-    unsupported: list[Path] = []
     for speaker_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         files = list(_walk_files(speaker_dir))
-        readable_stems = {f.with_suffix("") for f in files if f.suffix.lower() in AUDIO_EXTENSIONS}
+        converted = {f.with_suffix("") for f in files if f.suffix.lower() in PCM_EXTENSIONS}
         for f in files:
             ext = f.suffix.lower()
-            if ext in AUDIO_EXTENSIONS:
+            if ext in PCM_EXTENSIONS or (ext in COMPRESSED_EXTENSIONS and f.with_suffix("") not in converted):
                 utterances.append(Utterance(f, speaker_dir.name))
-            elif ext in UNSUPPORTED_EXTENSIONS and f.with_suffix("") not in readable_stems:
-                unsupported.append(f)
-    if unsupported:
-        first = unsupported[0]
-        ext = first.suffix.lower()
-        raise DataError(
-            f"{first}: tuner reads audio with soundfile, which cannot decode {ext} files, and {len(unsupported)} "
-            f"such file(s) under {split_dir} have no converted .wav beside them. Convert them once, next to the "
-            f"originals (which may stay), e.g.: {_convert_command(root, ext)}"
-        )
     if not utterances:
         loose = [p for p in split_dir.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS]
         hint = (
@@ -152,7 +132,9 @@ def scan_speakers(root: str | Path, split: str) -> list[Utterance]:
             if loose
             else ""
         )
-        raise DataError(f"{split_dir}: no .wav or .flac files found in speaker folders{hint}. Expected {_LAYOUT}.")
+        raise DataError(
+            f"{split_dir}: no audio files (.wav, .flac, .m4a, ...) found in speaker folders{hint}. Expected {_LAYOUT}."
+        )
     speakers = {u.speaker for u in utterances}
     if len(speakers) < 2:
         raise DataError(
@@ -226,7 +208,7 @@ def read_trials(path: str | Path, root: str | Path) -> list[Trial]:
 
 
 def validate_audio(paths: Iterable[str | Path], expected_sample_rate: int | None = None) -> float:
-    """Check each distinct file's header (exists, readable by soundfile, not empty, and at
+    """Check each distinct file's header (exists, readable, not empty, and at
     ``expected_sample_rate`` if given) with :func:`tuner.data.audio.audio_info`; return the total duration
     in seconds. The first bad file raises :class:`DataError`."""
     seen: set[Path] = set()

@@ -301,11 +301,13 @@ class PyannotePipeline(StepwiseObjective):
         """The files of ``split`` with their waveform in memory (and, once a trial ran, pyannote's caches)."""
         if split not in self._files:
             from tuner.data.audio import WaveformCache
+            from tuner.data.compressed import DecodeCache
 
             subset = {"development": "development", "test": "test"}[split]
             if subset == "test":
                 self._corpus.validate(subsets=("test",))  # a corpus without one: an error naming what to add
-            waveforms = WaveformCache(pad_samples=256)  # Audio.crop refuses a chunk ending at the last sample
+            # Audio.crop refuses a chunk ending at the last sample; compressed files decoded once at 16 kHz
+            waveforms = WaveformCache(pad_samples=256, decoded=DecodeCache(self.workdir / "cache" / "decoded", 16000))
             files = []
             for file in self._corpus.files(subset):
                 waveform, sample_rate = waveforms.get(str(file["audio"]))

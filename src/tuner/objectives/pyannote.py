@@ -33,6 +33,7 @@ import lightning.pytorch as pl
 import torch
 
 from tuner.data.audio import WaveformCache
+from tuner.data.compressed import DecodeCache
 from tuner.data.diarization import DiarizationCorpus, resolve_diarization_corpus
 from tuner.data.loading import loader_settings, resolve_num_workers
 from tuner.errors import ConfigError
@@ -137,7 +138,10 @@ class PyannoteSegmentation(TrainedObjective):
             sample_rate=sample_rate, chunk_duration=self._task_options["duration"], subsets=("train", split)
         )
         self._protocol = corpus.protocol(validate_on=split)
-        self._waveforms = WaveformCache(pad_samples=256)
+        # compressed files decoded once, at the model's rate, into WAVs read a chunk at a time
+        self._waveforms = WaveformCache(
+            pad_samples=256, decoded=DecodeCache(self.workdir / "cache" / "decoded", sample_rate)
+        )
         cache_dir = Path(tempfile.mkdtemp(prefix="tuner-pyannote-"))
         weakref.finalize(self, shutil.rmtree, cache_dir, ignore_errors=True)  # with the objective, or at exit
         self._task_cache = cache_dir / "prepared.npz"  # pyannote's prepared (meta)data, shared by trials

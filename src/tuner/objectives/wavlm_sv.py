@@ -23,6 +23,7 @@ from typing_extensions import override
 
 from tuner import quiet
 from tuner.data.audio import WaveformCache
+from tuner.data.compressed import DecodeCache
 from tuner.data.loading import WorkerRandom, loader_settings, resolve_num_workers
 from tuner.errors import ConfigError, DataError
 from tuner.objectives.base import FitInputs, TrainedObjective, under
@@ -241,8 +242,14 @@ class WavLMSpeakerVerification(TrainedObjective):
         self._eval_paths = sorted({t.enroll for t in trials} | {t.test for t in trials})
         position = {p: i for i, p in enumerate(self._eval_paths)}
         self._trials = np.array([(t.label, position[t.enroll], position[t.test]) for t in trials], dtype=np.int64)
-        train_seconds = validate_audio(self._train_paths, expected_sample_rate=SAMPLE_RATE)
-        eval_seconds = validate_audio(self._eval_paths, expected_sample_rate=SAMPLE_RATE)
+        # compressed utterances (Kathbath's .m4a) decoded once into 16 kHz WAVs, then checked like the rest
+        decoded = DecodeCache(self.workdir / "cache" / "decoded", SAMPLE_RATE)
+        train_seconds = validate_audio(
+            decoded.paths(self._train_paths, "training utterances"), expected_sample_rate=SAMPLE_RATE
+        )
+        eval_seconds = validate_audio(
+            decoded.paths(self._eval_paths, "trial utterances"), expected_sample_rate=SAMPLE_RATE
+        )
         self.data_summary = {
             "train": {
                 "speakers": len(speakers),
@@ -259,7 +266,7 @@ class WavLMSpeakerVerification(TrainedObjective):
         logger.info("%s: %s", root, self.data_summary)
         # the cache's 2 GB shared by the training process and its loader workers (each worker holds its own)
         processes = 1 + resolve_num_workers(self.options["num_workers"])
-        self._waveforms = WaveformCache(max_bytes=WaveformCache.DEFAULT_BYTES // processes)
+        self._waveforms = WaveformCache(max_bytes=WaveformCache.DEFAULT_BYTES // processes, decoded=decoded)
         self._pretrained_state: dict[str, torch.Tensor] | None = None
         if self.pretrained is not None:
             from tuner.models.wavlm import load_wavlm_checkpoint
