@@ -29,6 +29,7 @@ def encode(path: str | Path, waveform: np.ndarray, sample_rate: int) -> Path:
     layout = {1: "mono", 2: "stereo"}[samples.shape[0]]
     with av.open(str(path), "w", format=container_format) as container:
         stream = container.add_stream(codec, rate=sample_rate, layout=layout)
+        assert isinstance(stream, av.AudioStream)
         frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples), format="fltp", layout=layout)
         frame.sample_rate = sample_rate
         for packet in stream.encode(frame):
