@@ -192,7 +192,9 @@ def run(
     title = f"study {study.study_name}: trials by {StudyRecord.of(study).metric}"
     if not spec.confirm:  # say what the ranking rests on
         title += f" (one run each: `tuner confirm {study.study_name}` repeats the best with new seeds)"
-    console.print(rich_table(trial_rows(study), title=title))
+    metric = StudyRecord.of(study).metric
+    keep = ("trial", "state", "optimizer", "schedule", metric)
+    console.print(rich_table(trial_rows(study), title=title, width=console.width, keep=keep))
     _print_outcome(console, study)
     if spec.confirm:
         from tuner.store.queries import queries_of
@@ -214,9 +216,9 @@ def _print_ranking(console: Any, ranking: Any) -> None:
     """The confirmed ranking's table and what it rests on."""
     from tuner.reports.tables import ranking_rows, rich_table
 
-    console.print(
-        rich_table(ranking_rows(ranking), title=f"study {ranking.study}: confirmed ranking by {ranking.metric}")
-    )
+    title = f"study {ranking.study}: confirmed ranking by {ranking.metric}"
+    keep = ("rank", "configuration", "runs", "mean", "95% interval")
+    console.print(rich_table(ranking_rows(ranking), title=title, width=console.width, keep=keep))
     for line in ranking.summary_lines():
         console.print(line)
 
@@ -279,11 +281,9 @@ def confirm(
 
 
 def _stdout_console() -> Any:
-    """stdout console; logs and files get wide tables instead of the 80 columns rich assumes."""
-    from rich.console import Console
+    from tuner._console import stdout_console
 
-    console = Console()
-    return console if console.is_terminal else Console(width=220)
+    return stdout_console()
 
 
 def _print_outcome(console: Any, study: Any) -> None:
@@ -310,7 +310,8 @@ def studies(storage: str | None) -> None:
 
     url = resolve_storage_url(storage)
     rows = store_study_rows(url)
-    _stdout_console().print(rich_table(rows, title=None) if rows else f"no studies in {mask_url(url)}")
+    console = _stdout_console()
+    console.print(rich_table(rows, width=console.width, keep=("study",)) if rows else f"no studies in {mask_url(url)}")
 
 
 @cli.command()
@@ -390,9 +391,9 @@ def report(study_names: tuple[str, ...], storage: str | None, out: Path, compare
 
     if compare:
         rows, paths = write_comparison(study_names, storage, out)
-        _stdout_console().print(
-            rich_table(compare_table_rows(rows), title=f"studies by {rows[0]['metric']} ({rows[0]['direction']})")
-        )
+        console = _stdout_console()
+        title = f"studies by {rows[0]['metric']} ({rows[0]['direction']})"
+        console.print(rich_table(compare_table_rows(rows), title=title, width=console.width, keep=("study",)))
         for line in comparison_notes(rows)[1:]:  # the lines under the table, without the first empty one
             click.echo(line)
         click.echo(f"wrote {paths['md']} and {paths['csv']}")
@@ -528,7 +529,8 @@ def pretrained_list(root: Path) -> None:
     from tuner.pretrained import listing
     from tuner.reports.tables import rich_table
 
-    _stdout_console().print(rich_table(listing(root), title=f"known checkpoints (here: {root})"))
+    console = _stdout_console()
+    console.print(rich_table(listing(root), title=f"known checkpoints (here: {root})", width=console.width))
 
 
 @pretrained.command("fetch")
@@ -596,7 +598,8 @@ def evaluate(
         {"model": evaluated_label(result), **result["best"]},
         {"model": result["baseline_label"], **result["baseline"]},
     ]
-    _stdout_console().print(rich_table(rows, title=f"study {study_name} on its {split} split"))
+    console = _stdout_console()
+    console.print(rich_table(rows, title=f"study {study_name} on its {split} split", width=console.width))
     paired = result.get("paired")
     if paired is not None:
         click.echo(f"difference (fine-tuned - {result['baseline_label']}): {paired_text(paired)}")

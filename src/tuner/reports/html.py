@@ -46,6 +46,7 @@ th, td { border: 1px solid #ccc; padding: .2em .5em; text-align: right; white-sp
 th { background: #f3f3f3; }
 p.note { color: #555; font-style: italic; }
 details { margin: .4em 0; } summary { cursor: pointer; font-weight: 600; }
+div.scroll { overflow-x: auto; max-width: 100%; }
 """
 
 
@@ -57,7 +58,8 @@ def html_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], css: str =
 
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
     body = "".join(f"<tr>{cells(row)}</tr>" for row in rows)
-    return f'<table class="{css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    # a wide table scrolls within its own box: the page keeps its width
+    return f'<div class="scroll"><table class="{css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def report_html(

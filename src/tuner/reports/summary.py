@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tuner.direction import rank_key
-from tuner.reports.tables import sort_rows, trains, trial_row
+from tuner.reports.tables import rows_of, sort_rows, trains
 from tuner.store.connect import mask_url
 from tuner.store.records import StudyRecord, TrialRecord, study_trials
 from tuner.text import format_number
@@ -74,7 +74,7 @@ class StudyReport:
         from tuner.reports.confirmation import confirmation_of
 
         record, trials = study_trials(study)
-        rows = sort_rows([trial_row(t, record) for t in trials], record)
+        rows = sort_rows(rows_of(trials, record), record)
         confirmation = confirmation_of(study) if trains(record) and rows else None
         return cls(study, record, {t.number: t for t in trials}, rows, confirmation)
 

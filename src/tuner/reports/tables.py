@@ -4,7 +4,7 @@ trial table), the studies of a store (``tuner studies``), and the rich table the
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tuner.direction import rank_key
@@ -25,6 +25,8 @@ __all__ = [
     "trial_columns",
     "trial_rows",
     "trial_row",
+    "rows_of",
+    "uses",
     "sort_rows",
     "trains",
     "param_columns",
@@ -37,29 +39,62 @@ PARAM_COLUMNS = ("optimizer", "schedule", "batch_size", "lr", "weight_decay", "u
 def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
     """One row per trial (:func:`trial_row`), sorted by the metric (best first), unscored trials last."""
     record, trials = study_trials(study)
-    return sort_rows([trial_row(trial, record) for trial in trials], record)
+    return sort_rows(rows_of(trials, record), record)
+
+
+def rows_of(trials: Sequence[TrialRecord], study: StudyRecord) -> list[dict[str, Any]]:
+    """:func:`trial_row` of each trial; a failed trial that a retry replaced says which (``FAIL, see #k``)."""
+    replaced_by: dict[int, int] = {}
+    for trial in trials:  # a retry names the original; a chain of retries ends at the last one
+        if trial.retried_from is not None:
+            replaced_by[trial.retried_from] = trial.number
+    rows = []
+    for trial in trials:
+        row = trial_row(trial, study)
+        if trial.state == "FAIL" and trial.number in replaced_by:
+            row["state"] = f"FAIL, see #{replaced_by[trial.number]}"
+        rows.append(row)
+    return rows
 
 
 def trial_row(trial: TrialRecord, study: StudyRecord) -> dict[str, Any]:
-    """Number, state, configuration, epochs run, best epoch, metric and components at the best epoch."""
+    """Number, state, configuration (None for a parameter the trial does not use: a ``when`` left unmet),
+    epochs run and best epoch (a study that trains), metric and components at the best epoch."""
     best = trial.best
     row: dict[str, Any] = {"trial": trial.number, "state": trial.state}
-    row.update({name: trial.config.get(name) for name in param_columns(study)})
-    row["epochs"] = trial.epochs_run
-    row["best_epoch"] = trial.best_epoch
+    row.update(
+        {name: trial.config.get(name) if uses(study, name, trial.config) else None for name in param_columns(study)}
+    )
+    if trains(study):
+        row["epochs"] = trial.epochs_run
+        row["best_epoch"] = trial.best_epoch
     row[study.metric] = best.get(study.metric)
     row.update({name: best.get(name) for name in study.components})
     return row
 
 
+def uses(study: StudyRecord, name: str, config: Mapping[str, Any]) -> bool:
+    """Whether a trial of ``config`` uses parameter ``name``: not when its ``when`` condition (a margin
+    only for the losses that have one) is unmet."""
+    spec = study.search_space.get(name)
+    when = spec.get("when") if isinstance(spec, Mapping) else None
+    return not when or all(config.get(other) in values for other, values in when.items())
+
+
 def sort_rows(rows: list[dict[str, Any]], study: StudyRecord) -> list[dict[str, Any]]:
-    """``rows`` best first by the study's metric; rows without a finite one last, in trial order."""
+    """``rows`` best first by the study's metric; then rows ranked apart, in trial order: those without a
+    finite metric, failed trials (a failure's last value is not a result) and, for a study that trains
+    nothing, pruned trials (their metric covers only the items evaluated before the pruning)."""
 
     rank = rank_key(study.direction)
+    partial = () if trains(study) else ("PRUNED",)
 
     def key(row: dict[str, Any]) -> tuple[int, float]:
         value = row[study.metric]
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
+        state = str(row.get("state", ""))
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or state.startswith("FAIL"):
+            return (2, 0.0)
+        if state in partial:
             return (1, 0.0)
         return (0, rank(value))
 
@@ -192,19 +227,64 @@ _LEFT = (
 )  # fmt: skip
 
 
-def rich_table(rows: Sequence[dict[str, Any]], title: str | None = None) -> Table:
-    """A rich table of ``rows`` (columns from the first row)."""
+#: shorter headers for the common columns, so a study's table fits 100 columns with every value whole
+_SHORT_HEADERS = {
+    "optimizer": "optim", "schedule": "sched", "batch_size": "batch", "weight_decay": "wd",
+    "unfrozen_layers": "unfrozen", "best_epoch": "best\nepoch",
+}  # fmt: skip
+
+
+def _header(column: str) -> str:
+    """The column's header: its short name, else its name with a multi-word one on two lines."""
+    return _SHORT_HEADERS.get(column) or str(column).replace("_", " ").replace(" ", "\n", 1)
+
+
+def fit_columns(
+    columns: Sequence[str], cells: Sequence[Sequence[str]], width: int, keep: Sequence[str] = ()
+) -> list[str]:
+    """The columns that fit ``width`` characters with every header and cell whole (one space between
+    columns): the rightmost ones not in ``keep`` are left out first, as many as needed."""
+    widths = {
+        column: max([len(line) for line in _header(column).splitlines()] + [len(row[i]) for row in cells])
+        for i, column in enumerate(columns)
+    }
+    shown = list(columns)
+    while sum(widths[c] for c in shown) + len(shown) - 1 > width:
+        droppable = [c for c in shown if c not in keep]
+        if not droppable:
+            break
+        shown.remove(droppable[-1])
+    return shown
+
+
+def rich_table(
+    rows: Sequence[dict[str, Any]], title: str | None = None, *, width: int | None = None, keep: Sequence[str] = ()
+) -> Table:
+    """A rich table of ``rows`` (columns from the first row; floats to 4 significant digits, ``-`` for None).
+
+    With ``width`` (the console's), the table fits it: every value stays whole and the rightmost columns not
+    in ``keep`` are left out as needed, named in the caption.
+    """
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=title or None, show_lines=False)
+    # columns one space apart (the box's blank vertical line), no padding, no outer edge
+    table = Table(title=title or None, box=box.SIMPLE_HEAD, padding=(0, 0), show_edge=False)
     if not rows:
         table.add_column("(empty)")
         return table
-    for column in rows[0]:
-        table.add_column(
-            str(column),
-            justify="right" if column not in _LEFT else "left",
+    columns = list(rows[0])
+    cells = [[format_number(row.get(c), significant=4) for c in columns] for row in rows]
+    shown = columns if width is None else fit_columns(columns, cells, width, keep)
+    left_out = [c for c in columns if c not in shown]
+    if left_out:
+        table.caption = f"left out to fit {width} columns: {', '.join(left_out)} (`tuner report` shows every column)"
+    for column in shown:
+        wide = max(
+            [len(line) for line in _header(column).splitlines()] + [len(row[columns.index(column)]) for row in cells]
         )
-    for row in rows:
-        table.add_row(*(format_number(v) for v in row.values()))
+        table.add_column(_header(column), justify="left" if column in _LEFT else "right", no_wrap=True, min_width=wide)
+    index = [columns.index(c) for c in shown]
+    for row in cells:
+        table.add_row(*(row[i] for i in index))
     return table
