@@ -97,3 +97,39 @@ def test_tables_piped_keep_to_columns(monkeypatch: pytest.MonkeyPatch) -> None:
     assert stdout_console().width == 100  # pytest captures stdout: not a terminal
     monkeypatch.setenv("COLUMNS", "132")
     assert stdout_console().width == 132
+
+
+def test_summaries_and_configurations_read_as_sentences() -> None:
+    from tuner.text import describe
+
+    summary = {"train": {"speakers": 20, "utterances": 80, "hours": 0.0512}, "dev": {"trials": 40, "hours": 0.02}}
+    assert describe(summary) == "train: 20 speakers, 80 utterances, 0.0512 hours; dev: 40 trials, 0.02 hours"
+    assert describe({"optimizer": "AdamW", "lr": 0.000312345}) == "optimizer AdamW, lr 0.0003123"
+
+
+def test_separation_names_the_mixture_as_its_reference() -> None:
+    from tuner.reports.summary import reference_text
+
+    study = StudyRecord(name="sep", objective="sepformer_separation", metric="SI-SNRi", direction="maximize")
+    label, text = reference_text(study, -0.72)  # type: ignore[misc]
+    assert label == "reference (the mixture itself)" and text.startswith("SI-SNRi = 0 dB") and "does not beat" in text
+    assert "does not beat" not in reference_text(study, 1.7)[1]  # type: ignore[index]
+    assert reference_text(DER_STUDY, 0.2) is None
+
+
+def test_a_trial_says_what_it_runs_when_it_starts(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from conftest import REPO
+
+    from tuner import StudySpec, run_study
+
+    spec = StudySpec(
+        name="starts", objective="synthetic", data=None, n_trials=1, max_epochs=1,
+        options={"n_train": 64, "n_val": 32, "n_features": 4, "hidden": [8, 8, 8]},
+        search_space=str(REPO / "search_spaces" / "synthetic.yaml"),
+    )  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="tuner"):
+        run_study(spec, f"sqlite:///{tmp_path / 'tuner.db'}", workdir=tmp_path, show_progress=False)
+    (line,) = [r.getMessage() for r in caplog.records if " starts: " in r.getMessage()]
+    assert line.startswith("trial 0 starts: ") and "optimizer " in line and line.endswith(", seed 0")

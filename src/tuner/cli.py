@@ -71,6 +71,9 @@ def _setup_logging(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
     for noisy in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
+    from tuner.quiet import silence_library_loggers
+
+    silence_library_loggers()  # before any library is imported: SpeechBrain logs its quirks on import
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -295,10 +298,15 @@ def _print_outcome(console: Any, study: Any) -> None:
     except ValueError:
         console.print("no completed trial yet")
         return
+    from tuner.reports.summary import reference_text
+
     line = f"best: trial {best.number}, {record.metric} = {best.value:.4f}"
     if record.baseline_value is not None:
         line += f" ({record.baseline_label}: {record.baseline_value:.4f})"
     console.print(line)
+    reference = reference_text(record, best.value)
+    if reference is not None:
+        console.print(f"{reference[0]}: {reference[1]}")
 
 
 @cli.command()

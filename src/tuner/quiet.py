@@ -33,8 +33,9 @@ _QUIET = (
 TORCHCODEC_MISSING = r"(?s).*torchcodec is not installed correctly"
 #: s3prl's WavLM builds its positional convolution with the deprecated ``torch.nn.utils.weight_norm``
 WEIGHT_NORM_DEPRECATED = r".*weight_norm.*"
-#: loggers that announce the hardware, tips and configurations at INFO (Lightning's "GPU available: False")
-_CHATTY_LOGGERS = ("lightning.pytorch", "s3prl")
+#: loggers that announce the hardware, tips and configurations at INFO (Lightning's "GPU available: False",
+#: SpeechBrain's "Applied quirks")
+_CHATTY_LOGGERS = ("lightning.pytorch", "s3prl", "speechbrain")
 
 
 @contextlib.contextmanager
@@ -58,7 +59,7 @@ def ignoring(message: str = "", category: type[Warning] = Warning) -> Iterator[N
 
 
 def silence_library_loggers() -> None:
-    """Lightning's and s3prl's INFO lines: noise in a study log (kept with -vv)."""
+    """Lightning's, s3prl's and SpeechBrain's INFO lines: noise in a study log (kept with -vv)."""
     if not logging.getLogger("tuner").isEnabledFor(logging.DEBUG):
         for name in _CHATTY_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)

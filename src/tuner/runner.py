@@ -22,7 +22,7 @@ from tuner.store.connect import mask_url, open_storage, resolve_storage_url
 from tuner.store.queries import queries_of
 from tuner.store.resolver import StudyResolver
 from tuner.study import StudySpec, load_warm_start
-from tuner.text import did_you_mean
+from tuner.text import describe, did_you_mean
 from tuner.training.failures import TRIAL_FAILURES, TrialFailed, describe_failure, free_memory
 from tuner.training.fit import check_precision, check_trainer_options, device_settings, fit, validate
 from tuner.training.steps import evaluate_steps
@@ -380,6 +380,9 @@ class _Worker:
         seed = self.spec.seed + trial.number if seed is None else seed
         stored = config.as_dict() if self.objective.uses_common_params else dict(config.extra)
         why_retried = records.start_trial(trial, stored, seed, self.spec.max_epochs)
+        logger.info(
+            "trial %d starts: %s, seed %d", trial.number, describe(trial.params) or "no searched parameter", seed
+        )
         if isinstance(self.objective, StepwiseObjective):
             return self._evaluate_trial(trial, config, seed, why_retried)
         return self._fit_trial(trial, config, seed, why_retried)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["format_number", "did_you_mean"]
+__all__ = ["format_number", "did_you_mean", "describe"]
 
 
 def format_number(value: Any, *, significant: int | None = None, missing: str = "-", small: float = 1e-2) -> str:
@@ -33,3 +33,18 @@ def did_you_mean(word: str, candidates: Iterable[Any]) -> str:
     by_lower = {str(c).lower(): str(c) for c in candidates}
     close = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
     return f" (did you mean '{by_lower[close[0]]}'?)" if close else ""
+
+
+def describe(values: Mapping[str, Any]) -> str:
+    """A mapping as a person reads it: ``optimizer AdamW, lr 0.0003123, batch_size 16``; a nested mapping
+    as ``train: 20 speakers, 80 utterances, 0.05 hours; dev: ...`` (numbers first where the key is a count)."""
+    parts = []
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            parts.append(f"{key}: {describe(value)}")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and str(key).endswith("s"):
+            parts.append(f"{format_number(value, significant=4)} {key}")  # counts: "20 speakers", "0.05 hours"
+        else:
+            parts.append(f"{key} {format_number(value, significant=4)}")
+    nested = any(isinstance(value, Mapping) for value in values.values())
+    return ("; " if nested else ", ").join(parts)

@@ -305,6 +305,9 @@ class ObjectiveEntry:
     figure: str = "per_trial"
     #: the class's :attr:`Objective.exports_folder`: ``tuner export`` writes a folder a user runs, not YAML alone
     exports_folder: bool = False
+    #: ``(what, value)``: the metric of doing nothing, which any trained model must beat (separation: the mixture
+    #: itself, returned as each source, scores 0 dB SI-SNRi); reports show it beside the starting model
+    reference: tuple[str, float] | None = None
 
 
 #: Objective name -> its entry.
@@ -312,7 +315,10 @@ OBJECTIVES: dict[str, ObjectiveEntry] = {
     "pyannote_segmentation": ObjectiveEntry("tuner.objectives.pyannote:PyannoteSegmentation", figure="der_components"),
     "wavlm_sv": ObjectiveEntry("tuner.objectives.wavlm_sv:WavLMSpeakerVerification", unit="%", figure="eer_det"),
     "sepformer_separation": ObjectiveEntry(
-        "tuner.objectives.sepformer:SepFormerSeparation", unit="dB", figure="before_after"
+        "tuner.objectives.sepformer:SepFormerSeparation",
+        unit="dB",
+        figure="before_after",
+        reference=("the mixture itself", 0.0),
     ),
     # seconds-long, no data: checks workers
     "synthetic": ObjectiveEntry("tuner.objectives.synthetic:SyntheticRegression"),

@@ -22,6 +22,7 @@ from tuner.data.loading import WorkerRandom, loader_settings, resolve_num_worker
 from tuner.errors import DataError
 from tuner.objectives.base import FitInputs, TrainedObjective, under
 from tuner.search_space import Param, TrialConfig
+from tuner.text import describe
 from tuner.training.freeze import LayerStack
 from tuner.training.items import ItemScores
 
@@ -225,7 +226,7 @@ class SepFormerSeparation(TrainedObjective):
             )
         self._sample_rate, self._num_spks = train["sample_rate"], train["sources"]
         self.data_summary = summaries
-        logger.info("%s: %s", root, summaries)
+        logger.info("%s: %s", root, describe(summaries))
         self._model_config: dict[str, Any] | None = None
         if self.pretrained is None:
             from tuner.models.sepformer import SMALL_SEPFORMER

@@ -28,6 +28,7 @@ from tuner.data.loading import WorkerRandom, loader_settings, resolve_num_worker
 from tuner.errors import ConfigError, DataError
 from tuner.objectives.base import FitInputs, TrainedObjective, under
 from tuner.search_space import Param, TrialConfig
+from tuner.text import describe
 from tuner.training.freeze import LayerStack
 from tuner.training.items import ItemScores
 
@@ -263,7 +264,7 @@ class WavLMSpeakerVerification(TrainedObjective):
                 "hours": round(eval_seconds / 3600, 4),
             },
         }
-        logger.info("%s: %s", root, self.data_summary)
+        logger.info("%s: %s", root, describe(self.data_summary))
         # the cache's 2 GB shared by the training process and its loader workers (each worker holds its own)
         processes = 1 + resolve_num_workers(self.options["num_workers"])
         self._waveforms = WaveformCache(max_bytes=WaveformCache.DEFAULT_BYTES // processes, decoded=decoded)

@@ -327,6 +327,19 @@ def _parallel_dense(record: StudyRecord, completed: Sequence[TrialRecord]) -> go
     return figure
 
 
+def importance_unavailable(completed: Sequence[TrialRecord], metric: str) -> str | None:
+    """Why parameter importances would mean nothing for these completed trials (too few, one configuration, one
+    value), else None; the report and the dashboard's study note say the same."""
+    if len(completed) < 2:
+        return f"need at least 2 completed trials with differing parameters (this study has {len(completed)} completed)"
+    names = set().union(*(t.params for t in completed))
+    if not any(len({repr(t.params.get(n)) for t in completed}) > 1 for n in names):
+        return "the completed trials all have the same parameters: nothing to rank"
+    if len({t.value for t in completed}) < 2:
+        return f"every completed trial has the same {metric}: no parameter explains any difference"
+    return None
+
+
 def _importances(
     study: optuna.Study, metric: str, completed: Sequence[TrialRecord], notes: dict[str, str]
 ) -> go.Figure | None:
@@ -335,18 +348,9 @@ def _importances(
     import plotly.graph_objects as go
     from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator, get_param_importances
 
-    if len(completed) < 2:
-        notes[IMPORTANCES] = (
-            f"need at least 2 completed trials with differing parameters (this study has {len(completed)} completed)"
-        )
-        return None
-    names = set().union(*(t.params for t in completed))
-    varying = [n for n in names if len({repr(t.params.get(n)) for t in completed}) > 1]
-    if not varying:
-        notes[IMPORTANCES] = "the completed trials all have the same parameters: nothing to rank"
-        return None
-    if len({t.value for t in completed}) < 2:
-        notes[IMPORTANCES] = f"every completed trial has the same {metric}: no parameter explains any difference"
+    unavailable = importance_unavailable(completed, metric)
+    if unavailable is not None:
+        notes[IMPORTANCES] = unavailable
         return None
     if len(completed) <= FANOVA_UP_TO:
         evaluator: Any = FanovaImportanceEvaluator(seed=0)

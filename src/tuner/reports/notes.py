@@ -171,6 +171,11 @@ def study_note(study: optuna.Study) -> str:
             lines.append(f"| best: trial {best.number}{at} | {values} |")
     if record.test_text:
         lines += ["", f"Evaluated with `tuner evaluate`: {record.test_text}."]
+    from tuner.reports.figures import importance_unavailable
+
+    unavailable = importance_unavailable(complete, metric)
+    if unavailable is not None and complete:  # the dashboard draws its bars anyway: say they mean nothing
+        lines += ["", f"Parameter importance (the Importance panel) means nothing here: {unavailable}."]
     if best is not None and training:
         from tuner.reports.confirmation import confirmation_of
         from tuner.reports.markdown import ranking_markdown

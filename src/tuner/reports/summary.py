@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tuner.direction import rank_key
+from tuner.direction import is_better, rank_key
 from tuner.reports.tables import rows_of, sort_rows, trains
 from tuner.store.connect import mask_url
 from tuner.store.records import StudyRecord, TrialRecord, study_trials
@@ -248,6 +248,24 @@ def trial_summary(trial: TrialRecord, metric: str) -> str:
 # ------------------------------------------------------------------------------------------- header
 
 
+def reference_text(record: StudyRecord, best: float | None = None) -> tuple[str, str] | None:
+    """``(label, text)`` of the objective's do-nothing reference (``ObjectiveEntry.reference``), and whether
+    ``best`` beats it; None for an objective without one."""
+    from tuner.objectives.base import objective_entry
+
+    entry = objective_entry(record.objective)
+    if entry is None or entry.reference is None:
+        return None
+    what, value = entry.reference
+    unit = f" {entry.unit}" if entry.unit else ""
+    text = f"{record.metric} = {format_number(value, significant=6)}{unit}"
+    if best is not None and not is_better(best, value, record.direction):
+        text += (
+            f": the best trial ({format_number(best, significant=6)}{unit}) does not beat it, so no trial is useful yet"
+        )
+    return f"reference ({what})", text
+
+
 def header_lines(report: StudyReport, url: str, command: str) -> list[tuple[str, str]]:
     """(label, text) pairs of the report header, shared by the markdown and HTML pages."""
     record = report.record
@@ -275,6 +293,9 @@ def header_lines(report: StudyReport, url: str, command: str) -> list[tuple[str,
         items.append((label, f"{metric} = {value}" + (f" ({others})" if others else "")))
     else:
         items.append((label, "not recorded"))
+    reference = reference_text(record, best.value if best is not None else None)
+    if reference is not None:
+        items.append(reference)
     if record.test_text:
         items.append(("evaluated (`tuner evaluate`)", record.test_text))
     if best is not None:

@@ -51,7 +51,7 @@ def evaluate_steps(
         values = objective.evaluate_step(config, index, split)
         values["seconds"] = round(time.perf_counter() - started, 3)
         per_step[index] = values
-        logger.info(
+        logger.debug(  # the store and the report keep each item's values; the log gets one line per trial
             "%s item %d/%d (%s): %s=%.4f (%.1fs)", f"trial {trial.number}" if trial is not None else "run", done,
             len(order), steps[index], objective.metric, values[objective.metric], values["seconds"],
         )  # fmt: skip
