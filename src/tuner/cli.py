@@ -140,6 +140,14 @@ def cli(verbose: int) -> None:
     ),
 )
 @precision_options("the study file's, else 32-true and 1")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help=(
+        "CPU threads for this worker's torch (default: the study file's, else the machine's cores divided among "
+        "the tuner workers running on it, checked before each trial)."
+    ),
+)
 @artifacts_option(
     "Folder for trial checkpoints (default: $TUNER_ARTIFACTS, else 'artifacts' beside a SQLite store, "
     "else storage/artifacts). Workers on several machines need one they all mount."
@@ -157,6 +165,7 @@ def run(
     device: str | None,
     precision: str | None,
     accumulate_grad_batches: int | None,
+    threads: int | None,
     artifacts: str | None,
 ) -> None:
     """Run or resume the study declared in STUDY_FILE.
@@ -179,7 +188,7 @@ def run(
 
     spec = load_study_file(study_file).override(
         data=data, pretrained=pretrained, max_epochs=max_epochs, name=study_name, precision=precision,
-        accumulate_grad_batches=accumulate_grad_batches,
+        accumulate_grad_batches=accumulate_grad_batches, threads=threads,
     )  # fmt: skip
     study = run_study(
         spec,

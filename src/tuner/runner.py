@@ -26,6 +26,7 @@ from tuner.text import describe, did_you_mean
 from tuner.training.failures import TRIAL_FAILURES, TrialFailed, describe_failure, free_memory
 from tuner.training.fit import check_precision, check_trainer_options, device_settings, fit, validate
 from tuner.training.steps import evaluate_steps
+from tuner.training.threads import share_cores
 
 if TYPE_CHECKING:
     import optuna
@@ -375,6 +376,7 @@ class _Worker:
         """The Optuna objective function: one fine-tuning run (or stepwise evaluation) of the trial's
         configuration."""
         self.current = trial
+        share_cores(self.objective.workdir, self.spec.threads)  # workers come and go: the share, anew
         config = self.space.suggest(trial)
         seed = records.inherited_seed(trial)  # a retry keeps its trial's seed
         seed = self.spec.seed + trial.number if seed is None else seed

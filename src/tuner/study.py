@@ -89,6 +89,9 @@ class StudySpec:
     precision: str = "32-true"
     #: batches whose gradients add up before each optimizer step: the effective batch is batch_size x this
     accumulate_grad_batches: int = 1
+    #: CPU threads each worker's torch uses (None: the machine's cores divided among its tuner workers); a
+    #: setting of the machine, not of the problem: not recorded with the study
+    threads: int | None = None
     description: str = ""
     #: configurations to run first (a YAML file, or an inline list of mappings): see load_warm_start
     warm_start: str | Path | Sequence[Mapping[str, Any]] | None = None
@@ -120,6 +123,9 @@ class StudySpec:
         self._lift_trainer_options(where)
         object.__setattr__(self, "precision", check_precision_value(self.precision, where))
         check_accumulation_value(self.accumulate_grad_batches, where)
+        from tuner.training.threads import check_threads
+
+        check_threads(self.threads, where)
         if not isinstance(self.search_space, (str, Path, Mapping)):
             raise ConfigError(
                 f"{where}: 'search_space' must be the path of a YAML file (or a dict of the same content), "
