@@ -139,3 +139,13 @@ def test_optuna_dashboard_serves_the_store(cli_study):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_the_resume_command_after_ctrl_c_adds_no_trials() -> None:
+    from tuner.cli import resume_command
+
+    assert resume_command(["run", "studies/x.py", "--n-trials", "4", "--device", "0"]) == (
+        "tuner run studies/x.py --device 0"
+    )
+    assert resume_command(["-v", "run", "my study.py", "--n-trials=2"]) == "tuner -v run 'my study.py'"
+    assert resume_command(["export", "x"]) is None

@@ -207,6 +207,7 @@ def test_ctrl_c_ends_the_trial_cleanly_and_the_next_run_resumes_it(workers: Work
     assert workers.wait(first, timeout=120) == 130
     log = workers.log(0)
     assert "trial 0 interrupted: marked failed and re-queued as trial 1" in log and "Traceback" not in log
+    assert f"no trials added): tuner run {study_file} --storage" in log  # the exact command that resumes
     interrupted, queued = workers.trials()
     assert interrupted.state == State.FAIL and "interrupted (Ctrl-C)" in interrupted.user_attrs["fail_reason"]
     assert queued.state == State.WAITING

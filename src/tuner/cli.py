@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -662,13 +664,40 @@ def demo_data(out: Path, kind: str, seed: int, force: bool) -> None:
         click.echo(f"{name} demo corpus ready: {root}")
 
 
+def resume_command(argv: Sequence[str]) -> str | None:
+    """The command that continues an interrupted ``tuner run``: the same one without ``--n-trials`` (which
+    would add its trials to the budget once more); None for other commands."""
+    args = list(argv)
+    verb = next((i for i, arg in enumerate(args) if not arg.startswith("-")), None)
+    if verb is None or args[verb] != "run":
+        return None
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == "--n-trials":
+            skip = True
+        elif not arg.startswith("--n-trials="):
+            kept.append(arg)
+    return shlex.join(["tuner", *kept])
+
+
+def _interrupted(argv: Sequence[str]) -> None:
+    click.echo("interrupted", err=True)
+    command = resume_command(argv)
+    if command is not None:
+        click.echo(f"to continue the study (its budget as it stands, no trials added): {command}", err=True)
+    sys.exit(130)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors are one clear line, not a traceback."""
+    args = sys.argv[1:] if argv is None else argv
     try:
         cli.main(args=argv, prog_name="tuner", standalone_mode=False)
     except click.exceptions.Abort:  # click's form of Ctrl-C
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+        _interrupted(args)
     except click.ClickException as error:
         error.show()
         sys.exit(error.exit_code)
@@ -676,8 +705,7 @@ def main(argv: list[str] | None = None) -> None:
         click.secho(f"error: {error}", fg="red", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+        _interrupted(args)
 
 
 if __name__ == "__main__":

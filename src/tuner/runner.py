@@ -541,8 +541,7 @@ class _Worker:
             record = records.checkpoint_of(self.study, trial)
             after = f"after epoch {record['epoch'] + 1}" if record else "from its start (no epoch had finished)"
             logger.warning(
-                "trial %d %s: marked failed and re-queued as trial %d, which resumes %s. Run the same command "
-                "again to continue the study.",
+                "trial %d %s: marked failed and re-queued as trial %d, which resumes %s when the study runs again.",
                 frozen.number,
                 why,
                 retry,
