@@ -189,3 +189,8 @@ def test_a_study_fine_tunes_segmentation_3_0_by_name(fetched, tmp_path, storage_
     exported = export_best("real", tmp_path / "best.yaml", storage_url)
     assert exported["trained_on"]["pretrained"] == "segmentation-3.0"
     assert exported["trained_on"]["pretrained_source"]["files"][0]["sha256"] == SEGMENTATION_SHA256
+    # the architecture that was trained (LSTM 128 x 4, read from the checkpoint), not the scratch options
+    architecture = exported["trained_on"]["architecture"]
+    assert architecture["class"] == "PyanNet" and architecture["lstm"]["hidden_size"] == 128
+    assert architecture["lstm"]["num_layers"] == 4 and architecture["linear"] == {"hidden_size": 128, "num_layers": 2}
+    assert not {"lstm", "sincnet", "linear"} & set(exported["trained_on"]["options"])

@@ -150,3 +150,7 @@ def test_study_records_the_starting_model_and_exports(sep_spec, storage_url, tmp
     export_best("sep_tiny", out, storage_url)
     exported = yaml.safe_load(out.read_text())
     assert exported["params"] == trial.params and exported["metric"]["direction"] == "maximize"
+    architecture = exported["trained_on"]["architecture"]  # read from the model that was built
+    assert architecture["class"] == "SepFormer" and architecture["num_blocks"] == 2
+    assert architecture["encoder_channels"] == 16 and architecture["kernel_size"] == 16 and architecture["stride"] == 8
+    assert architecture["chunk_size"] == 50 and architecture["num_spks"] == 2

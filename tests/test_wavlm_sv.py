@@ -119,6 +119,9 @@ def test_study_records_and_exports_like_the_others(sv_spec, storage_url, tmp_pat
     export_best("sv_tiny", out, storage_url)
     exported = yaml.safe_load(out.read_text())
     assert exported["params"] == trial.params and exported["objective"] == "wavlm_sv"
+    architecture = exported["trained_on"]["architecture"]  # from scratch: the tiny WavLM the options built
+    assert architecture["wavlm"]["encoder_layers"] == 3 and architecture["wavlm"]["encoder_embed_dim"] == 32
+    assert architecture["head"] == {"channels": 32, "emb_dim": 64} and "wavlm" in exported["trained_on"]["options"]
     assert study.user_attrs["search_space"]["scale"]["when"] == {"loss": ["aam"]}
     det = trial.user_attrs["details/best"]["det"]  # the best epoch's DET curve, for the report
     assert len(det["fpr"]) == len(det["fnr"]) <= 50 and det["fpr"][0] == 1.0 and det["fnr"][-1] == 1.0

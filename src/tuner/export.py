@@ -59,7 +59,9 @@ def best_config(study_name: str, storage: str | None = None) -> dict[str, Any]:
             "data": record.data,
             "pretrained": record.pretrained,
             "pretrained_source": dict(record.pretrained_source) if record.pretrained_source else None,
-            "options": dict(record.options),
+            "options": _used_options(record),
+            # read from the trained model (a checkpoint's hyperparameters, or the options it was built with)
+            "architecture": dict(trial.model.get("architecture") or {}) or None,
             "trainer": dict(record.trainer),
             # what the trial's Trainer ran with (the study's settings for a trial from before tuner recorded them)
             "precision": trial.precision or record.precision,
@@ -79,6 +81,15 @@ def best_config(study_name: str, storage: str | None = None) -> dict[str, Any]:
         if str(confirmation["exported_run"]).startswith("confirm"):  # the search only ran it pruned
             exported["trial_study"] = confirmation["study"]
     return exported
+
+
+def _used_options(record: StudyRecord) -> dict[str, Any]:
+    """The study's options but those describing a model from scratch when a pretrained one was fine-tuned."""
+    from tuner.objectives.base import objective_entry
+
+    entry = objective_entry(record.objective)
+    unused = set(entry.scratch_options) if entry is not None and record.pretrained else set()
+    return {k: v for k, v in record.options.items() if k not in unused}
 
 
 def _confirmed_choice(study_name: str, url: str) -> tuple[StudyRecord, FrozenTrial, dict[str, Any]] | None:

@@ -78,6 +78,23 @@ class SepFormer(nn.Module):
         """The dual-path blocks of the masknet, input to output."""
         return list(self.masknet.dual_mdl)
 
+    def architecture(self) -> dict[str, Any]:
+        """What was built, read from the modules (a pretrained model's hyperparameters included)."""
+        conv: Any = getattr(self.encoder, "conv1d", None)
+        block = self.blocks[0] if self.blocks else None
+        intra = getattr(getattr(block, "intra_mdl", None), "mdl", None)
+        return {
+            "class": type(self).__name__,
+            "encoder_channels": getattr(conv, "out_channels", None),
+            "kernel_size": conv.kernel_size[0] if conv is not None else None,
+            "stride": stride[0] if isinstance(stride := getattr(self.decoder, "stride", None), tuple) else None,
+            "num_blocks": len(self.blocks),
+            "intra_layers": len(getattr(intra, "layers", ())) or None,
+            "chunk_size": getattr(self.masknet, "K", None),
+            "num_spks": self.num_spks,
+            "parameters": sum(p.numel() for p in self.parameters()),
+        }
+
     @property
     def head(self) -> list[nn.Module]:
         """What follows the blocks: the masknet's output layers and the decoder (always trained)."""

@@ -308,17 +308,27 @@ class ObjectiveEntry:
     #: ``(what, value)``: the metric of doing nothing, which any trained model must beat (separation: the mixture
     #: itself, returned as each source, scores 0 dB SI-SNRi); reports show it beside the starting model
     reference: tuple[str, float] | None = None
+    #: options that describe a model built from scratch, unused when a pretrained checkpoint is given (the
+    #: export then leaves them out: the trial's recorded ``architecture`` says what was trained)
+    scratch_options: tuple[str, ...] = ()
 
 
 #: Objective name -> its entry.
 OBJECTIVES: dict[str, ObjectiveEntry] = {
-    "pyannote_segmentation": ObjectiveEntry("tuner.objectives.pyannote:PyannoteSegmentation", figure="der_components"),
-    "wavlm_sv": ObjectiveEntry("tuner.objectives.wavlm_sv:WavLMSpeakerVerification", unit="%", figure="eer_det"),
+    "pyannote_segmentation": ObjectiveEntry(
+        "tuner.objectives.pyannote:PyannoteSegmentation",
+        figure="der_components",
+        scratch_options=("sincnet", "lstm", "linear"),
+    ),
+    "wavlm_sv": ObjectiveEntry(
+        "tuner.objectives.wavlm_sv:WavLMSpeakerVerification", unit="%", figure="eer_det", scratch_options=("wavlm",)
+    ),
     "sepformer_separation": ObjectiveEntry(
         "tuner.objectives.sepformer:SepFormerSeparation",
         unit="dB",
         figure="before_after",
         reference=("the mixture itself", 0.0),
+        scratch_options=("model",),
     ),
     # seconds-long, no data: checks workers
     "synthetic": ObjectiveEntry("tuner.objectives.synthetic:SyntheticRegression"),

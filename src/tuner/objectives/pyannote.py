@@ -169,7 +169,10 @@ class PyannoteSegmentation(TrainedObjective):
             **self._task_options,
         )
         trainable = sum(p.numel() for p in model.parameters())
-        return FitInputs(module=model, info={"parameters_before_setup": trainable})
+        # what was trained: the checkpoint's hyperparameters, or the options a model from scratch was built with
+        architecture = {"class": type(model).__name__}
+        architecture.update({k: v for k, v in dict(model.hparams).items() if k in ("sincnet", "lstm", "linear")})
+        return FitInputs(module=model, info={"parameters_before_setup": trainable, "architecture": architecture})
 
     def num_blocks(self) -> int | None:
         return self._num_blocks

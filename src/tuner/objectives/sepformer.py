@@ -275,7 +275,7 @@ class SepFormerSeparation(TrainedObjective):
             module=SeparationModule(model),
             datamodule=data,
             trainer_options={"gradient_clip_val": clip, "gradient_clip_algorithm": "norm"},
-            info={"sample_rate": self._sample_rate, "sources": self._num_spks},
+            info={"sample_rate": self._sample_rate, "sources": self._num_spks, "architecture": model.architecture()},
         )
 
     def layers(self, module: pl.LightningModule) -> LayerStack:

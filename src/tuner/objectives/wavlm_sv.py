@@ -316,7 +316,11 @@ class WavLMSpeakerVerification(TrainedObjective):
             seed=seed,
             num_workers=resolve_num_workers(self.options["num_workers"]),
         )
-        return FitInputs(module=module, datamodule=data, info={"speakers": len(self._speakers)})
+        wavlm = {k: v for k, v in self._wavlm_config.items() if k.startswith("encoder_") and "drop" not in k}
+        architecture = {"class": "WavLM + ECAPA-TDNN", "wavlm": wavlm, "head": dict(self.options["head"])}
+        return FitInputs(
+            module=module, datamodule=data, info={"speakers": len(self._speakers), "architecture": architecture}
+        )
 
     def num_blocks(self) -> int | None:
         return int(self._wavlm_config.get("encoder_layers", 12))
