@@ -1,0 +1,146 @@
+"""Checkpoints and exports on a disk that fails: written whole or not at all, a full or read-only folder is one line
+and the trial resumes after it, a damaged checkpoint makes its trial start again, and the budget stays exact.
+
+The disk is made to fail without root: tuner's own chunk writer (:func:`tuner.store.files._copy`) is replaced by
+one that writes part of the file, then raises the ``OSError`` a full (or read-only, over-quota, foreign) file
+system raises. A checkpoint is damaged by truncating or overwriting its file between two runs.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from conftest import REPO
+
+from tuner.errors import ArtifactWriteError
+from tuner.store import files
+from tuner.store.records import CHECKPOINT, superseded_numbers
+
+State = optuna.trial.TrialState
+pytestmark = pytest.mark.bad_input
+
+EPOCHS = 3
+SPEC = {
+    "name": "faults",
+    "objective": "synthetic",
+    "search_space": str(REPO / "search_spaces" / "synthetic.yaml"),
+    "data": None,
+    "max_epochs": EPOCHS,
+    "options": {"n_train": 256, "n_val": 64},
+}
+
+
+def _study_file(folder: Path, n_trials: int) -> Path:
+    path = folder / "study.py"
+    path.write_text(
+        "import optuna\nfrom tuner import StudySpec\n\n"
+        f"study = StudySpec(**{SPEC!r}, n_trials={n_trials}, pruner=optuna.pruners.NopPruner())\n"
+    )
+    return path
+
+
+def _url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'tuner.db'}"
+
+
+def _trials(url: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=SPEC["name"], storage=url).get_trials()
+
+
+def _assert_exact_budget(trials: list[optuna.trial.FrozenTrial], n_trials: int) -> list[optuna.trial.FrozenTrial]:
+    """Every trial a retry did not replace completed, ``n_trials`` of them, each with every epoch; returns them."""
+    counted = [t for t in trials if t.number not in superseded_numbers(trials)]
+    assert [t.state for t in counted] == [State.COMPLETE] * n_trials, [(t.number, t.state) for t in trials]
+    assert all(t.user_attrs["epochs_run"] == EPOCHS for t in counted)
+    return counted
+
+
+def _assert_whole(folder: Path, trials: list[optuna.trial.FrozenTrial]) -> None:
+    """The artifact folder holds no temporary or partial file: each file is a checkpoint a trial records, whole."""
+    recorded = {r["artifact_id"]: r for t in trials if (r := t.system_attrs.get(CHECKPOINT))}
+    for path in folder.iterdir():
+        assert path.name in recorded, f"{path.name} is not a recorded checkpoint: {sorted(recorded)}"
+        record = recorded[path.name]
+        assert path.stat().st_size == record["bytes"]
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == record["sha256"]
+
+
+@pytest.fixture
+def full_disk(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """``fill(after=n, code=errno.ENOSPC)``: after ``n`` more files written whole, every file tuner writes gets
+    4 kB in and fails with ``code``, as on a full (EROFS: read-only, ...) disk; ``fill(None)`` frees it."""
+    real = files._copy
+    state: dict[str, Any] = {"left": None, "code": errno.ENOSPC}
+
+    def copy(source: Any, target: Any, digest: Any) -> int:
+        if state["left"] is None or state["left"] > 0:
+            if state["left"] is not None:
+                state["left"] -= 1
+            return real(source, target, digest)
+        target.write(source.read(4096))  # part of the file is on the disk when it fills up
+        target.flush()
+        raise OSError(state["code"], os.strerror(state["code"]))
+
+    monkeypatch.setattr(files, "_copy", copy)
+
+    def fill(after: int | None = 0, code: int = errno.ENOSPC) -> None:
+        state.update(left=after, code=code)
+
+    return fill
+
+
+# -- the writer ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        (errno.ENOSPC, "no space left on the device"),
+        (errno.EROFS, "the file system is read-only"),
+        (errno.EDQUOT, "the disk quota is exceeded"),
+        (errno.EACCES, "permission denied"),
+    ],
+)
+def test_a_failed_write_leaves_the_old_file_and_nothing_else(tmp_path, full_disk, code, reason):
+    target = tmp_path / "best.yaml"
+    target.write_text("old\n")
+    full_disk(0, code)
+    with pytest.raises(ArtifactWriteError) as error:
+        files.write_text(target, "new\n" * 10_000, what="the export", advice="Free space there")
+    message = str(error.value)
+    assert message.startswith(f"cannot write the export to {tmp_path}: {reason} (")
+    assert " free of " in message and message.endswith("Free space there") and "\n" not in message
+    assert [p.name for p in tmp_path.iterdir()] == ["best.yaml"] and target.read_text() == "old\n"
+
+
+def test_a_written_file_is_whole_and_hashed(tmp_path):
+    written = files.write_file(tmp_path / "a.bin", io.BytesIO(b"x" * 3_000_000), what="a", advice="")
+    assert written.size == 3_000_000 and written.sha256 == hashlib.sha256(b"x" * 3_000_000).hexdigest()
+    assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
+
+
+def test_a_file_written_by_a_library_is_renamed_into_place_whole_or_not_at_all(tmp_path):
+    """What `tuner train` does with its final checkpoint: Lightning writes to the temporary path it is given."""
+    import torch
+
+    final = tmp_path / "final.ckpt"
+    with files.atomic_path(final, what="the final checkpoint", advice="") as temporary:
+        torch.save({"epoch": 1}, temporary)
+    assert torch.load(final)["epoch"] == 1
+    with (
+        pytest.raises(
+            ArtifactWriteError, match=r"^cannot write the final checkpoint to .*: the disk quota is exceeded"
+        ),
+        files.atomic_path(final, what="the final checkpoint", advice="") as temporary,
+    ):
+        temporary.write_bytes(b"PK\x03\x04 half a zip")
+        raise OSError(errno.EDQUOT, "Disk quota exceeded")
+    assert torch.load(final)["epoch"] == 1 and [p.name for p in tmp_path.iterdir()] == ["final.ckpt"]
