@@ -18,9 +18,13 @@ from typing import Any
 
 import optuna
 import pytest
+import yaml
 from conftest import REPO
 
+from tuner import StudySpec
+from tuner.cli import main
 from tuner.errors import ArtifactWriteError
+from tuner.runner import run_study
 from tuner.store import files
 from tuner.store.records import CHECKPOINT, superseded_numbers
 
@@ -144,3 +148,44 @@ def test_a_file_written_by_a_library_is_renamed_into_place_whole_or_not_at_all(t
         temporary.write_bytes(b"PK\x03\x04 half a zip")
         raise OSError(errno.EDQUOT, "Disk quota exceeded")
     assert torch.load(final)["epoch"] == 1 and [p.name for p in tmp_path.iterdir()] == ["final.ckpt"]
+
+
+# -- exports and `tuner train` ----------------------------------------------------------------------------------
+
+
+def test_an_export_to_a_full_disk_is_one_line_and_leaves_the_previous_one(tmp_path, full_disk, capsys):
+    url = f"sqlite:///{tmp_path / 'tuner.db'}"
+    run_study(StudySpec(**SPEC, n_trials=1), url, workdir=tmp_path, show_progress=False, artifacts=tmp_path / "a")
+    out = tmp_path / "exports" / "best.yaml"
+    main(["export", "faults", "--storage", url, "--out", str(out)])
+    before = out.read_bytes()
+    full_disk(0)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "faults", "--storage", url, "--out", str(out)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: cannot write the export of study 'faults' to {out.parent}: no space left on the")
+    assert "Free space there, or give --out" in err and "\n" not in err
+    assert [p.name for p in out.parent.iterdir()] == ["best.yaml"] and out.read_bytes() == before
+    assert yaml.safe_load(before)["trial"] == 0
+
+
+def test_a_folder_export_is_moved_into_place_whole(tmp_path):
+    out = tmp_path / "exported"
+    (out / "plda").mkdir(parents=True)
+    (out / "README.md").write_text("a user's notes\n")
+    (out / "plda" / "plda.npz").write_bytes(b"old")
+    with files.atomic_folder(out, what="the export", advice="") as staging:
+        (staging / "plda").mkdir()
+        (staging / "plda" / "plda.npz").write_bytes(b"new")
+        (staging / "config.yaml").write_text("pipeline: {}\n")
+    assert (out / "plda" / "plda.npz").read_bytes() == b"new" and (out / "config.yaml").is_file()
+    assert (out / "README.md").is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["exported"]
+    with (
+        pytest.raises(ArtifactWriteError, match=r"cannot write the export to .*: no space left"),
+        files.atomic_folder(out, what="the export", advice="") as staging,
+    ):
+        (staging / "config.yaml").write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert (out / "config.yaml").read_text() == "pipeline: {}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exported"]
