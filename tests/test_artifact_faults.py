@@ -12,7 +12,10 @@ import errno
 import hashlib
 import io
 import os
-from collections.abc import Callable
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,8 @@ from tuner.cli import main
 from tuner.errors import ArtifactWriteError
 from tuner.runner import run_study
 from tuner.store import files
+from tuner.store.artifacts import open_artifact_store
+from tuner.store.queue import MAX_RETRY
 from tuner.store.records import CHECKPOINT, superseded_numbers
 
 State = optuna.trial.TrialState
@@ -189,3 +194,87 @@ def test_a_folder_export_is_moved_into_place_whole(tmp_path):
         raise OSError(errno.ENOSPC, "No space left on device")
     assert (out / "config.yaml").read_text() == "pipeline: {}\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exported"]
+
+
+# -- a full artifact folder during a study ----------------------------------------------------------------------
+
+
+class Cli:
+    """``tuner run`` in this process on one SQLite store and artifact folder."""
+
+    def __init__(self, folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        self.folder, self.capsys, self.url = folder, capsys, _url(folder)
+
+    def run(self, study_file: Path) -> tuple[int, str]:
+        """The exit status and what went to stderr."""
+        self.capsys.readouterr()
+        args = ["run", str(study_file), "--storage", self.url, "--workdir", str(self.folder)]
+        try:
+            main([*args, "--artifacts", str(self.folder / "artifacts")])
+            code = 0
+        except SystemExit as exit_info:
+            code = int(exit_info.code or 0)
+        return code, self.capsys.readouterr().err
+
+
+@pytest.fixture
+def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_logging: None) -> Iterator[Cli]:
+    yield Cli(tmp_path, capsys)
+
+
+def test_opening_the_artifact_folder_removes_what_killed_writers_left(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    left = tmp_path / f".trial0-epoch001-abc.ckpt.{host}.{dead.stdout.strip()}.1234abcd.tmp"
+    writing = tmp_path / f".trial1-epoch000-def.ckpt.{host}.{os.getpid()}.1234abcd.tmp"
+    elsewhere = tmp_path / f".trial2-epoch000-ghi.ckpt.other-machine.{dead.stdout.strip()}.1234abcd.tmp"
+    for path in (left, writing, elsewhere, tmp_path / "trial3-epoch002-jkl.ckpt"):
+        path.write_bytes(b"part")
+    open_artifact_store(tmp_path)
+    assert not left.exists() and writing.exists() and elsewhere.exists()
+
+
+@pytest.mark.parametrize(("code", "reason"), [(errno.ENOSPC, "no space left"), (errno.EROFS, "read-only")])
+def test_a_full_artifact_folder_stops_the_worker_in_one_line_and_the_rerun_resumes(
+    tmp_path, full_disk, cli, code, reason
+):
+    study_file = _study_file(tmp_path, n_trials=2)
+    folder = tmp_path / "artifacts"
+    full_disk(after=1, code=code)  # the first epoch's checkpoint fits, the second's does not
+    status, err = cli.run(study_file)
+    assert status == 2, err
+    error_lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and "Traceback" not in err
+    line = error_lines[0]
+    assert line.startswith(f"error: cannot write the checkpoint of trial 0 after epoch 2 to {folder}: ")
+    assert reason in line and " free of " in line and "point --artifacts" in line and "run the same command" in line
+    trials = _trials(cli.url)
+    assert [t.state for t in trials] == [State.FAIL, State.WAITING, State.WAITING]  # trial 1, and trial 0's retry
+    assert trials[0].system_attrs[CHECKPOINT]["epoch"] == 0  # the first epoch's checkpoint is kept
+    _assert_whole(folder, trials)  # and the second's 4 kB are not left behind
+
+    full_disk(None)  # space freed: the same command resumes the trial after its first epoch
+    status, err = cli.run(study_file)
+    assert status == 0, err
+    trials = _trials(cli.url)
+    retry = _assert_exact_budget(trials, n_trials=2)[1]
+    assert retry.number == 2 and retry.user_attrs["resumed_from"]["epoch"] == 0
+    assert "trial 2 resumes trial 0 after epoch 1" in err
+
+
+def test_a_folder_that_stays_full_never_makes_the_trial_fail_for_good(tmp_path, full_disk, cli):
+    """A full folder is not the trial's fault: its retries are not counted against the limit of crashes."""
+    study_file = _study_file(tmp_path, n_trials=1)
+    full_disk(after=1)
+    for _ in range(MAX_RETRY + 2):
+        status, err = cli.run(study_file)
+        assert status == 2 and "no space left on the device" in err, err
+        full_disk(after=0)  # a retry resumes after epoch 1 and cannot write epoch 2's checkpoint either
+    trials = _trials(cli.url)
+    assert [t.state for t in trials] == [State.FAIL] * (MAX_RETRY + 2) + [State.WAITING]
+    full_disk(None)
+    status, err = cli.run(study_file)
+    assert status == 0, err
+    [done] = _assert_exact_budget(_trials(cli.url), n_trials=1)
+    assert done.user_attrs["resumed_from"]["epoch"] == 0 and done.user_attrs["retries_not_counted"] == MAX_RETRY + 2
+    _assert_whole(tmp_path / "artifacts", _trials(cli.url))

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuner._version import __version__
 from tuner.direction import is_better
-from tuner.errors import ConfigError, TunerError
+from tuner.errors import ArtifactWriteError, ConfigError, TunerError
 from tuner.objectives.base import Objective, StepwiseObjective, TrainedObjective, get_objective_class
 from tuner.quiet import experimental, silence_library_loggers
 from tuner.search_space import SearchSpace, TrialConfig
@@ -457,8 +457,8 @@ class _Worker:
             records.fail_trial(trial, f"interrupted (Ctrl-C); re-queued to {on_retry}")
             raise
         except TRIAL_FAILURES as error:
-            if isinstance(error, TunerError):
-                records.fail_trial(trial, str(error))
+            if isinstance(error, TunerError):  # stops the study; a full artifact folder is not the trial's fault
+                records.fail_trial(trial, str(error), counts=not isinstance(error, ArtifactWriteError))
                 raise
             reason = describe_failure(error)
             logger.debug("trial %d failed", trial.number, exc_info=True)

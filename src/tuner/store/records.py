@@ -13,12 +13,13 @@ Trial user attributes (:func:`start_trial`, :func:`finish_trial`, ...):
     ``config`` (searched + fixed parameters), ``seed``, ``max_epochs``, ``details/best`` (small data of the
     best epoch, e.g. a DET curve), ``epochs_run``, ``best_epoch``, ``seconds``, ``model`` (sizes, device, and
     the ``precision`` and ``accumulate_grad_batches`` its Trainer ran with), ``fail_reason`` (a failed trial:
-    why), ``resumed_from`` (a retry: which trial, after which epoch, and why that one stopped), ``warm_start``
-    (the name of a warm-start configuration).
+    why), ``retries_not_counted`` (how many of its failures were its artifact folder's, not its own: not
+    counted against the retry limit), ``resumed_from`` (a retry: which trial, after which epoch, and why that
+    one stopped), ``warm_start`` (the name of a warm-start configuration).
 
 Trial system attributes: :data:`EPOCHS` (every finished epoch's record, :func:`write_epoch`),
-:data:`CHECKPOINT` (the trial's latest checkpoint in the artifact store) and Optuna's own retry
-bookkeeping, read through ``RetryHeartbeatStaleTrialCallback``.
+:data:`CHECKPOINT` (the trial's latest checkpoint in the artifact store, with its SHA-256 and size) and
+Optuna's own retry bookkeeping, read through ``RetryHeartbeatStaleTrialCallback``.
 
 The per-epoch records (metric, components, ``lr``, ``seconds``) are one table per trial, the system
 attribute ``tuner:epochs = {"columns": ["epoch", "DER", ...], "rows": [[0, 0.52, ...], [1, 0.41, ...]]}``,
@@ -74,6 +75,7 @@ __all__ = [
     "inherited_seed",
     "finish_trial",
     "fail_trial",
+    "retries_not_counted",
     "CHECKPOINT",
     "checkpoint_of",
     "write_checkpoint",
@@ -107,8 +109,10 @@ BEST_EPOCH = "best_epoch"
 SECONDS = "seconds"
 MODEL = "model"
 FAIL_REASON = "fail_reason"
+#: failures of the trial and those it retries that were not its own (a full artifact folder): retries not counted
+RETRIES_NOT_COUNTED = "retries_not_counted"
 RESUMED_FROM = "resumed_from"
-#: trial system attribute: the trial's latest checkpoint ``{artifact_id, epoch, host, at}``
+#: trial system attribute: the trial's latest checkpoint ``{artifact_id, epoch, host, at, sha256, bytes}``
 CHECKPOINT = "tuner:checkpoint"
 
 
@@ -632,13 +636,23 @@ def finish_trial(
     trial.set_user_attr(MODEL, dict(model))
 
 
-def fail_trial(trial: optuna.Trial | TrialAttrs, reason: str) -> None:
-    """Record why a trial failed (read back as :attr:`TrialRecord.fail_reason` once it is FAIL)."""
+def fail_trial(trial: optuna.Trial | TrialAttrs, reason: str, *, counts: bool = True) -> None:
+    """Record why a trial failed (read back as :attr:`TrialRecord.fail_reason` once it is FAIL). ``counts=False``:
+    not a fault of the trial (its artifact folder was full or read-only), so its retry is not counted against
+    the retry limit (:func:`retries_not_counted`, which its retries inherit)."""
     trial.set_user_attr(FAIL_REASON, reason)
+    if not counts:
+        trial.set_user_attr(RETRIES_NOT_COUNTED, retries_not_counted(trial) + 1)
+
+
+def retries_not_counted(trial: optuna.Trial | FrozenTrial | TrialAttrs) -> int:
+    """How many failures of ``trial`` and of the trials it retries were not counted (see :func:`fail_trial`)."""
+    value = trial.user_attrs.get(RETRIES_NOT_COUNTED)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def checkpoint_of(study: optuna.Study, trial: optuna.Trial | FrozenTrial) -> dict[str, Any] | None:
-    """The trial's latest checkpoint record ``{artifact_id, epoch, host, at}``, read from the store."""
+    """The trial's latest checkpoint record (:data:`CHECKPOINT`; older records lack ``sha256`` and ``bytes``)."""
     return internals.trial_system_attrs(study, trial).get(CHECKPOINT) or None
 
 

@@ -14,13 +14,11 @@ from typing import TYPE_CHECKING, Any
 import lightning.pytorch as pl
 from typing_extensions import override
 
-from tuner.store import records
-from tuner.store.artifacts import download, list_artifact
+from tuner.store import files, records
+from tuner.store.artifacts import ArtifactFolder, download, list_artifact
 
 if TYPE_CHECKING:
     import optuna
-
-    from tuner.store.optuna_internals import ArtifactStore
 
 __all__ = ["EpochCheckpoint"]
 
@@ -31,14 +29,17 @@ class EpochCheckpoint(pl.Callback):
     """After every finished epoch, save a Lightning checkpoint of the trial (model, optimizer,
     scheduler, loop and callback states) to the study's artifact store, then drop the one before it.
 
-    The trial's system attribute :data:`tuner.store.records.CHECKPOINT` names the latest one, so a retry of the trial
-    (it inherits the attribute) resumes after that epoch: see :meth:`resume_path`. An epoch after
-    which the trial is pruned is not saved (a pruned trial is never resumed). At the end of a trial
-    the runner calls :meth:`keep` (the checkpoint stays, listed in optuna-dashboard as the trial's
-    artifact) or :meth:`discard`, and always :meth:`close`.
+    The trial's system attribute :data:`tuner.store.records.CHECKPOINT` names the latest one, with its SHA-256
+    and size, so a retry of the trial (it inherits the attribute) resumes after that epoch: see
+    :meth:`resume_path`. Each checkpoint is written to the artifact folder whole or not at all (a temporary name,
+    flushed, renamed: :class:`~tuner.store.artifacts.ArtifactFolder`); a full or read-only folder raises
+    :class:`~tuner.errors.ArtifactWriteError` and the checkpoint before it stays. An epoch after which the trial
+    is pruned is not saved (a pruned trial is never resumed). At the end of a trial the runner calls :meth:`keep`
+    (the checkpoint stays, listed in optuna-dashboard as the trial's artifact) or :meth:`discard`, and always
+    :meth:`close`.
     """
 
-    def __init__(self, trial: optuna.Trial, store: ArtifactStore) -> None:
+    def __init__(self, trial: optuna.Trial, store: ArtifactFolder) -> None:
         self.trial = trial
         self.store = store
         self._tmp = Path(tempfile.mkdtemp(prefix="tuner-ckpt-"))
@@ -71,13 +72,23 @@ class EpochCheckpoint(pl.Callback):
         if trainer.should_stop and epoch + 1 < (trainer.max_epochs or 0):
             return  # pruned after this epoch
         local = self._tmp / f"epoch={epoch:03d}.ckpt"
-        trainer.save_checkpoint(local)
-        artifact_id = f"trial{self.trial.number}-epoch{epoch:03d}-{uuid.uuid4().hex[:12]}.ckpt"
-        with local.open("rb") as content:
-            self.store.write(artifact_id, content)
-        local.unlink()
+        what = f"the checkpoint of trial {self.trial.number} after epoch {epoch + 1}"
+        try:
+            with files.disk_errors(self._tmp.parent, what, "Free space there, or set TMPDIR to a folder with room"):
+                trainer.save_checkpoint(local)
+            artifact_id = f"trial{self.trial.number}-epoch{epoch:03d}-{uuid.uuid4().hex[:12]}.ckpt"
+            written = self.store.put(artifact_id, local, what)
+        finally:
+            local.unlink(missing_ok=True)
         previous = self.record
-        self.record = {"artifact_id": artifact_id, "epoch": epoch, "host": socket.gethostname(), "at": time.time()}
+        self.record = {
+            "artifact_id": artifact_id,
+            "epoch": epoch,
+            "host": socket.gethostname(),
+            "at": time.time(),
+            "sha256": written.sha256,
+            "bytes": written.size,
+        }
         records.write_checkpoint(self.trial.study, self.trial, self.record)
         if previous is not None:
             self._remove(previous["artifact_id"])
