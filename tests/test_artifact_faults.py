@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import logging
 import os
 import socket
 import subprocess
@@ -26,12 +27,12 @@ from conftest import REPO
 
 from tuner import StudySpec
 from tuner.cli import main
-from tuner.errors import ArtifactWriteError
+from tuner.errors import ArtifactWriteError, DataError
 from tuner.runner import run_study
 from tuner.store import files
 from tuner.store.artifacts import open_artifact_store
 from tuner.store.queue import MAX_RETRY
-from tuner.store.records import CHECKPOINT, superseded_numbers
+from tuner.store.records import CHECKPOINT, StudyRecord, TrialRecord, superseded_numbers
 
 State = optuna.trial.TrialState
 pytestmark = pytest.mark.bad_input
@@ -278,3 +279,113 @@ def test_a_folder_that_stays_full_never_makes_the_trial_fail_for_good(tmp_path, 
     [done] = _assert_exact_budget(_trials(cli.url), n_trials=1)
     assert done.user_attrs["resumed_from"]["epoch"] == 0 and done.user_attrs["retries_not_counted"] == MAX_RETRY + 2
     _assert_whole(tmp_path / "artifacts", _trials(cli.url))
+
+
+# -- a damaged checkpoint on resume -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stopped_after_first_epoch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[int], Path]:
+    """``stop(n_trials)``: a study whose trial 0 stops (a study-stopping error) in its second epoch, after its first
+    epoch's checkpoint; returns that checkpoint's file."""
+    from tuner.objectives.synthetic import RegressionModule
+
+    def stop(n_trials: int) -> Path:
+        start = RegressionModule.on_train_epoch_start
+
+        def lose_the_disk(self: RegressionModule) -> None:
+            if self.current_epoch == 1:
+                raise DataError("/data/corpus/train/0042.wav: not found (was the disk unmounted?)")
+            start(self)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(RegressionModule, "on_train_epoch_start", lose_the_disk)
+            with pytest.raises(DataError):
+                _run(tmp_path, n_trials)
+        stopped, *waiting = _trials(_url(tmp_path))
+        assert [stopped.state, *(t.state for t in waiting)] == [State.FAIL] + [State.WAITING] * n_trials
+        return tmp_path / "artifacts" / stopped.system_attrs[CHECKPOINT]["artifact_id"]
+
+    return stop
+
+
+def _run(tmp_path: Path, n_trials: int) -> list[optuna.trial.FrozenTrial]:
+    spec = StudySpec(**SPEC, n_trials=n_trials, pruner=optuna.pruners.NopPruner())
+    run_study(spec, _url(tmp_path), workdir=tmp_path, show_progress=False, artifacts=tmp_path / "artifacts")
+    return _trials(_url(tmp_path))
+
+
+def _truncate_to(size: int) -> Callable[[Path], None]:
+    def damage(path: Path) -> None:
+        assert path.stat().st_size > size
+        with path.open("r+b") as file:
+            file.truncate(size)
+
+    return damage
+
+
+def _truncate_by(n: int) -> Callable[[Path], None]:
+    return lambda path: _truncate_to(path.stat().st_size - n)(path)
+
+
+def _overwrite_inside(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(64)  # zeroes inside a tensor: the file still loads
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (_truncate_to(40_000), "is truncated (40,000 of the "),
+        (_truncate_by(100), "is truncated ("),
+        (_overwrite_inside, "was changed after it was written (its SHA-256 is not the one recorded)"),
+        (lambda path: path.unlink(), "is not in this worker's artifact folder"),
+    ],
+    ids=["truncated-to-40kB", "truncated-by-100-bytes", "bytes-changed", "missing"],
+)
+def test_a_damaged_checkpoint_restarts_its_trial_from_the_first_epoch(
+    tmp_path, stopped_after_first_epoch, caplog, damage, problem
+):
+    checkpoint = stopped_after_first_epoch(1)  # a 1-trial study: the retry is its only chance to complete
+    damage(checkpoint)
+    with caplog.at_level(logging.INFO, logger="tuner"):
+        trials = _run(tmp_path, 1)
+    [done] = _assert_exact_budget(trials, n_trials=1)
+    assert done.number == 1
+    warning = next(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "checkpoint" in r.message)
+    assert warning.startswith(f"trial 1: checkpoint {checkpoint} (after epoch 1) {problem}")
+    assert warning.endswith("the trial restarts from epoch 1")
+    assert "trial 1 epoch 1/3" in caplog.text  # it ran its first epoch again
+    resumed = done.user_attrs["resumed_from"]
+    assert resumed["trial"] == 0 and resumed["epoch"] is None
+    assert resumed["discarded"]["artifact_id"] == checkpoint.name and problem in resumed["discarded"]["problem"]
+    summary = TrialRecord.of(done, StudyRecord.of(optuna.load_study(study_name="faults", storage=_url(tmp_path))))
+    assert summary.retry_summary.startswith(f"retries trial 0 from its start (its checkpoint after epoch 1 {problem}")
+    assert not checkpoint.exists()  # the damaged file is gone; the completed trial's checkpoint is whole
+    _assert_whole(tmp_path / "artifacts", trials)
+
+
+@pytest.mark.parametrize("whole", [True, False], ids=["loads", "truncated"])
+def test_an_older_record_without_a_hash_resumes_if_its_checkpoint_loads_else_restarts(
+    tmp_path, stopped_after_first_epoch, whole
+):
+    from tuner.store import optuna_internals
+    from tuner.training.checkpoint import checkpoint_problem
+
+    checkpoint = stopped_after_first_epoch(2)
+    study = optuna.load_study(study_name="faults", storage=_url(tmp_path))
+    waiting = study.get_trials()[2]  # trial 0's retry (trial 1 is the budget's second)
+    record = dict(waiting.system_attrs[CHECKPOINT])
+    old = {k: v for k, v in record.items() if k not in ("sha256", "bytes")}  # as tuner wrote it before
+    optuna_internals.set_trial_system_attr(study, waiting, CHECKPOINT, old)
+    if not whole:
+        _truncate_by(100)(checkpoint)
+    problem = checkpoint_problem(checkpoint, old)
+    assert problem is None if whole else problem.startswith("cannot be loaded (")
+    trials = _run(tmp_path, 2)
+    retry = _assert_exact_budget(trials, n_trials=2)[1]
+    resumed = retry.user_attrs["resumed_from"]
+    assert retry.number == 2 and resumed["epoch"] == (0 if whole else None)
+    assert ("discarded" not in resumed) if whole else resumed["discarded"]["problem"] == problem

@@ -479,9 +479,10 @@ class _Worker:
             return None
         resume_from = checkpoints.resume_path()
         epoch = checkpoints.record["epoch"] if resume_from is not None else None  # type: ignore[index]
-        records.write_resumed_from(trial, origin, epoch, why)
+        records.write_resumed_from(trial, origin, epoch, why, discarded=checkpoints.discarded)
         if epoch is None:
-            logger.info("trial %d retries trial %s from its start (no checkpoint to resume)", trial.number, origin)
+            without = "its checkpoint discarded" if checkpoints.discarded else "no checkpoint to resume"
+            logger.info("trial %d retries trial %s from its start (%s)", trial.number, origin, without)
         else:
             logger.info("trial %d resumes trial %s after epoch %d", trial.number, origin, epoch + 1)
         return resume_from

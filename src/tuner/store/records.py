@@ -15,7 +15,8 @@ Trial user attributes (:func:`start_trial`, :func:`finish_trial`, ...):
     the ``precision`` and ``accumulate_grad_batches`` its Trainer ran with), ``fail_reason`` (a failed trial:
     why), ``retries_not_counted`` (how many of its failures were its artifact folder's, not its own: not
     counted against the retry limit), ``resumed_from`` (a retry: which trial, after which epoch, and why that
-    one stopped), ``warm_start`` (the name of a warm-start configuration).
+    one stopped; ``discarded``: the inherited checkpoint it could not use, and why), ``warm_start`` (the name of
+    a warm-start configuration).
 
 Trial system attributes: :data:`EPOCHS` (every finished epoch's record, :func:`write_epoch`),
 :data:`CHECKPOINT` (the trial's latest checkpoint in the artifact store, with its SHA-256 and size) and
@@ -381,7 +382,8 @@ class TrialRecord:
 
     @property
     def retry_summary(self) -> str | None:
-        """``retries trial 3 after epoch 2 (it stopped: interrupted (Ctrl-C))``; None for a new trial."""
+        """``retries trial 3 after epoch 2 (it stopped: interrupted (Ctrl-C))``; None for a new trial (``from its
+        start (its checkpoint after epoch 2 is truncated (...); it stopped: ...)``: its checkpoint was unusable)."""
         resumed = self.resumed_from
         if not resumed:
             return None
@@ -389,8 +391,14 @@ class TrialRecord:
         text = f"retries trial {resumed.get('trial')}" + (
             " from its start" if epoch is None else f" after epoch {epoch}"
         )
+        notes = []
+        discarded = resumed.get("discarded")
+        if isinstance(discarded, Mapping):
+            notes.append(f"its checkpoint after epoch {discarded.get('epoch', -1) + 1} {discarded.get('problem')}")
         why = str(resumed.get("why") or "").strip().splitlines()
-        return text + (f" (it stopped: {why[0]})" if why else "")
+        if why:
+            notes.append(f"it stopped: {why[0]}")
+        return text + (f" ({'; '.join(notes)})" if notes else "")
 
     @property
     def fail_summary(self) -> str | None:
@@ -619,11 +627,21 @@ def write_best_details(trial: optuna.Trial, epoch: int, details: Mapping[str, An
     trial.set_user_attr(BEST_DETAILS, {"epoch": epoch, **details})
 
 
-def write_resumed_from(trial: optuna.Trial, origin: int | None, epoch: int | None, why: str | None) -> None:
+def write_resumed_from(
+    trial: optuna.Trial,
+    origin: int | None,
+    epoch: int | None,
+    why: str | None,
+    discarded: Mapping[str, Any] | None = None,
+) -> None:
     """Record that this retry resumes trial ``origin`` after ``epoch`` (None: from its start), and why that
-    run stopped; a retry of a retry keeps the earlier record under ``earlier``."""
+    run stopped; ``discarded``: the inherited checkpoint it could not use ``{artifact_id, epoch, problem}``. A
+    retry of a retry keeps the earlier record under ``earlier``."""
     earlier = trial.user_attrs.get(RESUMED_FROM) or None
-    trial.set_user_attr(RESUMED_FROM, {"trial": origin, "epoch": epoch, "why": why, "earlier": earlier})
+    record = {"trial": origin, "epoch": epoch, "why": why, "earlier": earlier}
+    if discarded is not None:
+        record["discarded"] = dict(discarded)
+    trial.set_user_attr(RESUMED_FROM, record)
 
 
 def finish_trial(

@@ -20,7 +20,7 @@ from tuner.store.artifacts import ArtifactFolder, download, list_artifact
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["EpochCheckpoint"]
+__all__ = ["EpochCheckpoint", "checkpoint_problem"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,25 +44,45 @@ class EpochCheckpoint(pl.Callback):
         self.store = store
         self._tmp = Path(tempfile.mkdtemp(prefix="tuner-ckpt-"))
         self.record: dict[str, Any] | None = records.checkpoint_of(trial.study, trial)
+        #: the inherited checkpoint :meth:`resume_path` found unusable: ``{artifact_id, epoch, problem}``
+        self.discarded: dict[str, Any] | None = None
 
     def resume_path(self) -> Path | None:
         """The checkpoint this trial resumes from (one inherited from the trial it retries), fetched to a
-        local file; None to start from scratch (no checkpoint, or not in this worker's artifact store)."""
+        local file and checked; None to start from scratch: no checkpoint, or one that is not in this worker's
+        artifact folder, is truncated, changed (its SHA-256 is not the one recorded when it was written) or
+        cannot be loaded. Such a checkpoint is named in a warning, removed, and kept in :attr:`discarded`."""
         if not self.record:
             return None
         local = self._tmp / "resume.ckpt"
+        name = self.store.folder / self.record["artifact_id"]
         if not download(self.store, self.record["artifact_id"], local):
-            logger.warning(
-                "trial %d: the checkpoint of epoch %d (written on %s) is not in this worker's artifact folder, so "
-                "the trial starts again from epoch 1. Workers on several machines need an artifact folder they "
-                "all mount: --artifacts DIR.",
-                self.trial.number,
-                self.record["epoch"] + 1,
-                self.record.get("host"),
+            self._discard_inherited(
+                f"is not in this worker's artifact folder (written on {self.record.get('host')}; workers on several "
+                "machines need an artifact folder they all mount: --artifacts DIR)",
+                name,
             )
-            self.record = None
+            return None
+        problem = checkpoint_problem(local, self.record)
+        if problem is not None:
+            local.unlink()
+            self._remove(self.record["artifact_id"])
+            self._discard_inherited(problem, name)
             return None
         return local
+
+    def _discard_inherited(self, problem: str, name: Path) -> None:
+        assert self.record is not None
+        logger.warning(
+            "trial %d: checkpoint %s (after epoch %d) %s; the trial restarts from epoch 1",
+            self.trial.number,
+            name,
+            self.record["epoch"] + 1,
+            problem,
+        )
+        self.discarded = {"artifact_id": self.record["artifact_id"], "epoch": self.record["epoch"], "problem": problem}
+        records.write_checkpoint(self.trial.study, self.trial, None)  # a retry of this retry does not try it again
+        self.record = None
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -117,3 +137,25 @@ class EpochCheckpoint(pl.Callback):
         import shutil
 
         shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def checkpoint_problem(path: Path, record: dict[str, Any]) -> str | None:
+    """What is wrong with the checkpoint file ``path`` that the record ``record`` describes (None: nothing): a
+    size or SHA-256 other than those recorded when it was written (a record from before tuner kept them has
+    neither), or a file torch cannot load."""
+    import torch
+
+    size, expected = path.stat().st_size, record.get("bytes")
+    if isinstance(expected, int) and size != expected:
+        if size < expected:
+            return f"is truncated ({size:,} of the {expected:,} bytes written)"
+        return f"has {size:,} bytes, not the {expected:,} written"
+    digest = record.get("sha256")
+    if digest and files.sha256_of(path) != digest:
+        return "was changed after it was written (its SHA-256 is not the one recorded)"
+    try:
+        torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as error:  # any way a file fails to load (zip, pickle, ...): the checkpoint is unusable
+        text = str(error).strip().splitlines()
+        return f"cannot be loaded ({type(error).__name__}: {text[0] if text else ''})"
+    return None
