@@ -16,6 +16,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -229,10 +230,13 @@ def test_opening_the_artifact_folder_removes_what_killed_writers_left(tmp_path):
     left = tmp_path / f".trial0-epoch001-abc.ckpt.{host}.{dead.stdout.strip()}.1234abcd.tmp"
     writing = tmp_path / f".trial1-epoch000-def.ckpt.{host}.{os.getpid()}.1234abcd.tmp"
     elsewhere = tmp_path / f".trial2-epoch000-ghi.ckpt.other-machine.{dead.stdout.strip()}.1234abcd.tmp"
-    for path in (left, writing, elsewhere, tmp_path / "trial3-epoch002-jkl.ckpt"):
+    recent = tmp_path / f".trial4-epoch000-mno.ckpt.{host}.{dead.stdout.strip()}.1234abcd.tmp"
+    for path in (left, writing, elsewhere, recent, tmp_path / "trial3-epoch002-jkl.ckpt"):
         path.write_bytes(b"part")
+        if path != recent:  # another PID namespace's writer (a container sharing the host name) writes it now
+            os.utime(path, (0, time.time() - files.SWEEP_AGE - 1))
     open_artifact_store(tmp_path)
-    assert not left.exists() and writing.exists() and elsewhere.exists()
+    assert not left.exists() and writing.exists() and elsewhere.exists() and recent.exists()
 
 
 @pytest.mark.parametrize(("code", "reason"), [(errno.ENOSPC, "no space left"), (errno.EROFS, "read-only")])

@@ -20,6 +20,7 @@ import io
 import os
 import shutil
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -212,17 +213,29 @@ def flush_tree(folder: str | Path) -> None:
         _fsync_folder(Path(root))
 
 
-def sweep(folder: str | Path) -> list[Path]:
+#: a temporary file this old whose process is gone is a killed writer's (not one of another PID namespace that
+#: shares the host name, e.g. containers on the host's network, whose writes take seconds)
+SWEEP_AGE = 3600.0
+
+
+def sweep(folder: str | Path, min_age: float = SWEEP_AGE) -> list[Path]:
     """Remove the temporary files in ``folder`` that processes of this machine left when they were killed
-    mid-write (their process is gone); those of live processes and other machines stay. Returns what went."""
+    mid-write (their process is gone and the file has not changed for ``min_age`` seconds); those of live
+    processes and of other machines stay. Returns what went."""
     host = socket.gethostname()
     removed = []
+    now = time.time()
     with contextlib.suppress(OSError):
         for entry in Path(folder).iterdir():
             parts = entry.name.rsplit(".", 3)  # [".NAME.HOST", PID, RANDOM, "tmp"]
             if len(parts) != 4 or parts[3] != _SUFFIX[1:] or not parts[0].startswith("."):
                 continue
             if not parts[0].endswith(f".{host}") or not parts[1].isdigit() or _alive(int(parts[1])):
+                continue
+            try:
+                if now - entry.lstat().st_mtime < min_age:
+                    continue
+            except OSError:  # gone already
                 continue
             with contextlib.suppress(OSError):
                 if entry.is_dir() and not entry.is_symlink():  # a folder export's staging folder
