@@ -6,7 +6,7 @@ the offending file/line/key and says how to fix it. The CLI prints these without
 
 from __future__ import annotations
 
-__all__ = ["TunerError", "ConfigError", "DataError", "StorageError"]
+__all__ = ["TunerError", "ConfigError", "DataError", "StorageError", "ArtifactWriteError"]
 
 
 class TunerError(Exception):
@@ -23,3 +23,9 @@ class DataError(TunerError, ValueError):
 
 class StorageError(TunerError, RuntimeError):
     """The trial store cannot be reached or written (the URL is shown with its password masked)."""
+
+
+class ArtifactWriteError(StorageError):
+    """A file tuner writes (a trial checkpoint, an export) could not be written: the disk is full, over quota,
+    read-only or not writable for this user. Names the folder, its free space and what to do; nothing partial
+    is left behind (:mod:`tuner.store.files`)."""

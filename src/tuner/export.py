@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from tuner.errors import ConfigError
+from tuner.store import files
 from tuner.store.connect import load_existing_study, mask_url, resolve_storage_url
 from tuner.store.records import StudyRecord, TrialRecord
 
@@ -167,6 +168,8 @@ def _read_best(study_name: str, url: str) -> tuple[StudyRecord, FrozenTrial | No
 
 #: the file inside an exported folder that holds what :func:`best_config` gives
 FOLDER_RECORD = "tuner_export.yaml"
+#: what to do when the export cannot be written (after the folder, the reason and its free space)
+_ADVICE = "Free space there, or give --out a path on a disk with room"
 
 
 def _exports_folder(objective: str | None) -> bool:
@@ -188,7 +191,8 @@ def export_best(
     """Write the best configuration of ``study_name`` to ``out`` and return it (``exported["out"]``: where):
     a YAML file (default ``best.yaml``), or, for an objective that exports what a user runs
     (``pyannote_pipeline``), the folder ``out`` (default ``exported/STUDY``) with that in it (a
-    ``Pipeline.from_pretrained`` folder) and the YAML as ``out/tuner_export.yaml``."""
+    ``Pipeline.from_pretrained`` folder) and the YAML as ``out/tuner_export.yaml``. Each file is written whole or
+    not at all (:mod:`tuner.store.files`); a full or read-only disk is one :class:`~tuner.errors.ArtifactWriteError`."""
     exported = best_config(study_name, storage)
     folder = _exports_folder(exported["objective"])
     out = Path(out) if out is not None else (Path("exported") / study_name if folder else Path("best.yaml"))
@@ -206,10 +210,12 @@ def export_best(
         resolver = StudyResolver(url, resolve_artifact_dir(url, artifacts))
         record = StudyRecord.of(resolver.load(study_name))
         objective = study_objective(record, workdir, resolver)
-        objective.export(out, {**exported["fixed"], **exported["params"]})
-        (out / FOLDER_RECORD).write_text(text, encoding="utf-8")
+        with files.atomic_folder(out, what=f"the export of study '{study_name}'", advice=_ADVICE) as staging:
+            objective.export(staging, {**exported["fixed"], **exported["params"]})
+            (staging / FOLDER_RECORD).write_text(text, encoding="utf-8")
         exported["folder"] = str(out)
         return exported
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
+    with files.disk_errors(out.parent, f"the export of study '{study_name}'", _ADVICE):
+        out.parent.mkdir(parents=True, exist_ok=True)
+    files.write_text(out, text, what=f"the export of study '{study_name}'", advice=_ADVICE)
     return exported

@@ -28,6 +28,9 @@ _QUIET = (
     r".*`torch.nn.utils.weight_norm` is deprecated.*",  # s3prl's WavLM
     r".*Support for mismatched key_padding_mask and attn_mask is deprecated.*",  # s3prl's WavLM
     r".*when using `ckpt_path`, callbacks used to create the checkpoint need to be provided.*",  # tuner evaluate
+    # a retry runs an epoch its trial had reported again (it restarted: its checkpoint was damaged, or that epoch's
+    # could not be written): Optuna keeps the first report, the epoch's record is rewritten
+    r".*The reported value is ignored because this `step=\d+` is already reported.*",
 )
 #: pyannote.audio on import, without FFmpeg: torchcodec cannot load (tuner never needs it: it reads audio itself)
 TORCHCODEC_MISSING = r"(?s).*torchcodec is not installed correctly"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuner._version import __version__
 from tuner.direction import is_better
-from tuner.errors import ConfigError, TunerError
+from tuner.errors import ArtifactWriteError, ConfigError, TunerError
 from tuner.objectives.base import Objective, StepwiseObjective, TrainedObjective, get_objective_class
 from tuner.quiet import experimental, silence_library_loggers
 from tuner.search_space import SearchSpace, TrialConfig
@@ -462,8 +462,8 @@ class _Worker:
             records.fail_trial(trial, f"interrupted (Ctrl-C); re-queued to {on_retry}")
             raise
         except TRIAL_FAILURES as error:
-            if isinstance(error, TunerError):
-                records.fail_trial(trial, str(error))
+            if isinstance(error, TunerError):  # stops the study; a full artifact folder is not the trial's fault
+                records.fail_trial(trial, str(error), counts=not isinstance(error, ArtifactWriteError))
                 raise
             reason = describe_failure(error)
             logger.debug("trial %d failed", trial.number, exc_info=True)
@@ -484,9 +484,10 @@ class _Worker:
             return None
         resume_from = checkpoints.resume_path()
         epoch = checkpoints.record["epoch"] if resume_from is not None else None  # type: ignore[index]
-        records.write_resumed_from(trial, origin, epoch, why)
+        records.write_resumed_from(trial, origin, epoch, why, discarded=checkpoints.discarded)
         if epoch is None:
-            logger.info("trial %d retries trial %s from its start (no checkpoint to resume)", trial.number, origin)
+            without = "its checkpoint discarded" if checkpoints.discarded else "no checkpoint to resume"
+            logger.info("trial %d retries trial %s from its start (%s)", trial.number, origin, without)
         else:
             logger.info("trial %d resumes trial %s after epoch %d", trial.number, origin, epoch + 1)
         return resume_from

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuner._yaml import parse_yaml
 from tuner.errors import ConfigError
+from tuner.store import files
 from tuner.text import did_you_mean, format_number
 
 if TYPE_CHECKING:
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_TOLERANCE", "Reproduction", "TrainResult", "load_export", "train_exported"]
 
 logger = logging.getLogger(__name__)
+
+#: what to do when `tuner train` cannot write its output (after the folder, the reason and its free space)
+_ADVICE = "Free space there, or give --out a folder on a disk with room"
 
 #: |metric(run) - metric(export)| at the exported epoch that still counts as reproduced (metric units)
 DEFAULT_TOLERANCE = 1e-4
@@ -335,7 +339,8 @@ def train_exported(
     out = (
         Path(out_dir) if out_dir is not None else Path(workdir) / "train" / f"{export['study']}-trial{export['trial']}"
     )
-    out.mkdir(parents=True, exist_ok=True)
+    with files.disk_errors(out.parent, f"the output of `tuner train` ({out.name})", _ADVICE):
+        out.mkdir(parents=True, exist_ok=True)
     checkpoint = out / "final.ckpt"
     metrics_file = out / "metrics.json"
 
@@ -343,7 +348,8 @@ def train_exported(
         """Save the Lightning checkpoint once training ends (every epoch run, nothing pruned)."""
 
         def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-            trainer.save_checkpoint(checkpoint)
+            with files.atomic_path(checkpoint, what="the final checkpoint", advice=_ADVICE) as temporary:
+                trainer.save_checkpoint(temporary)
 
     callbacks: list[pl.Callback] = [_SaveFinal()]
     logger.info(
@@ -474,7 +480,7 @@ def _write_metrics(result: TrainResult, described: Mapping[str, Any]) -> None:
         "seconds": round(result.seconds, 2),
     }
     text = json.dumps(_plain(content), indent=2, allow_nan=False)
-    result.metrics_file.write_text(text + "\n", encoding="utf-8")
+    files.write_text(result.metrics_file, text + "\n", what="metrics.json", advice=_ADVICE)
 
 
 def _plain(value: Any) -> Any:

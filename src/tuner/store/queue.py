@@ -11,7 +11,7 @@ retry that replaces it (it does not count twice).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tuner.quiet import experimental
@@ -59,12 +59,18 @@ class QueueStorage(HookedRDBStorage):
             raise QueueEmpty("no waiting trial left in the study's queue")
 
 
-def retry_callback(max_retry: int | None = MAX_RETRY) -> optuna.storages.RetryHeartbeatStaleTrialCallback:
-    """Optuna's re-queueing of a dead trial: same parameters, its epoch records, reports and checkpoint."""
+def retry_callback(max_retry: int | None = MAX_RETRY) -> Callable[[optuna.Study, FrozenTrial], None]:
+    """Optuna's re-queueing of a dead trial: same parameters, its epoch records, reports and checkpoint. Its
+    failures that were not its own (:func:`tuner.store.records.retries_not_counted`: a full artifact folder)
+    do not count against ``max_retry``."""
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-    with experimental():  # 'experimental' in Optuna since 2.8
-        return RetryHeartbeatStaleTrialCallback(max_retry=max_retry, inherit_intermediate_values=True)
+    def retry(study: optuna.Study, trial: FrozenTrial) -> None:
+        limit = None if max_retry is None else max_retry + records.retries_not_counted(trial)
+        with experimental():  # 'experimental' in Optuna since 2.8
+            RetryHeartbeatStaleTrialCallback(max_retry=limit, inherit_intermediate_values=True)(study, trial)
+
+    return retry
 
 
 def planned_trials(study: optuna.Study) -> int:

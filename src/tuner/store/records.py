@@ -13,12 +13,14 @@ Trial user attributes (:func:`start_trial`, :func:`finish_trial`, ...):
     ``config`` (searched + fixed parameters), ``seed``, ``max_epochs``, ``details/best`` (small data of the
     best epoch, e.g. a DET curve), ``epochs_run``, ``best_epoch``, ``seconds``, ``model`` (sizes, device, and
     the ``precision`` and ``accumulate_grad_batches`` its Trainer ran with), ``fail_reason`` (a failed trial:
-    why), ``resumed_from`` (a retry: which trial, after which epoch, and why that one stopped), ``warm_start``
-    (the name of a warm-start configuration).
+    why), ``retries_not_counted`` (how many of its failures were its artifact folder's, not its own: not
+    counted against the retry limit), ``resumed_from`` (a retry: which trial, after which epoch, and why that
+    one stopped; ``discarded``: the inherited checkpoint it could not use, and why), ``warm_start`` (the name of
+    a warm-start configuration).
 
 Trial system attributes: :data:`EPOCHS` (every finished epoch's record, :func:`write_epoch`),
-:data:`CHECKPOINT` (the trial's latest checkpoint in the artifact store) and Optuna's own retry
-bookkeeping, read through ``RetryHeartbeatStaleTrialCallback``.
+:data:`CHECKPOINT` (the trial's latest checkpoint in the artifact store, with its SHA-256 and size) and
+Optuna's own retry bookkeeping, read through ``RetryHeartbeatStaleTrialCallback``.
 
 The per-epoch records (metric, components, ``lr``, ``seconds``) are one table per trial, the system
 attribute ``tuner:epochs = {"columns": ["epoch", "DER", ...], "rows": [[0, 0.52, ...], [1, 0.41, ...]]}``,
@@ -74,6 +76,7 @@ __all__ = [
     "inherited_seed",
     "finish_trial",
     "fail_trial",
+    "retries_not_counted",
     "CHECKPOINT",
     "checkpoint_of",
     "write_checkpoint",
@@ -107,8 +110,10 @@ BEST_EPOCH = "best_epoch"
 SECONDS = "seconds"
 MODEL = "model"
 FAIL_REASON = "fail_reason"
+#: failures of the trial and those it retries that were not its own (a full artifact folder): retries not counted
+RETRIES_NOT_COUNTED = "retries_not_counted"
 RESUMED_FROM = "resumed_from"
-#: trial system attribute: the trial's latest checkpoint ``{artifact_id, epoch, host, at}``
+#: trial system attribute: the trial's latest checkpoint ``{artifact_id, epoch, host, at, sha256, bytes}``
 CHECKPOINT = "tuner:checkpoint"
 
 
@@ -377,7 +382,8 @@ class TrialRecord:
 
     @property
     def retry_summary(self) -> str | None:
-        """``retries trial 3 after epoch 2 (it stopped: interrupted (Ctrl-C))``; None for a new trial."""
+        """``retries trial 3 after epoch 2 (it stopped: interrupted (Ctrl-C))``; None for a new trial (``from its
+        start (its checkpoint after epoch 2 is truncated (...); it stopped: ...)``: its checkpoint was unusable)."""
         resumed = self.resumed_from
         if not resumed:
             return None
@@ -385,8 +391,14 @@ class TrialRecord:
         text = f"retries trial {resumed.get('trial')}" + (
             " from its start" if epoch is None else f" after epoch {epoch}"
         )
+        notes = []
+        discarded = resumed.get("discarded")
+        if isinstance(discarded, Mapping):
+            notes.append(f"its checkpoint after epoch {discarded.get('epoch', -1) + 1} {discarded.get('problem')}")
         why = str(resumed.get("why") or "").strip().splitlines()
-        return text + (f" (it stopped: {why[0]})" if why else "")
+        if why:
+            notes.append(f"it stopped: {why[0]}")
+        return text + (f" ({'; '.join(notes)})" if notes else "")
 
     @property
     def fail_summary(self) -> str | None:
@@ -615,11 +627,21 @@ def write_best_details(trial: optuna.Trial, epoch: int, details: Mapping[str, An
     trial.set_user_attr(BEST_DETAILS, {"epoch": epoch, **details})
 
 
-def write_resumed_from(trial: optuna.Trial, origin: int | None, epoch: int | None, why: str | None) -> None:
+def write_resumed_from(
+    trial: optuna.Trial,
+    origin: int | None,
+    epoch: int | None,
+    why: str | None,
+    discarded: Mapping[str, Any] | None = None,
+) -> None:
     """Record that this retry resumes trial ``origin`` after ``epoch`` (None: from its start), and why that
-    run stopped; a retry of a retry keeps the earlier record under ``earlier``."""
+    run stopped; ``discarded``: the inherited checkpoint it could not use ``{artifact_id, epoch, problem}``. A
+    retry of a retry keeps the earlier record under ``earlier``."""
     earlier = trial.user_attrs.get(RESUMED_FROM) or None
-    trial.set_user_attr(RESUMED_FROM, {"trial": origin, "epoch": epoch, "why": why, "earlier": earlier})
+    record = {"trial": origin, "epoch": epoch, "why": why, "earlier": earlier}
+    if discarded is not None:
+        record["discarded"] = dict(discarded)
+    trial.set_user_attr(RESUMED_FROM, record)
 
 
 def finish_trial(
@@ -632,13 +654,23 @@ def finish_trial(
     trial.set_user_attr(MODEL, dict(model))
 
 
-def fail_trial(trial: optuna.Trial | TrialAttrs, reason: str) -> None:
-    """Record why a trial failed (read back as :attr:`TrialRecord.fail_reason` once it is FAIL)."""
+def fail_trial(trial: optuna.Trial | TrialAttrs, reason: str, *, counts: bool = True) -> None:
+    """Record why a trial failed (read back as :attr:`TrialRecord.fail_reason` once it is FAIL). ``counts=False``:
+    not a fault of the trial (its artifact folder was full or read-only), so its retry is not counted against
+    the retry limit (:func:`retries_not_counted`, which its retries inherit)."""
     trial.set_user_attr(FAIL_REASON, reason)
+    if not counts:
+        trial.set_user_attr(RETRIES_NOT_COUNTED, retries_not_counted(trial) + 1)
+
+
+def retries_not_counted(trial: optuna.Trial | FrozenTrial | TrialAttrs) -> int:
+    """How many failures of ``trial`` and of the trials it retries were not counted (see :func:`fail_trial`)."""
+    value = trial.user_attrs.get(RETRIES_NOT_COUNTED)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def checkpoint_of(study: optuna.Study, trial: optuna.Trial | FrozenTrial) -> dict[str, Any] | None:
-    """The trial's latest checkpoint record ``{artifact_id, epoch, host, at}``, read from the store."""
+    """The trial's latest checkpoint record (:data:`CHECKPOINT`; older records lack ``sha256`` and ``bytes``)."""
     return internals.trial_system_attrs(study, trial).get(CHECKPOINT) or None
 
 

@@ -14,15 +14,13 @@ from typing import TYPE_CHECKING, Any
 import lightning.pytorch as pl
 from typing_extensions import override
 
-from tuner.store import records
-from tuner.store.artifacts import download, list_artifact
+from tuner.store import files, records
+from tuner.store.artifacts import ArtifactFolder, download, list_artifact
 
 if TYPE_CHECKING:
     import optuna
 
-    from tuner.store.optuna_internals import ArtifactStore
-
-__all__ = ["EpochCheckpoint"]
+__all__ = ["EpochCheckpoint", "checkpoint_problem"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,37 +29,60 @@ class EpochCheckpoint(pl.Callback):
     """After every finished epoch, save a Lightning checkpoint of the trial (model, optimizer,
     scheduler, loop and callback states) to the study's artifact store, then drop the one before it.
 
-    The trial's system attribute :data:`tuner.store.records.CHECKPOINT` names the latest one, so a retry of the trial
-    (it inherits the attribute) resumes after that epoch: see :meth:`resume_path`. An epoch after
-    which the trial is pruned is not saved (a pruned trial is never resumed). At the end of a trial
-    the runner calls :meth:`keep` (the checkpoint stays, listed in optuna-dashboard as the trial's
-    artifact) or :meth:`discard`, and always :meth:`close`.
+    The trial's system attribute :data:`tuner.store.records.CHECKPOINT` names the latest one, with its SHA-256
+    and size, so a retry of the trial (it inherits the attribute) resumes after that epoch: see
+    :meth:`resume_path`. Each checkpoint is written to the artifact folder whole or not at all (a temporary name,
+    flushed, renamed: :class:`~tuner.store.artifacts.ArtifactFolder`); a full or read-only folder raises
+    :class:`~tuner.errors.ArtifactWriteError` and the checkpoint before it stays. An epoch after which the trial
+    is pruned is not saved (a pruned trial is never resumed). At the end of a trial the runner calls :meth:`keep`
+    (the checkpoint stays, listed in optuna-dashboard as the trial's artifact) or :meth:`discard`, and always
+    :meth:`close`.
     """
 
-    def __init__(self, trial: optuna.Trial, store: ArtifactStore) -> None:
+    def __init__(self, trial: optuna.Trial, store: ArtifactFolder) -> None:
         self.trial = trial
         self.store = store
         self._tmp = Path(tempfile.mkdtemp(prefix="tuner-ckpt-"))
         self.record: dict[str, Any] | None = records.checkpoint_of(trial.study, trial)
+        #: the inherited checkpoint :meth:`resume_path` found unusable: ``{artifact_id, epoch, problem}``
+        self.discarded: dict[str, Any] | None = None
 
     def resume_path(self) -> Path | None:
         """The checkpoint this trial resumes from (one inherited from the trial it retries), fetched to a
-        local file; None to start from scratch (no checkpoint, or not in this worker's artifact store)."""
+        local file and checked; None to start from scratch: no checkpoint, or one that is not in this worker's
+        artifact folder, is truncated, changed (its SHA-256 is not the one recorded when it was written) or
+        cannot be loaded. Such a checkpoint is named in a warning, removed, and kept in :attr:`discarded`."""
         if not self.record:
             return None
         local = self._tmp / "resume.ckpt"
+        name = self.store.folder / self.record["artifact_id"]
         if not download(self.store, self.record["artifact_id"], local):
-            logger.warning(
-                "trial %d: the checkpoint of epoch %d (written on %s) is not in this worker's artifact folder, so "
-                "the trial starts again from epoch 1. Workers on several machines need an artifact folder they "
-                "all mount: --artifacts DIR.",
-                self.trial.number,
-                self.record["epoch"] + 1,
-                self.record.get("host"),
+            self._discard_inherited(
+                f"is not in this worker's artifact folder (written on {self.record.get('host')}; workers on several "
+                "machines need an artifact folder they all mount: --artifacts DIR)",
+                name,
             )
-            self.record = None
+            return None
+        problem = checkpoint_problem(local, self.record)
+        if problem is not None:
+            local.unlink()
+            self._remove(self.record["artifact_id"])
+            self._discard_inherited(problem, name)
             return None
         return local
+
+    def _discard_inherited(self, problem: str, name: Path) -> None:
+        assert self.record is not None
+        logger.warning(
+            "trial %d: checkpoint %s (after epoch %d) %s; the trial restarts from epoch 1",
+            self.trial.number,
+            name,
+            self.record["epoch"] + 1,
+            problem,
+        )
+        self.discarded = {"artifact_id": self.record["artifact_id"], "epoch": self.record["epoch"], "problem": problem}
+        records.write_checkpoint(self.trial.study, self.trial, None)  # a retry of this retry does not try it again
+        self.record = None
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -71,13 +92,23 @@ class EpochCheckpoint(pl.Callback):
         if trainer.should_stop and epoch + 1 < (trainer.max_epochs or 0):
             return  # pruned after this epoch
         local = self._tmp / f"epoch={epoch:03d}.ckpt"
-        trainer.save_checkpoint(local)
-        artifact_id = f"trial{self.trial.number}-epoch{epoch:03d}-{uuid.uuid4().hex[:12]}.ckpt"
-        with local.open("rb") as content:
-            self.store.write(artifact_id, content)
-        local.unlink()
+        what = f"the checkpoint of trial {self.trial.number} after epoch {epoch + 1}"
+        try:
+            with files.disk_errors(self._tmp.parent, what, "Free space there, or set TMPDIR to a folder with room"):
+                trainer.save_checkpoint(local)
+            artifact_id = f"trial{self.trial.number}-epoch{epoch:03d}-{uuid.uuid4().hex[:12]}.ckpt"
+            written = self.store.put(artifact_id, local, what)
+        finally:
+            local.unlink(missing_ok=True)
         previous = self.record
-        self.record = {"artifact_id": artifact_id, "epoch": epoch, "host": socket.gethostname(), "at": time.time()}
+        self.record = {
+            "artifact_id": artifact_id,
+            "epoch": epoch,
+            "host": socket.gethostname(),
+            "at": time.time(),
+            "sha256": written.sha256,
+            "bytes": written.size,
+        }
         records.write_checkpoint(self.trial.study, self.trial, self.record)
         if previous is not None:
             self._remove(previous["artifact_id"])
@@ -106,3 +137,25 @@ class EpochCheckpoint(pl.Callback):
         import shutil
 
         shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def checkpoint_problem(path: Path, record: dict[str, Any]) -> str | None:
+    """What is wrong with the checkpoint file ``path`` that the record ``record`` describes (None: nothing): a
+    size or SHA-256 other than those recorded when it was written (a record from before tuner kept them has
+    neither), or a file torch cannot load."""
+    import torch
+
+    size, expected = path.stat().st_size, record.get("bytes")
+    if isinstance(expected, int) and size != expected:
+        if size < expected:
+            return f"is truncated ({size:,} of the {expected:,} bytes written)"
+        return f"has {size:,} bytes, not the {expected:,} written"
+    digest = record.get("sha256")
+    if digest and files.sha256_of(path) != digest:
+        return "was changed after it was written (its SHA-256 is not the one recorded)"
+    try:
+        torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as error:  # any way a file fails to load (zip, pickle, ...): the checkpoint is unusable
+        text = str(error).strip().splitlines()
+        return f"cannot be loaded ({type(error).__name__}: {text[0] if text else ''})"
+    return None
