@@ -142,7 +142,7 @@ def test_optuna_dashboard_serves_the_store(cli_study):
 
 
 def test_the_resume_command_after_ctrl_c_adds_no_trials() -> None:
-    from tuner.cli import resume_command
+    from tuner._cli_output import resume_command
 
     assert resume_command(["run", "studies/x.py", "--n-trials", "4", "--device", "0"]) == (
         "tuner run studies/x.py --device 0"

@@ -3,62 +3,18 @@
 from __future__ import annotations
 
 import logging
-import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import click
 
+from tuner._cli_options import artifacts_option, precision_options, storage_option, workdir_option
+from tuner._cli_output import print_outcome, print_ranking, resume_command
+from tuner._console import stdout_console
 from tuner.errors import TunerError
-from tuner.store.connect import DEFAULT_STORAGE
-from tuner.study import PRECISIONS
 
 logger = logging.getLogger("tuner")
-
-_STORAGE_HELP = (
-    f"SQLAlchemy URL of the trial store (default: $TUNER_STORAGE, else {DEFAULT_STORAGE}); "
-    "e.g. postgresql://user:pass@host/db for many workers."
-)
-storage_option = click.option("--storage", envvar="TUNER_STORAGE", metavar="URL", help=_STORAGE_HELP)
-
-
-def workdir_option(help: str) -> Any:
-    """``--workdir DIR`` (default ``storage``): where demo corpora, caches and fetched checkpoints are."""
-    return click.option(
-        "--workdir", type=click.Path(file_okay=False, path_type=Path), default="storage", show_default=True, help=help
-    )
-
-
-def artifacts_option(help: str = "The trials' checkpoint folder (default: as `tuner run`).") -> Any:
-    """``--artifacts DIR`` (or ``$TUNER_ARTIFACTS``): the trials' checkpoint folder."""
-    return click.option("--artifacts", metavar="DIR", envvar="TUNER_ARTIFACTS", help=help)
-
-
-def precision_options(default: str) -> Any:
-    """``--precision`` and ``--accumulate-grad-batches``, over what ``default`` names (the study file, the export)."""
-
-    def decorate(command: Any) -> Any:
-        command = click.option(
-            "--accumulate-grad-batches",
-            type=click.IntRange(min=1),
-            metavar="K",
-            help=(
-                f"Step the optimizer every K batches, their gradients added up: an effective batch of K x batch_size "
-                f"(default: {default})."
-            ),
-        )(command)
-        return click.option(
-            "--precision",
-            type=click.Choice(PRECISIONS),
-            help=(
-                f"Training precision (default: {default}): 32-true, bf16-mixed (bfloat16 autocast: CPU or a GPU "
-                "of compute capability 8.0+) or 16-mixed (float16 autocast with loss scaling: GPU only)."
-            ),
-        )(command)
-
-    return decorate
 
 
 def _setup_logging(verbose: int) -> None:
@@ -202,14 +158,14 @@ def run(
         artifacts=artifacts,
         callbacks=[DashboardPublisher()],  # optuna-dashboard: trial notes, then the figures and the study note
     )
-    console = _stdout_console()
+    console = stdout_console()
     title = f"study {study.study_name}: trials by {StudyRecord.of(study).metric}"
     if not spec.confirm:  # say what the ranking rests on
         title += f" (one run each: `tuner confirm {study.study_name}` repeats the best with new seeds)"
     metric = StudyRecord.of(study).metric
     keep = ("trial", "state", "optimizer", "schedule", metric)
     console.print(rich_table(trial_rows(study), title=title, width=console.width, keep=keep))
-    _print_outcome(console, study)
+    print_outcome(console, study)
     if spec.confirm:
         from tuner.store.queries import queries_of
 
@@ -223,18 +179,7 @@ def run(
             spec, storage, top=int(spec.confirm.get("top", 2)), seeds=int(spec.confirm.get("seeds", 2)),
             workdir=workdir, device=device, artifacts=artifacts, timeout=timeout,
         )  # fmt: skip
-        _print_ranking(console, ranking)
-
-
-def _print_ranking(console: Any, ranking: Any) -> None:
-    """The confirmed ranking's table and what it rests on."""
-    from tuner.reports.tables import ranking_rows, rich_table
-
-    title = f"study {ranking.study}: confirmed ranking by {ranking.metric}"
-    keep = ("rank", "configuration", "runs", "mean", "95% interval")
-    console.print(rich_table(ranking_rows(ranking), title=title, width=console.width, keep=keep))
-    for line in ranking.summary_lines():
-        console.print(line)
+        print_ranking(console, ranking)
 
 
 @cli.command()
@@ -291,33 +236,7 @@ def confirm(
         spec_from_record(record), storage, top=top, seeds=seeds, workdir=workdir, device=device,
         artifacts=artifacts, timeout=timeout,
     )  # fmt: skip
-    _print_ranking(_stdout_console(), ranking)
-
-
-def _stdout_console() -> Any:
-    from tuner._console import stdout_console
-
-    return stdout_console()
-
-
-def _print_outcome(console: Any, study: Any) -> None:
-    from tuner.store.records import StudyRecord
-
-    record = StudyRecord.of(study)
-    try:
-        best = study.best_trial
-    except ValueError:
-        console.print("no completed trial yet")
-        return
-    from tuner.reports.summary import reference_text
-
-    line = f"best: trial {best.number}, {record.metric} = {best.value:.4f}"
-    if record.baseline_value is not None:
-        line += f" ({record.baseline_label}: {record.baseline_value:.4f})"
-    console.print(line)
-    reference = reference_text(record, best.value)
-    if reference is not None:
-        console.print(f"{reference[0]}: {reference[1]}")
+    print_ranking(stdout_console(), ranking)
 
 
 @cli.command()
@@ -329,7 +248,7 @@ def studies(storage: str | None) -> None:
 
     url = resolve_storage_url(storage)
     rows = store_study_rows(url)
-    console = _stdout_console()
+    console = stdout_console()
     console.print(rich_table(rows, width=console.width, keep=("study",)) if rows else f"no studies in {mask_url(url)}")
 
 
@@ -410,7 +329,7 @@ def report(study_names: tuple[str, ...], storage: str | None, out: Path, compare
 
     if compare:
         rows, paths = write_comparison(study_names, storage, out)
-        console = _stdout_console()
+        console = stdout_console()
         title = f"studies by {rows[0]['metric']} ({rows[0]['direction']})"
         console.print(rich_table(compare_table_rows(rows), title=title, width=console.width, keep=("study",)))
         for line in comparison_notes(rows)[1:]:  # the lines under the table, without the first empty one
@@ -511,7 +430,7 @@ def train(
         precision=precision,
         accumulate_grad_batches=accumulate_grad_batches,
     )
-    console = _stdout_console()
+    console = stdout_console()
     console.print(result.table())
     for line in result.summary():
         console.print(line, markup=False, highlight=False)
@@ -548,7 +467,7 @@ def pretrained_list(root: Path) -> None:
     from tuner.pretrained import listing
     from tuner.reports.tables import rich_table
 
-    console = _stdout_console()
+    console = stdout_console()
     console.print(rich_table(listing(root), title=f"known checkpoints (here: {root})", width=console.width))
 
 
@@ -617,7 +536,7 @@ def evaluate(
         {"model": evaluated_label(result), **result["best"]},
         {"model": result["baseline_label"], **result["baseline"]},
     ]
-    console = _stdout_console()
+    console = stdout_console()
     console.print(rich_table(rows, title=f"study {study_name} on its {split} split", width=console.width))
     paired = result.get("paired")
     if paired is not None:
@@ -662,25 +581,6 @@ def demo_data(out: Path, kind: str, seed: int, force: bool) -> None:
         make = getattr(demo, f"generate_{name}_corpus" if force else f"ensure_{name}_corpus")
         root = make(out / name, seed=seed)
         click.echo(f"{name} demo corpus ready: {root}")
-
-
-def resume_command(argv: Sequence[str]) -> str | None:
-    """The command that continues an interrupted ``tuner run``: the same one without ``--n-trials`` (which
-    would add its trials to the budget once more); None for other commands."""
-    args = list(argv)
-    verb = next((i for i, arg in enumerate(args) if not arg.startswith("-")), None)
-    if verb is None or args[verb] != "run":
-        return None
-    kept: list[str] = []
-    skip = False
-    for arg in args:
-        if skip:
-            skip = False
-        elif arg == "--n-trials":
-            skip = True
-        elif not arg.startswith("--n-trials="):
-            kept.append(arg)
-    return shlex.join(["tuner", *kept])
 
 
 def _interrupted(argv: Sequence[str]) -> None:
