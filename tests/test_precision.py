@@ -161,7 +161,8 @@ def test_tuner_run_flags_override_the_study_file_and_a_study_keeps_its_accumulat
         main(["run", str(path), *common, "--n-trials", "1", "--accumulate-grad-batches", "3"])
     err = capsys.readouterr().err
     assert info.value.code == 2
-    assert "accumulates gradients over 2 batch(es), not 3" in err and "accumulate_grad_batches=2" in err
+    assert "accumulate_grad_batches: stored 2, now 3 (its trials' batch_size means an effective batch of 2 x" in err
+    assert "set accumulate_grad_batches=2" in err and "precision" not in err[err.index("error: ") :]
     assert len(load_existing_study("cli_mixed", url).trials) == 1
 
 

@@ -67,7 +67,7 @@ def test_prune_on_reports_another_value_and_a_resumed_study_keeps_it(tmp_path):
     assert trial.intermediate_values == {e["epoch"]: pytest.approx(e["loss/train"]) for e in epochs}
     assert trial.value == pytest.approx(min(e["mse"] for e in epochs))  # the trial's value is still the metric
     assert stored.user_attrs["prune_on"] == "loss/train"
-    with pytest.raises(ConfigError, match=r"prunes on 'loss/train', not 'mse'.*Set prune_on='loss/train'"):
+    with pytest.raises(ConfigError, match=r"prune_on: stored 'loss/train', now 'mse' \(.*set prune_on='loss/train'\)"):
         run_study(_spec(fixed=fixed), url, n_trials=1, workdir=tmp_path, show_progress=False)
     assert len(optuna.load_study(study_name="synthetic_tiny", storage=url).trials) == 1
 

@@ -6,7 +6,7 @@ The public API is small; heavy libraries (torch, pyannote, lightning) load only 
 from __future__ import annotations
 
 from tuner._version import __version__
-from tuner.errors import ConfigError, DataError, StorageError, TunerError
+from tuner.errors import ConfigError, DataError, StorageError, StudyChanged, TunerError
 from tuner.search_space import Param, SearchSpace, TrialConfig
 from tuner.study import StudySpec, load_study_file
 
@@ -21,6 +21,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "StorageError",
+    "StudyChanged",
     "run_study",
     "StudyCallback",
     "export_best",

@@ -88,6 +88,15 @@ def cli(verbose: int) -> None:
 )
 @click.option("--max-epochs", type=click.IntRange(min=1), help="Epochs per trial (default: the study file's).")
 @click.option("--study-name", metavar="NAME", help="Name of the study in the store (default: the study file's).")
+@click.option(
+    "--extend-space",
+    is_flag=True,
+    help=(
+        "Accept a study file whose search space extends the stored study's (a wider range, added choices, a fixed "
+        "parameter now searched over values that hold it), and record the extension in the study. Any other change "
+        "to a stored study's problem is refused: run it with another --study-name."
+    ),
+)
 @workdir_option("Where demo corpora and caches are written.")
 @click.option(
     "--device",
@@ -119,6 +128,7 @@ def run(
     pretrained: str | None,
     max_epochs: int | None,
     study_name: str | None,
+    extend_space: bool,
     workdir: Path,
     device: str | None,
     precision: str | None,
@@ -132,11 +142,15 @@ def run(
     budget. Start the same command on several machines (or once per GPU) against one PostgreSQL
     store to share a study: its budget is exact across all of them. Each trial keeps its latest epoch
     as a checkpoint; a trial whose worker dies or is stopped with Ctrl-C is retried and resumes there.
+    A stored study runs on only with the problem it was created with (objective, data, checkpoint,
+    options, epochs, search space): a study file changed since is refused, one line per difference,
+    unless --extend-space accepts a wider search space.
 
     \b
       tuner run studies/pyannote_optim.py
       tuner run studies/pyannote_optim.py --storage postgresql://user:pass@db-host/tuner --device 0
       tuner run studies/pyannote_optim.py --precision bf16-mixed --accumulate-grad-batches 4
+      tuner run studies/pyannote_optim.py --extend-space     after widening lr's range in its search space
     """
     from tuner.reports.publish import DashboardPublisher
     from tuner.reports.tables import rich_table, trial_rows
@@ -157,6 +171,7 @@ def run(
         device=device,
         artifacts=artifacts,
         callbacks=[DashboardPublisher()],  # optuna-dashboard: trial notes, then the figures and the study note
+        extend_space=extend_space,
     )
     console = stdout_console()
     title = f"study {study.study_name}: trials by {StudyRecord.of(study).metric}"

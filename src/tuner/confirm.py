@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuner import identity
 from tuner.errors import ConfigError
 from tuner.store import records
 
@@ -250,9 +251,12 @@ def confirm_study(
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # tuner logs each run itself
     silence_library_loggers()
     prune_on = pruning_value(spec, objective)
+    if records.StudyRecord.of(search).recorded:  # the search's problem (read only: `tuner run` records, extends it)
+        space = identity.reopen(search, spec, objective, space, prune_on, url).space
     chosen = candidates(search, top)
     seed_list = [spec.seed + SEED_OFFSET + i for i in range(seeds)]
     name = confirmation_name(spec.name)
+    confirm_spec = spec.override(name=name)
     with store_errors(url, f"opening the confirmation study '{name}'"):
         companion = optuna.create_study(
             study_name=name,
@@ -265,8 +269,15 @@ def confirm_study(
         search_record = records.StudyRecord.of(search)
         if not records.StudyRecord.of(companion).recorded:
             copied = {k: v for k, v in search.user_attrs.items() if k in records.STUDY_KEYS}
-            records.write_study(companion, {**copied, "confirms": spec.name, "n_trials": len(chosen) * seeds})
+            problem = identity.fingerprint(spec, objective, space, prune_on)
+            records.write_study(
+                companion, {**copied, "confirms": spec.name, "n_trials": len(chosen) * seeds, "problem": problem}
+            )
             records.write_baseline(companion, search_record.baseline, search_record.baseline_label)
+        else:  # the search's problem; its space as the search's, which `tuner run --extend-space` may have extended
+            reopening = identity.reopen(companion, confirm_spec, objective, space, prune_on, url, extend_space=True)
+            identity.record(companion, reopening)
+            space = reopening.space
         records.name_metric(companion, objective.metric)
         planned, added = _fill(companion, chosen, seed_list)
     logger.info(
@@ -281,7 +292,6 @@ def confirm_study(
             "as the pruner ranked it", top, "1 of them" if len(pruned) == 1 else f"{len(pruned)} of them",
             "" if len(pruned) == 1 else "s", ", ".join(str(c.trials[0]) for c in pruned),
         )  # fmt: skip
-    confirm_spec = spec.override(name=name)
     work_queue(
         companion, confirm_spec, objective, space, prune_on, open_artifact_store(resolve_artifact_dir(url, artifacts)),
         device=device, show_progress=show_progress, timeout=timeout, callbacks=callbacks, url=url,

@@ -6,7 +6,7 @@ the offending file/line/key and says how to fix it. The CLI prints these without
 
 from __future__ import annotations
 
-__all__ = ["TunerError", "ConfigError", "DataError", "StorageError", "ArtifactWriteError"]
+__all__ = ["TunerError", "ConfigError", "DataError", "StorageError", "ArtifactWriteError", "StudyChanged"]
 
 
 class TunerError(Exception):
@@ -15,6 +15,11 @@ class TunerError(Exception):
 
 class ConfigError(TunerError, ValueError):
     """A study file or search-space YAML is invalid (names the file and key)."""
+
+
+class StudyChanged(ConfigError):
+    """A study file (or command line) opens a stored study with another problem than the one it was created for:
+    the message has one line per difference, stored and new value, and the ways out (see :mod:`tuner.identity`)."""
 
 
 class DataError(TunerError, ValueError):

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tuner import identity
 from tuner._version import __version__
 from tuner.direction import is_better
 from tuner.errors import ArtifactWriteError, ConfigError, TunerError
@@ -139,8 +140,14 @@ def run_study(
     device: str | None = None,
     artifacts: str | Path | None = None,
     callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
+    extend_space: bool = False,
 ) -> optuna.Study:
     """Create or resume ``spec`` in the store and run trials until the study's queue is empty.
+
+    A study that exists already must be the same problem (:mod:`tuner.identity`: objective, data, checkpoint,
+    options, epochs, search space, ...): another one is refused with a :class:`~tuner.errors.StudyChanged` naming
+    each difference, before anything is written to the store; with ``extend_space`` a wider search space (a wider
+    range, added choices, a fixed parameter now searched over values that hold it) is accepted and recorded.
 
     The budget is exact across every worker sharing the store: the first worker enqueues
     ``spec.n_trials`` trials (warm-start configurations first) and workers take them one at a time;
@@ -182,7 +189,7 @@ def run_study(
             direction=objective.direction,
             load_if_exists=True,
         )
-        _check_or_record_study(study, spec, objective, space, url, prune_on)
+        space = _check_or_record_study(study, spec, objective, space, url, prune_on, extend_space)
         source = str(spec.warm_start) if isinstance(spec.warm_start, (str, Path)) else "inline"
         planned, added = fill_queue(
             study,
@@ -561,53 +568,27 @@ def _is_best_so_far(study: optuna.Study, value: float, direction: str) -> bool:
 
 
 def _check_or_record_study(
-    study: optuna.Study, spec: StudySpec, objective: Objective, space: SearchSpace, url: str, prune_on: str
-) -> None:
-    """Record what the study is on first use; refuse to mix another objective into it later."""
-    stored = records.StudyRecord.of(study)
-    described = objective.describe()
+    study: optuna.Study,
+    spec: StudySpec,
+    objective: Objective,
+    space: SearchSpace,
+    url: str,
+    prune_on: str,
+    extend_space: bool,
+) -> SearchSpace:
+    """Record what the study is on first use; on a later one refuse another problem before anything is written
+    (:mod:`tuner.identity`), or extend its search space where ``extend_space`` allows. Returns the space trials
+    are asked from (the run's, with its choices in the study's order)."""
+    if records.StudyRecord.of(study).recorded:
+        reopening = identity.reopen(study, spec, objective, space, prune_on, url, extend_space=extend_space)
+        identity.record(study, reopening)
+        records.name_metric(study, objective.metric)
+        return reopening.space
     records.name_metric(study, objective.metric)
-    if stored.recorded:
-        if stored.objective != objective.name:
-            raise ConfigError(
-                f"{spec.where} in {mask_url(url)} was created for objective '{stored.objective}', not "
-                f"'{objective.name}'. Give this study another name or use another store (--storage)."
-            )
-        if stored.prune_on != prune_on:
-            raise ConfigError(
-                f"{spec.where} in {mask_url(url)} prunes on {stored.prune_on!r}, not {prune_on!r}: its trials' "
-                f"intermediate values are that. Set prune_on={stored.prune_on!r} in the study file, "
-                "or give this study another name."
-            )
-        if stored.accumulate_grad_batches != spec.accumulate_grad_batches:
-            raise ConfigError(
-                f"{spec.where} in {mask_url(url)} accumulates gradients over {stored.accumulate_grad_batches} "
-                f"batch(es), not {spec.accumulate_grad_batches}: its trials' batch_size means an effective batch of "
-                f"{stored.accumulate_grad_batches} x batch_size. Set accumulate_grad_batches="
-                f"{stored.accumulate_grad_batches} (or leave out --accumulate-grad-batches), or give this study "
-                "another name."
-            )
-        if stored.precision != spec.precision:
-            logger.warning(
-                "study '%s' was started with precision %s; this run trains in %s (each trial records its own)",
-                spec.name,
-                stored.precision,
-                spec.precision,
-            )
-        for key in ("data", "pretrained"):
-            if getattr(stored, key) != described.get(key):
-                logger.warning(
-                    "study '%s' was started with %s=%r; this run uses %r (trials will mix both)",
-                    spec.name,
-                    key,
-                    getattr(stored, key),
-                    described.get(key),
-                )
-        return
     records.write_study(
         study,
         {
-            **described,
+            **objective.describe(),
             "metric": objective.metric,
             "direction": objective.direction,
             "components": list(objective.components),
@@ -622,5 +603,7 @@ def _check_or_record_study(
             "search_space_file": "inline" if isinstance(spec.search_space, Mapping) else str(spec.search_space),
             "tuner_version": __version__,
             "description": spec.description,
+            "problem": identity.fingerprint(spec, objective, space, prune_on),
         },
     )
+    return space

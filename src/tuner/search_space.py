@@ -133,6 +133,17 @@ class _Dimension:
             return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
         return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
 
+    def distribution(self) -> optuna.distributions.BaseDistribution:
+        """The Optuna distribution :meth:`suggest` asks with (what Optuna stores beside each trial's value)."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        if self.choices is not None:
+            return CategoricalDistribution(list(self.choices))
+        assert self.low is not None and self.high is not None
+        if self.is_int:
+            return IntDistribution(int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
+        return FloatDistribution(self.low, self.high, log=self.log, step=self.step)
+
     def as_yaml(self) -> Any:
         out: dict[str, Any]
         if self.choices is not None:
@@ -263,6 +274,27 @@ class SearchSpace:
                 f"{self.source}: key 'unfrozen_layers' goes up to {highest:g} but {model} has {num_blocks} "
                 f"freezable blocks; use a value or range within 0..{num_blocks}."
             )
+
+    def keeping_order(self, stored: Mapping[str, Any]) -> SearchSpace:
+        """A copy whose choices come in the order a stored space (:meth:`to_dict` data) lists them, the new ones
+        after: a study's categorical parameters keep the order of its first trials (Optuna stores a choice by its
+        position, and refuses the same parameter with its choices in another order)."""
+        dimensions = dict(self.dimensions)
+        for name, dimension in self.dimensions.items():
+            before = stored.get(name)
+            if (
+                dimension.choices is None
+                or not isinstance(before, Mapping)
+                or not isinstance(before.get("choices"), list)
+            ):
+                continue
+            kept = [c for s in before["choices"] for c in dimension.choices if c == s]
+            dimensions[name] = replace(dimension, choices=(*kept, *(c for c in dimension.choices if c not in kept)))
+        return SearchSpace(dimensions, self.fixed, self.vocabulary, self.source)
+
+    def distribution(self, name: str) -> optuna.distributions.BaseDistribution:
+        """The Optuna distribution of the searched parameter ``name``."""
+        return self.dimensions[name].distribution()
 
     def to_dict(self) -> dict[str, Any]:
         """The space as YAML-ready data (round-trips through :meth:`from_dict`)."""

@@ -97,6 +97,10 @@ class Objective(abc.ABC):
     uses_common_params: ClassVar[bool] = True
     #: default objective options, overridable from the study file's ``options``
     default_options: ClassVar[Mapping[str, Any]] = {}
+    #: the options that change how a trial runs, not what it learns or measures (loader workers, a test list only
+    #: ``tuner evaluate`` reads): a study opened again may change them; every other option defines its problem
+    #: (:mod:`tuner.identity`)
+    runtime_options: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self,

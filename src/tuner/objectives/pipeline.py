@@ -108,6 +108,10 @@ class PyannotePipeline(StepwiseObjective):
         "segmentation_batch_size": 32,
         "embedding_batch_size": 32,
     }
+    #: segmentation_fallback: what it stood in for is the study's recorded pretrained checkpoint
+    runtime_options: ClassVar[frozenset[str]] = frozenset(
+        {"segmentation_batch_size", "embedding_batch_size", "segmentation_fallback"}
+    )
 
     # -- set-up --------------------------------------------------------------------------------------
     def setup(self) -> None:

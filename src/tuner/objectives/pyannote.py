@@ -100,6 +100,7 @@ class PyannoteSegmentation(TrainedObjective):
         "lstm": {"hidden_size": 64, "num_layers": 2, "bidirectional": True, "monolithic": True},
         "linear": {"hidden_size": 64, "num_layers": 2},
     }
+    runtime_options: ClassVar[frozenset[str]] = frozenset({"num_workers"})
     _SCRATCH_TASK: ClassVar[dict[str, float]] = {
         "duration": 3.0,
         "max_speakers_per_chunk": 3,

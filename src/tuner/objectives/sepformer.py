@@ -181,6 +181,7 @@ class SepFormerSeparation(TrainedObjective):
         "model": None,  # SepFormer size for random init (None: a small config); ignored with --pretrained
         "num_workers": None,  # loader worker processes (None: tuner.data.loading.default_num_workers)
     }
+    runtime_options: ClassVar[frozenset[str]] = frozenset({"num_workers", "test_csv"})
     #: the train and dev mixtures, set by :meth:`setup`
     _train: list[Mixture]
     _dev: list[Mixture]

@@ -146,6 +146,7 @@ class SyntheticRegression(TrainedObjective):
         "sleep_per_epoch": 0.0,  # seconds of time.sleep per training epoch (stand-in for GPU work)
         "split": "development",  # what validation scores: development, or test (tuner evaluate; n_val samples)
     }
+    runtime_options: ClassVar[frozenset[str]] = frozenset({"sleep_per_epoch"})
 
     def setup(self) -> None:
         if getattr(self, "_problem", None) is not None:

@@ -218,6 +218,7 @@ class WavLMSpeakerVerification(TrainedObjective):
         "trust_checkpoint": False,  # allow unpickling a checkpoint torch.load(weights_only=True) refuses
         "num_workers": None,  # loader worker processes (None: tuner.data.loading.default_num_workers)
     }
+    runtime_options: ClassVar[frozenset[str]] = frozenset({"num_workers", "trust_checkpoint", "test_trials"})
 
     def setup(self) -> None:
         if getattr(self, "_root", None) is not None:

@@ -64,6 +64,16 @@ class StudyQueries(abc.ABC):
         (Optuna's storage API cannot delete an attribute: where there is no SQL, they are blanked to ``""``,
         which optuna-dashboard skips.)"""
 
+    @abc.abstractmethod
+    def param_distributions(self, name: str) -> set[str]:
+        """The distributions (Optuna's JSON text) stored with the values of parameter ``name`` in the study's trials."""
+
+    @abc.abstractmethod
+    def set_param_distribution(self, name: str, distribution: str) -> int:
+        """Store ``distribution`` (Optuna's JSON text) with every value of parameter ``name`` in the study's trials,
+        the values left as they are (an extended search space: see :mod:`tuner.identity`); returns how many. Call it
+        before the study's trials are read: Optuna's cache of finished trials does not see it."""
+
     def delete_system_attrs_where(self, doomed: Callable[[str], bool]) -> int:
         """Delete the study system attributes whose key ``doomed`` accepts; returns how many went."""
         keys = [key for key in internals.study_system_attrs(self.study) if doomed(key)]
@@ -150,6 +160,31 @@ class SqlQueries(StudyQueries):
         with self.backend.engine.begin() as connection:
             return int(connection.execute(sa.delete(table).where(where)).rowcount)
 
+    def _param_rows(self, name: str) -> tuple[Any, Any]:
+        """Optuna's table of trial parameters, and the condition selecting the study's values of ``name``."""
+        import sqlalchemy as sa
+
+        models = internals.rdb_models()
+        params, trials = models.TrialParamModel.__table__, models.TrialModel.__table__
+        study_trials = sa.select(trials.c.trial_id).where(trials.c.study_id == self.study_id)
+        return params, sa.and_(params.c.param_name == name, params.c.trial_id.in_(study_trials))
+
+    def param_distributions(self, name: str) -> set[str]:
+        import sqlalchemy as sa
+
+        params, where = self._param_rows(name)
+        with self.backend.engine.connect() as connection:
+            return set(connection.execute(sa.select(params.c.distribution_json).where(where).distinct()).scalars())
+
+    def set_param_distribution(self, name: str, distribution: str) -> int:
+        import sqlalchemy as sa
+
+        params, where = self._param_rows(name)
+        with self.backend.engine.begin() as connection:
+            return int(
+                connection.execute(sa.update(params).where(where).values(distribution_json=distribution)).rowcount
+            )
+
 
 class StorageQueries(StudyQueries):
     """The answers of Optuna's storage API, for a study that is not in an SQL store (it reads every trial)."""
@@ -197,6 +232,20 @@ class StorageQueries(StudyQueries):
         for key in found:
             internals.set_study_system_attr(self.study, key, "")
         return len(found)
+
+    def param_distributions(self, name: str) -> set[str]:
+        from optuna.distributions import distribution_to_json
+
+        trials = self.study.get_trials(deepcopy=False)
+        return {distribution_to_json(t.distributions[name]) for t in trials if name in t.distributions}
+
+    def set_param_distribution(self, name: str, distribution: str) -> int:
+        from tuner.errors import ConfigError
+
+        raise ConfigError(
+            f"study '{self.study.study_name}' is not in an SQL store, where tuner can extend its search space: "
+            "give the run another study name."
+        )
 
 
 def queries_of(study: optuna.Study) -> StudyQueries:

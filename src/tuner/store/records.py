@@ -5,9 +5,10 @@ Everything tuner keeps lives in Optuna's own tables, so stock ``optuna`` and opt
 Study user attributes, written when ``tuner run`` first creates the study (:func:`write_study`):
     ``objective``, ``data``, ``pretrained``, ``options``, ``metric``, ``direction``, ``components``,
     ``prune_on``, ``max_epochs``, ``n_trials``, ``trainer``, ``precision``, ``accumulate_grad_batches``,
-    ``seed``, ``search_space``, ``search_space_file``, ``tuner_version``, ``description``; then ``baseline``
-    (the validation metrics of the model before fine-tuning, :func:`write_baseline`) and ``warm_start`` (what
-    was enqueued).
+    ``seed``, ``search_space``, ``search_space_file``, ``tuner_version``, ``description``, ``problem`` (what
+    defines the study's problem, compared when it is opened again: :mod:`tuner.identity`); then ``baseline``
+    (the validation metrics of the model before fine-tuning, :func:`write_baseline`), ``warm_start`` (what
+    was enqueued) and ``space_extensions`` (each ``--extend-space``: when, old and new, :func:`write_problem`).
 
 Trial user attributes (:func:`start_trial`, :func:`finish_trial`, ...):
     ``config`` (searched + fixed parameters), ``seed``, ``max_epochs``, ``details/best`` (small data of the
@@ -80,6 +81,8 @@ __all__ = [
     "CHECKPOINT",
     "checkpoint_of",
     "write_checkpoint",
+    "checkpoint_digest",
+    "write_problem",
 ]
 
 # -- keys ------------------------------------------------------------------------------------------------
@@ -87,8 +90,10 @@ __all__ = [
 STUDY_KEYS = (
     "objective", "data", "pretrained", "pretrained_source", "options", "metric", "direction", "components", "prune_on",
     "max_epochs", "n_trials", "trainer", "precision", "accumulate_grad_batches", "seed", "search_space",
-    "search_space_file", "tuner_version", "description", "confirms",
+    "search_space_file", "tuner_version", "description", "confirms", "problem",
 )  # fmt: skip
+PROBLEM = "problem"  # what defines the study's problem (tuner.identity.fingerprint); absent in older studies
+EXTENSIONS = "space_extensions"  # the extensions of its search space (tuner run --extend-space), oldest first
 BASELINE = "baseline"
 BASELINE_LABEL = "baseline_label"
 WARM_START = "warm_start"
@@ -166,6 +171,11 @@ class StudyRecord:
     test: Mapping[str, Any] | None = None
     #: for a confirmation study (:mod:`tuner.confirm`): the name of the search study it confirms
     confirms: str | None = None
+    #: what defines its problem (None: from before tuner recorded it), each extension of its search space
+    #: (``{"at", "tuner_version", "changes": {param: {"old", "new"}}}``), which :data:`STUDY_KEYS` the store holds
+    problem: Mapping[str, Any] | None = None
+    space_extensions: tuple[Mapping[str, Any], ...] = ()
+    stored_keys: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, study: optuna.Study) -> StudyRecord:
@@ -205,6 +215,9 @@ class StudyRecord:
             warm_start=attrs.get(WARM_START),
             test=attrs.get(TEST),
             confirms=attrs.get(CONFIRMS),
+            problem=attrs.get(PROBLEM),
+            space_extensions=tuple(attrs.get(EXTENSIONS) or ()),
+            stored_keys=frozenset(k for k in STUDY_KEYS if k in attrs),
         )
 
     @property
@@ -235,9 +248,7 @@ class StudyRecord:
             facts.append(f"{source['release']}, {source.get('licence', '?')} licence")
         if source.get("package"):
             facts.append(f"from {source['package']}=={source.get('version')}")
-        digest = source.get("sha256") or next(
-            (f["sha256"] for f in source.get("files", []) if f.get("file") == source.get("model_file")), None
-        )
+        digest = checkpoint_digest(source, whole_folder=False)
         if digest:
             facts.append(f"sha256 {digest}")
         if source.get("hub"):
@@ -408,6 +419,19 @@ class TrialRecord:
         return self.fail_reason.strip().splitlines()[0]
 
 
+def checkpoint_digest(source: Mapping[str, Any] | None, whole_folder: bool = True) -> str | None:
+    """The SHA-256 of the checkpoint a ``pretrained_source`` describes (its file's, its model file's, else for a
+    folder of checkpoint files and ``whole_folder`` one over their names and hashes); None where none is recorded."""
+    import hashlib
+
+    source, files = source or {}, [f for f in (source or {}).get("files") or () if f.get("sha256")]
+    model = source.get("model_file")
+    digest = source.get("sha256") or next((f["sha256"] for f in files if f.get("file") == model), None)
+    if digest is None and files and whole_folder:
+        digest = hashlib.sha256(" ".join(sorted(f"{f.get('file')}:{f['sha256']}" for f in files)).encode()).hexdigest()
+    return str(digest) if digest else None
+
+
 def retried_from(study: optuna.Study, trial: optuna.Trial) -> int | None:
     """The number of the trial a running retry retries (its original), None for a new trial."""
     return _retried_from(internals.frozen_trial(study, trial))
@@ -529,6 +553,17 @@ def name_metric(study: optuna.Study, metric: str) -> None:
     if study.metric_names != [metric]:
         with experimental():
             study.set_metric_names([metric])
+
+
+def write_problem(
+    study: optuna.Study, problem: Mapping[str, Any], extensions: Sequence[Any] = (), space: Any = None
+) -> None:
+    """Record what defines the study's problem (:func:`tuner.identity.fingerprint`); after an extension of its search
+    space, its :data:`EXTENSIONS` (every one, oldest first) and the extended ``space`` (as data) too."""
+    if extensions:
+        study.set_user_attr(EXTENSIONS, [dict(e) for e in extensions])
+        study.set_user_attr("search_space", dict(space))
+    study.set_user_attr(PROBLEM, dict(problem))
 
 
 def write_baseline(study: optuna.Study, metrics: Mapping[str, float], label: str | None = None) -> None:
