@@ -140,7 +140,7 @@ def tuner_trial(spec: StudySpec, workdir: str, objective: Objective, device: str
     given = mock.patch.object(
         tuner.runner,
         "prepare_objective",
-        lambda spec, workdir: (objective, spec.load_search_space(type(objective).params)),
+        lambda spec, workdir, store=None: (objective, spec.load_search_space(type(objective).params)),
     )
     with tempfile.TemporaryDirectory(prefix="tuner-overhead-") as tmp, quiet(), given:
         started = time.perf_counter()
