@@ -40,6 +40,7 @@ OBJECTIVES: dict[str, dict[str, Any]] = {
 #: without segmentation-3.0 (no package index to fetch it from): PyanNet from random weights, in its wider space
 SCRATCH = {"pretrained": None, "search_space": "search_spaces/pyannote_scratch.yaml"}
 SEGMENTATION = "segmentation-3.0"
+SKIPPED = 125  # gpu_check.sh's exit status for a step it did not start (no time left in its budget)
 
 
 def _tail(path: Path | None, lines: int = 25) -> str:
@@ -107,7 +108,7 @@ def facts() -> dict[str, Any]:
         "bf16_supported": bool(torch.cuda.is_bf16_supported()) if cuda else None,
         "cudnn": torch.backends.cudnn.version() if cuda else None,
         "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
+        "python": f"{platform.python_version()} ({sys.executable})",
         "platform": platform.platform(),
         "tuner_revision": revision(),
     }
@@ -217,6 +218,9 @@ def trial_summary(args: argparse.Namespace) -> dict[str, Any]:
         "note": args.note or None,
     }
     problems: list[str] = []
+    if args.rc == SKIPPED:
+        row.update(passed=False, problems=["skipped: the check's time budget was spent"])
+        return row
     if args.rc != 0:
         problems.append("timed out" if row["timed_out"] else f"tuner run exited with status {args.rc}")
     try:
@@ -296,7 +300,9 @@ def bench_result(args: argparse.Namespace) -> dict[str, Any]:
         result = {**written, "gpu_check": {**check, "passed": True}}
     else:
         why = "timed out" if check["timed_out"] else f"exit status {args.rc}"
-        if args.rc == 0:
+        if args.rc == SKIPPED:
+            why = "skipped: the check's time budget was spent"
+        elif args.rc == 0:
             why = f"no result in {args.result}"
         result = {
             "name": args.name,

@@ -22,11 +22,11 @@
 #      The loader is timed on the CPU by design (no-op training steps): what 16 cores and 4 workers give.
 #
 # Writes benchmarks/results/gpu_trials.json, gpu_overhead.json, gpu_data_scale.json and gpu_check.json (every
-# step's status and seconds), copied into $OUT when it is set, with the steps' logs in $OUT/gpu_check_logs/.
+# step's status and seconds), copied into $OUT when it is set, with gpu_check_logs.tar.gz (the steps' logs).
 # The committed CPU figures (overhead.json, data_scale.json) are not touched. --cpu writes cpu_*.json into the
 # work folder instead (GPU_CHECK_RESULTS=DIR elsewhere). Exit status 0 when every step passed, else 1.
 #
-# Environment: PYTHON (default .venv/bin/python), GPU_CHECK_BUDGET (seconds for all steps: 540 on the GPU;
+# Environment: PYTHON (default .venv/bin/python, else python3), GPU_CHECK_BUDGET (seconds for all steps: 540 on the GPU;
 # a step starts with the time left, less a reserve, as its limit where that is less than its own),
 # GPU_CHECK_PRETRAINED (a folder holding segmentation-3.0/, besides storage/pretrained), GPU_CHECK_KEEP=1
 # (keep the work folder), TMPDIR.
@@ -45,14 +45,16 @@ done
 [[ "${GPU_CHECK_DEVICE:-}" == cpu ]] && MODE=cpu
 
 PY=${PYTHON:-.venv/bin/python}
-if ! "$PY" -c "import sys" 2>/dev/null; then
-  echo "no Python at $PY: run from a checkout with its .venv (make install), or set PYTHON" >&2
-  exit 2
-fi
+if [[ -z "${PYTHON:-}" && ! -x $PY ]]; then PY=python3; fi  # no .venv here: the machine's Python (its torch)
 HELPER=benchmarks/gpu_check.py
 QUICK=(timeout -k 5 120)  # the helper's own steps (files, the store's summary): seconds, but never a hang
 export PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}"  # this tree's tuner, wherever .venv was installed
 export PYANNOTE_METRICS_ENABLED=false
+if ! "$PY" -c "import tuner.cli, torch" 2>/dev/null; then
+  echo "$PY cannot import tuner and torch: run from a checkout with its .venv (make install), or set PYTHON" \
+    "to a Python that has tuner's packages (PYTHONPATH may add carried ones)" >&2
+  exit 2
+fi
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX") || exit 2
 LOGS=$WORK/logs
 mkdir -p "$LOGS" "$WORK/studies"
@@ -62,12 +64,14 @@ STARTED=$(date +%s.%N)
 if [[ $MODE == gpu ]]; then
   DEVICE=cuda PREFIX=gpu_ RESULTS=${GPU_CHECK_RESULTS:-benchmarks/results}
   BUDGET=${GPU_CHECK_BUDGET:-540}
+  CAP_SCALE=1
   EPOCHS=3 BF16_EPOCHS=2
   OVERHEAD_ARGS=(--epochs 6 --repeats 3)
   SCALE_ARGS=(--hours 1,50 --batches 40)
 else
   DEVICE=cpu PREFIX=cpu_ RESULTS=${GPU_CHECK_RESULTS:-$WORK/results}
   BUDGET=${GPU_CHECK_BUDGET:-900}
+  CAP_SCALE=2  # the steps' limits are the GPU's; 2 shared CPU cores get twice as long
   EPOCHS=1 BF16_EPOCHS=1
   OVERHEAD_ARGS=(--epochs 1 --repeats 1)
   SCALE_ARGS=(--hours 1 --batches 10)
@@ -84,17 +88,18 @@ trap cleanup EXIT
 elapsed() { awk -v a="$STARTED" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
 
 # step NAME CAP COMMAND...: COMMAND under `timeout CAP` (less where the budget has less left), its output in
-# $LOGS/NAME.log; appends "name rc seconds cap status" to steps.tsv; sets RC and SECONDS_TAKEN; never exits.
+# $LOGS/NAME.log; appends "name rc seconds cap status" to steps.tsv; sets RC (125: skipped, no time left),
+# SECONDS_TAKEN and CAP_USED; never exits.
 step() {
-  local name=$1 cap=$2 reserve=${RESERVE:-0}
+  local name=$1 cap=$(($2 * CAP_SCALE)) reserve=${RESERVE:-0}
   shift 2
   local left
   left=$(awk -v b="$BUDGET" -v e="$(elapsed)" -v r="$reserve" 'BEGIN { printf "%d", b - e - r }')
   if ((left < cap)); then cap=$left; fi
   if ((cap < 15)); then
-    echo "== $name: skipped (budget spent: ${left} s left)"
-    printf '%s\t%s\t%s\t%s\t%s\n' "$name" 125 0 "$cap" skipped >>"$WORK/steps.tsv"
-    RC=125 SECONDS_TAKEN=0 CAP_USED=$cap
+    echo "== $name: skipped (the budget is spent: ${left} s left)"
+    printf '%s\t%s\t%s\t%s\t%s\n' "$name" 125 0 0 skipped >>"$WORK/steps.tsv"
+    RC=125 SECONDS_TAKEN=0 CAP_USED=0
     return 0
   fi
   echo "== $name (limit ${cap} s, at $(elapsed) s): $*"
@@ -200,10 +205,9 @@ step data_scale 180 "$PY" benchmarks/data_scale.py "${SCALE_ARGS[@]}" --workdir 
 # the summary: <prefix>trials.json, <prefix>check.json; exit status 0 when every step passed
 "${QUICK[@]}" "$PY" "$HELPER" finish --results "$RESULTS" --work "$WORK" --mode "$MODE" --prefix "$PREFIX" --total "$(elapsed)"
 STATUS=$?
-if [[ -n "${OUT:-}" ]]; then
-  mkdir -p "$OUT/gpu_check_logs"
+if [[ -n "${OUT:-}" ]]; then  # 5 files: the lent machine hands back at most 8
   cp "$RESULTS/${PREFIX}"*.json "$OUT/" 2>/dev/null
-  cp "$LOGS"/* "$OUT/gpu_check_logs/" 2>/dev/null
-  echo "copied the results and logs into $OUT"
+  tar -czf "$OUT/${PREFIX}check_logs.tar.gz" -C "$WORK" logs studies 2>/dev/null
+  echo "copied the results and ${PREFIX}check_logs.tar.gz (the steps' logs, the study files) into $OUT"
 fi
 exit "$STATUS"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -87,6 +88,39 @@ def test_the_script_parses_and_answers_help_without_running_anything():
     assert shown.returncode == 0 and "--cpu" in shown.stdout and "gpu_trials.json" in shown.stdout
     wrong = subprocess.run([bash, str(SCRIPT), "--gpu-please"], capture_output=True, text=True, timeout=30)
     assert wrong.returncode == 2 and "unknown argument" in wrong.stderr
+    env = {**os.environ, "PYTHON": "/nonexistent/python"}
+    missing = subprocess.run([bash, str(SCRIPT), "--cpu"], capture_output=True, text=True, timeout=30, env=env)
+    assert missing.returncode == 2 and "cannot import tuner and torch" in missing.stderr
+
+
+def test_with_no_budget_every_step_is_skipped_recorded_and_handed_back_in_few_files(tmp_path):
+    """The whole script's flow in seconds: no step has time to start, each is recorded as skipped, the exit
+    status says not all passed, and $OUT gets the JSON files and one archive of logs (a lent machine hands
+    back at most 8 files)."""
+    bash = shutil.which("bash")
+    assert bash is not None
+    out, results = tmp_path / "out", tmp_path / "results"
+    out.mkdir()
+    env = {**os.environ, "OUT": str(out), "GPU_CHECK_BUDGET": "0", "GPU_CHECK_RESULTS": str(results)}
+    env["PYTHON"] = sys.executable
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), os.environ.get("PYTHONPATH", "")) if p)
+    done = subprocess.run([bash, str(SCRIPT), "--cpu"], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "cpu_check.json", "cpu_check_logs.tar.gz", "cpu_data_scale.json", "cpu_overhead.json", "cpu_trials.json"
+    ]  # fmt: skip
+    check = json.loads((out / "cpu_check.json").read_text())
+    assert check["passed"] is False and {s["status"] for s in check["steps"]} == {"skipped"}
+    assert [s["step"] for s in check["steps"]] == [
+        "facts", "demo_data", "pyannote_segmentation", "wavlm_sv", "sepformer_separation", "synthetic",
+        "synthetic_bf16", "pyannote_segmentation_bf16", "overhead", "data_scale",
+    ]  # fmt: skip
+    trials = json.loads((out / "cpu_trials.json").read_text())["trials"]
+    assert {tuple(t["problems"]) for t in trials} == {("skipped: the check's time budget was spent",)}
+    overhead = json.loads((out / "cpu_overhead.json").read_text())
+    assert overhead["gpu_check"]["why"] == "skipped: the check's time budget was spent"
+    assert not list(results.glob("gpu_*")), "a CPU run never writes the GPU's file names"
 
 
 def test_every_flag_the_script_passes_exists_where_it_goes():
