@@ -36,9 +36,16 @@ def command() -> str:
 
 
 def write_result(
-    name: str, figure: float, target: float | None, meets_target: bool, unit: str, **details: Any
+    name: str,
+    figure: float,
+    target: float | None,
+    meets_target: bool,
+    unit: str,
+    path: str | Path | None = None,
+    **details: Any,
 ) -> dict[str, Any]:
-    """Print the result and write it to ``benchmarks/results/<name>.json``; returns what was written."""
+    """Print the result and write it to ``path`` (default ``benchmarks/results/<name>.json``, the committed
+    figure; a benchmark's ``--output`` writes elsewhere, e.g. a GPU run's); returns what was written."""
     result = {
         "name": name,
         "figure": figure,
@@ -50,8 +57,8 @@ def write_result(
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+    path = Path(path) if path is not None else RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     verdict = (

@@ -16,6 +16,11 @@ the soundfile reference per worker; peak memory grows by less than 300 MB from t
 
     .venv/bin/python benchmarks/data_scale.py                       # 1, 10 and 50 hours
     .venv/bin/python benchmarks/data_scale.py --hours 1,8 --batches 30
+    .venv/bin/python benchmarks/data_scale.py --hours 1,50 --output benchmarks/results/gpu_data_scale.json
+
+``--output PATH`` writes the result there instead of benchmarks/results/data_scale.json (the committed figure).
+``--pretrained none`` times the same loader for an untrained PyanNet (where segmentation-3.0 cannot be fetched:
+no package index), with segmentation-3.0's task shape: 10 s chunks, 3 speakers per chunk, 2 per frame.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ REPO = Path(__file__).resolve().parents[1]
 FILE_SECONDS = 1800.0  # 30-minute files, as meetings are
 CHUNK_SECONDS = 10.0
 BATCH = 32
+#: segmentation-3.0's task, given to an untrained PyanNet (``--pretrained none``) so that it loads the same chunks
+SEGMENTATION_3_TASK = {"duration": CHUNK_SECONDS, "max_speakers_per_chunk": 3, "max_speakers_per_frame": 2}
 
 
 def build_corpus(root: Path, hours: float, demo: Path) -> Path:
@@ -106,7 +113,9 @@ def soundfile_rate(root: Path, chunks: int = 640, seed: int = 0) -> float:
     return chunks / (time.perf_counter() - started)
 
 
-def loader_rate(database: Path, workers: int, batches: int, workdir: Path) -> float:
+def loader_rate(
+    database: Path, workers: int, batches: int, workdir: Path, pretrained: str = "segmentation-3.0"
+) -> float:
     """Training chunks per second of the objective's own loader through Lightning's loop (no-op steps)."""
     import lightning.pytorch as pl
     from typing_extensions import override
@@ -115,8 +124,12 @@ def loader_rate(database: Path, workers: int, batches: int, workdir: Path) -> fl
     from tuner.search_space import TrialConfig
     from tuner.training.fit import attach_optimization, make_trainer
 
-    objective = PyannoteSegmentation(f"{database}:Long.SpeakerDiarization.Default", "segmentation-3.0",
-                                     {"num_workers": workers}, workdir=workdir)  # fmt: skip
+    options: dict[str, Any] = {"num_workers": workers}
+    if pretrained == "none":
+        options.update(SEGMENTATION_3_TASK)
+    checkpoint = None if pretrained == "none" else pretrained
+    objective = PyannoteSegmentation(f"{database}:Long.SpeakerDiarization.Default", checkpoint, options,
+                                     workdir=workdir)  # fmt: skip
     objective.setup()
     config = TrialConfig(batch_size=BATCH)
     inputs = objective.build(config, seed=0)
@@ -141,7 +154,7 @@ def loader_rate(database: Path, workers: int, batches: int, workdir: Path) -> fl
     return (len(spans) - 1) * BATCH / (spans[-1] - spans[0])
 
 
-def measure(hours: float, workdir: Path, batches: int) -> dict[str, Any]:
+def measure(hours: float, workdir: Path, batches: int, pretrained: str = "segmentation-3.0") -> dict[str, Any]:
     """One size, in this process: the corpus, the rates and peak memory."""
     from tuner.data.demo import ensure_diarization_corpus
     from tuner.data.loading import default_num_workers
@@ -152,7 +165,8 @@ def measure(hours: float, workdir: Path, batches: int) -> dict[str, Any]:
     row: dict[str, Any] = {"hours": hours, "files": len(list((database.parent / "train" / "wav").glob("*.wav")))}
     row["soundfile_chunks_per_s"] = round(soundfile_rate(database.parent), 1)
     for workers in counts:
-        row[f"loader_chunks_per_s_{workers}_workers"] = round(loader_rate(database, workers, batches, workdir), 1)
+        rate = loader_rate(database, workers, batches, workdir, pretrained)
+        row[f"loader_chunks_per_s_{workers}_workers"] = round(rate, 1)
     row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     row["peak_rss_workers_mb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
     return row
@@ -163,18 +177,31 @@ def main() -> None:
     parser.add_argument("--hours", default="1,10,50", help="corpus sizes in hours (default 1,10,50)")
     parser.add_argument("--workdir", type=Path, default=REPO / "storage" / "data_scale")
     parser.add_argument("--batches", type=int, default=40, help="batches of 32 chunks timed per measurement")
+    parser.add_argument(
+        "--pretrained",
+        default="segmentation-3.0",
+        help="the model whose task loads the chunks: a known name or a checkpoint path (default segmentation-3.0, "
+        "in <workdir>/pretrained, fetched there when missing), or 'none': an untrained PyanNet, 10 s chunks",
+    )
+    parser.add_argument(
+        "--output", type=Path, help="result file (default benchmarks/results/data_scale.json, the committed figure)"
+    )
     parser.add_argument("--measure", type=float, help=argparse.SUPPRESS)  # one size, in a child process
     args = parser.parse_args()
     os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
     if args.measure is not None:
-        print(json.dumps(measure(args.measure, args.workdir, args.batches)))
+        print(json.dumps(measure(args.measure, args.workdir, args.batches, args.pretrained)))
         return
     rows = []
     for hours in (float(h) for h in args.hours.split(",")):
         out = subprocess.run(
             [sys.executable, __file__, "--measure", str(hours), "--workdir", str(args.workdir),
-             "--batches", str(args.batches)], check=True, capture_output=True, text=True,
+             "--batches", str(args.batches), "--pretrained", args.pretrained], check=False, capture_output=True,
+            text=True,
         )  # fmt: skip
+        if out.returncode != 0:  # say why (the child's output is captured)
+            sys.stderr.write(out.stdout[-2000:] + out.stderr[-6000:])
+            raise SystemExit(f"measuring {hours:g} h failed (exit status {out.returncode})")
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
     first, last = rows[0], rows[-1]
@@ -187,11 +214,13 @@ def main() -> None:
         0.8,
         keep >= 0.8 and per_reference >= 0.5 and growth < 300,
         f"of the {first['hours']:g} h loader throughput kept at {last['hours']:g} h (0 workers)",
+        path=args.output,
         loader_vs_soundfile_at_largest=round(per_reference, 3),
         peak_memory_growth_mb=round(growth, 1),
         batch=BATCH,
         chunk_seconds=CHUNK_SECONDS,
         batches_timed=args.batches,
+        pretrained=args.pretrained,
         rows=rows,
     )
 

@@ -25,8 +25,10 @@ Figure: median(b trial) / median(a). Target: <= 1.02. ``--profile`` adds a cProf
 
     .venv/bin/python benchmarks/overhead.py                 # the figure (about 10 min on 2 quiet cores)
     .venv/bin/python benchmarks/overhead.py --quick         # a check: 1 epoch, 1 round
+    .venv/bin/python benchmarks/overhead.py --device cuda --output benchmarks/results/gpu_overhead.json
 
-Writes benchmarks/results/overhead.json (``--quick``: overhead_quick.json).
+Writes benchmarks/results/overhead.json (``--quick``: overhead_quick.json; ``--output PATH``: there instead).
+``--device`` (default auto: a GPU if there is one) is where both runs train, as ``tuner run --device``.
 """
 
 from __future__ import annotations
@@ -81,22 +83,27 @@ def plain_fit(
     epochs: int,
     trainer_args: Mapping[str, Any],
     checkpoint_dir: str | None,
+    device: str = "auto",
 ) -> tuple[float, float, dict[str, float]]:
     """(seconds, seconds in Trainer.fit, last epoch's metrics) of a plain Lightning fit: build, optimizer, fit."""
     import lightning.pytorch as pl
 
-    from tuner.training.fit import attach_optimization  # the trial's optimizer, schedule and unfrozen layers
+    from tuner.training.fit import (
+        attach_optimization,  # the trial's optimizer, schedule and unfrozen layers
+        device_settings,  # the accelerator and devices `tuner run --device` picks
+    )
 
     started = time.perf_counter()
     inputs = objective.build(config, seed)
     module = inputs.module
 
     attach_optimization(module, objective, config, epochs)
+    accelerator, devices = device_settings(device)
     with quiet():
         trainer = pl.Trainer(
             max_epochs=epochs,
-            accelerator="auto",
-            devices=1,
+            accelerator=accelerator,
+            devices=devices,
             logger=False,
             enable_checkpointing=checkpoint_dir is not None,
             default_root_dir=checkpoint_dir,
@@ -120,7 +127,7 @@ def plain_fit(
     )
 
 
-def tuner_trial(spec: StudySpec, workdir: str, objective: Objective) -> dict[str, Any]:
+def tuner_trial(spec: StudySpec, workdir: str, objective: Objective, device: str = "auto") -> dict[str, Any]:
     """One trial through run_study on a fresh temporary SQLite store: its times and last epoch's record.
 
     run_study uses ``objective`` (set up already) instead of setting up its own, as a worker's later
@@ -133,12 +140,17 @@ def tuner_trial(spec: StudySpec, workdir: str, objective: Objective) -> dict[str
     given = mock.patch.object(
         tuner.runner,
         "prepare_objective",
-        lambda spec, workdir: (objective, spec.load_search_space(type(objective).params)),
+        lambda spec, workdir, store=None: (objective, spec.load_search_space(type(objective).params)),
     )
     with tempfile.TemporaryDirectory(prefix="tuner-overhead-") as tmp, quiet(), given:
         started = time.perf_counter()
         study = run_study(  # as `tuner run` runs it, optuna-dashboard notes included
-            spec, f"sqlite:///{tmp}/overhead.db", n_trials=1, workdir=workdir, callbacks=[DashboardPublisher()]
+            spec,
+            f"sqlite:///{tmp}/overhead.db",
+            n_trials=1,
+            workdir=workdir,
+            device=device,
+            callbacks=[DashboardPublisher()],
         )
         total = time.perf_counter() - started
         frozen = study.trials[-1]
@@ -153,6 +165,7 @@ def tuner_trial(spec: StudySpec, workdir: str, objective: Objective) -> dict[str
             "config": dict(trial.config),
             "seed": trial.seed,
             "last_epoch": {k: v for k, v in trial.epochs[-1].items() if k != "epoch"} if trial.epochs else {},
+            "device": trial.model.get("device"),
         }
 
 
@@ -164,6 +177,7 @@ def profile_pair(
     checkpoint_dir: str | None,
     workdir: str,
     top: int,
+    device: str = "auto",
 ) -> dict[str, Any]:
     """cProfile one plain fit and one run_study: where (b)'s extra time goes.
 
@@ -181,9 +195,9 @@ def profile_pair(
         return {key: (value[2], value[3]) for key, value in stats.items()}, wall
 
     plain, plain_wall = profiled(
-        lambda: plain_fit(objective, config, spec.seed, spec.max_epochs, trainer_args, checkpoint_dir)
+        lambda: plain_fit(objective, config, spec.seed, spec.max_epochs, trainer_args, checkpoint_dir, device)
     )
-    ours, ours_wall = profiled(lambda: tuner_trial(spec, workdir, objective))
+    ours, ours_wall = profiled(lambda: tuner_trial(spec, workdir, objective, device))
 
     def name(key: tuple[str, int, str]) -> str:
         return f"{_short(key[0])}:{key[1]}({key[2]})"
@@ -269,6 +283,16 @@ def main() -> None:
         "--quick", action="store_true", help=f"a check, not the figure: {QUICK} (writes overhead_quick.json)"
     )
     parser.add_argument("--target", type=float, default=1.02, help="target ratio (default 1.02)")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="where both runs train: auto (a GPU if there is one), cpu, cuda, a GPU index (default auto)",
+    )
+    parser.add_argument(
+        "--output",
+        help="result file (default benchmarks/results/overhead.json, with --quick overhead_quick.json), "
+        "e.g. benchmarks/results/gpu_overhead.json so that a GPU run keeps the committed CPU figure",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
@@ -297,8 +321,8 @@ def main() -> None:
     load = [os.getloadavg()[0]]
 
     logger.info("warm-up: one plain fit and one tuner trial of %d epoch(s)", args.warmup_epochs)
-    plain_fit(objective, config, args.seed, args.warmup_epochs, spec.trainer, checkpoint_dir)
-    tuner_trial(warmup_spec, args.workdir, objective)
+    plain_fit(objective, config, args.seed, args.warmup_epochs, spec.trainer, checkpoint_dir, args.device)
+    tuner_trial(warmup_spec, args.workdir, objective, args.device)
 
     plain: list[float] = []
     plain_fit_only: list[float] = []
@@ -309,13 +333,13 @@ def main() -> None:
         for which in order:
             if which == "plain":
                 seconds, fit_only, last_plain = plain_fit(
-                    objective, config, args.seed, epochs, spec.trainer, checkpoint_dir
+                    objective, config, args.seed, epochs, spec.trainer, checkpoint_dir, args.device
                 )
                 plain.append(seconds)
                 plain_fit_only.append(fit_only)
                 logger.info("round %d plain fit: %.2f s", round_ + 1, seconds)
             else:
-                trials.append(tuner_trial(spec, args.workdir, objective))
+                trials.append(tuner_trial(spec, args.workdir, objective, args.device))
                 logger.info(
                     "round %d tuner trial: %.2f s (run_study %.2f s)",
                     round_ + 1,
@@ -326,7 +350,9 @@ def main() -> None:
     profile = None
     if args.profile:
         logger.info("profiling one plain fit and one run_study")
-        profile = profile_pair(objective, config, spec, spec.trainer, checkpoint_dir, args.workdir, args.profile_top)
+        profile = profile_pair(
+            objective, config, spec, spec.trainer, checkpoint_dir, args.workdir, args.profile_top, args.device
+        )
     if checkpoints is not None:
         checkpoints.cleanup()
 
@@ -341,6 +367,7 @@ def main() -> None:
         args.target,
         figure <= args.target,
         "tuner trial / plain fit (wall time)",
+        path=args.output,
         plain_seconds=[round(s, 2) for s in plain],
         plain_trainer_fit_seconds=[round(s, 2) for s in plain_fit_only],
         trial_seconds=[round(t["trial"], 2) for t in trials],
@@ -372,6 +399,8 @@ def main() -> None:
             "trainer": dict(spec.trainer),
             "plain_checkpointing": args.plain_checkpointing,
             "show_progress": "run_study default (True, as `tuner run`); silent unless stderr is a terminal",
+            "device": args.device,
+            "trial_device": trials[-1]["device"],
         },
         load_average_1min=[round(x, 2) for x in load],
         tuner_revision=revision(),
