@@ -254,3 +254,16 @@ def test_an_objective_that_trains_nothing_refuses_them(tmp_path):
     spec = StudySpec(name="pipe", objective="pyannote_pipeline", search_space={}, accumulate_grad_batches=2)
     with pytest.raises(ConfigError, match=r"objective 'pyannote_pipeline' trains nothing .* would change nothing"):
         prepare_objective(spec, tmp_path)
+
+
+def test_pyannote_segmentation_trains_and_validates_in_bf16(make_spec, tmp_path):
+    """pyannote matches speakers with SciPy, which refuses bfloat16: the model's scores leave it in float32."""
+    from tuner.runner import prepare_objective
+    from tuner.training.fit import fit
+
+    objective, space = prepare_objective(make_spec(), tmp_path)
+    config = space.config_from({"optimizer": "Adam", "lr": 1e-3, "schedule": "constant"})
+    result = fit(
+        objective, config, 0, 1, device="cpu", precision="bf16-mixed", trainer_options={"limit_train_batches": 2}
+    )
+    assert result.info["precision"] == "bf16-mixed" and 0.0 <= result.history[0]["DER"] < 2.0

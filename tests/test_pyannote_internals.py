@@ -60,3 +60,21 @@ def test_files_der_weighted_by_speech_is_the_validation_s_der(make_spec, tmp_pat
     scores = collector.scores
     assert scores is not None and len(scores.ids) == 3 and all(i.startswith("demo_dev") for i in scores.ids)
     assert float(np.average(scores.values, weights=scores.weights)) == pytest.approx(metrics["DER"], rel=1e-5)
+
+
+def test_speakers_are_matched_in_float32_under_bf16() -> None:
+    """SciPy refuses a bfloat16 cost matrix: after the patch, half-precision scores are matched as float32 ones."""
+    from pyannote.audio.utils.permutation import permutate
+
+    from tuner.objectives.pyannote_internals import match_speakers_in_float32
+
+    torch.manual_seed(0)
+    y1, y2 = torch.rand(2, 50, 3), torch.rand(2, 50, 3)
+    expected, _ = permutate(y1, y2)
+    match_speakers_in_float32()
+    match_speakers_in_float32()  # once per process: a second call wraps nothing again
+    permutated, _ = permutate(y1.bfloat16(), y2.bfloat16())
+    assert permutated.dtype == torch.float32
+    torch.testing.assert_close(permutated, expected, atol=1e-2, rtol=0)
+    again, _ = permutate(y1, y2)  # full precision: unchanged
+    assert torch.equal(again, expected)

@@ -38,6 +38,7 @@ from tuner.data.diarization import DiarizationCorpus, resolve_diarization_corpus
 from tuner.data.loading import loader_settings, resolve_num_workers
 from tuner.errors import ConfigError
 from tuner.objectives.base import FitInputs, TrainedObjective
+from tuner.objectives.pyannote_internals import match_speakers_in_float32
 from tuner.search_space import TrialConfig
 from tuner.training.freeze import LayerStack
 from tuner.training.items import ItemCollector
@@ -140,6 +141,7 @@ class PyannoteSegmentation(TrainedObjective):
         )
         self._protocol = corpus.protocol(validate_on=split)
         # compressed files decoded once, at the model's rate, into WAVs read a chunk at a time
+        match_speakers_in_float32()  # bf16-mixed: SciPy's assignment refuses a bfloat16 cost matrix
         self._waveforms = WaveformCache(
             pad_samples=256, decoded=DecodeCache(self.workdir / "cache" / "decoded", sample_rate)
         )

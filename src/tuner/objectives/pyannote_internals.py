@@ -4,6 +4,9 @@
   validation chunk (pyannote's metric classes only sum them over a whole validation).
 * ``Task.prepared_data["validation"]``: which file each validation chunk was cut from, in the validation
   dataloader's order (pyannote's validation batches are not shuffled).
+* ``pyannote.audio.utils.permutation.permutate``'s implementation for tensors, registered again (it is a
+  ``functools.singledispatch``) so that it matches speakers in float32: under bf16-mixed autocast the scores
+  are bfloat16, and SciPy's ``linear_sum_assignment`` refuses a bfloat16 cost matrix.
 """
 
 from __future__ import annotations
@@ -19,10 +22,28 @@ from typing_extensions import override
 
 from tuner.training.items import ItemCollector, ItemScores
 
-__all__ = ["chunk_der_components", "validation_chunk_files", "FileDERCollector"]
+__all__ = ["chunk_der_components", "validation_chunk_files", "FileDERCollector", "match_speakers_in_float32"]
 
 #: pyannote's validation metric binarizes at this threshold (``DiarizationErrorRate(0.5)``)
 THRESHOLD = 0.5
+
+
+def match_speakers_in_float32() -> None:
+    """Make pyannote's speaker matching (``permutate`` on tensors: training, validation and its DER metric)
+    compute in float32 when it is given half-precision scores; full-precision calls are unchanged. Once per
+    process."""
+    from pyannote.audio.utils import permutation
+
+    original = permutation.permutate.dispatch(torch.Tensor)
+    if getattr(original, "tuner_float32", False):
+        return
+
+    def permutate_float32(y1: torch.Tensor, y2: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        half = (torch.bfloat16, torch.float16)
+        return original(y1.float() if y1.dtype in half else y1, y2.float() if y2.dtype in half else y2, *args, **kwargs)
+
+    permutate_float32.tuner_float32 = True  # type: ignore[attr-defined]
+    permutation.permutate.register(torch.Tensor)(permutate_float32)
 
 
 def chunk_der_components(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
