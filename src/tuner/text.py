@@ -7,7 +7,7 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["format_number", "did_you_mean", "describe"]
+__all__ = ["format_number", "did_you_mean", "describe", "epoch_number"]
 
 
 def format_number(value: Any, *, significant: int | None = None, missing: str = "-", small: float = 1e-2) -> str:
@@ -48,3 +48,9 @@ def describe(values: Mapping[str, Any]) -> str:
             parts.append(f"{key} {format_number(value, significant=4)}")
     nested = any(isinstance(value, Mapping) for value in values.values())
     return ("; " if nested else ", ").join(parts)
+
+
+def epoch_number(epoch: int | None) -> int | None:
+    """An epoch as a person counts it, from 1 (logs, tables, reports, exports, checkpoint names); tuner stores
+    Lightning's count, from 0 (and Optuna's step is that count: optuna-dashboard's step k is epoch k + 1)."""
+    return None if epoch is None else epoch + 1

@@ -20,7 +20,7 @@ from tuner.errors import ConfigError
 from tuner.reports.markdown import csv_text, csv_value, md_table
 from tuner.reports.summary import DEFAULT_REPORT_DIR, StudyReport, finite, now, report_command
 from tuner.store.connect import load_existing_study, mask_url, resolve_storage_url
-from tuner.text import format_number
+from tuner.text import epoch_number, format_number
 
 __all__ = [
     "COMPARE_COLUMNS",
@@ -99,7 +99,7 @@ def compare_rows(study_names: Sequence[str], storage: str | None = None) -> list
                 "running": counts["RUNNING"],
                 "best": best.value if best is not None else None,
                 "best_trial": best.number if best is not None else None,
-                "best_epoch": best.best_epoch if best is not None else None,
+                "best_epoch": epoch_number(best.best_epoch) if best is not None else None,
                 "baseline": record.baseline.get(record.metric),
                 "confirmed_config": top.label if top is not None else None,
                 "confirmed_mean": summary.mean if summary is not None else None,

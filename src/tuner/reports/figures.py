@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from tuner.reports.objective_figures import objective_figure, objective_figure_title
 from tuner.reports.summary import StudyReport, finite
 from tuner.store.records import StudyRecord, TrialRecord
-from tuner.text import format_number
+from tuner.text import epoch_number, format_number
 
 if TYPE_CHECKING:
     import optuna
@@ -196,6 +196,7 @@ def _intermediate_lines(study: optuna.Study, reported: str) -> go.Figure:
         number = int(match.group(1))
         state = states.get(number, "")
         trace.name = f"trial {number} ({state.lower()})" if state else f"trial {number}"
+        trace.x = [epoch_number(step) for step in trace.x]  # Optuna's step is the epoch counted from 0
         if state == "PRUNED":
             trace.line = {"dash": "dash"}
             trace.marker.symbol = "x"
@@ -217,6 +218,7 @@ def _intermediate_spread(report: StudyReport, reporting: Sequence[TrialRecord]) 
     low, median, high = (
         [float(np.percentile(by_step[s], q)) for s in steps] for q in (10, 50, 90)
     )  # fmt: skip
+    steps = [s + 1 for s in steps]  # epochs counted from 1 (text.epoch_number)
     counts = [len(by_step[s]) for s in steps]
     figure = go.Figure()
     figure.add_scatter(name="90th percentile", x=steps, y=high, mode="lines", line={"width": 0}, showlegend=False,
@@ -247,7 +249,7 @@ def _intermediate_spread(report: StudyReport, reporting: Sequence[TrialRecord]) 
         points = sorted(trial.reported.items())
         figure.add_scatter(
             name=f"trial {trial.number} ({trial.state.lower()})",
-            x=[step for step, _ in points],
+            x=[epoch_number(step) for step, _ in points],
             y=[value for _, value in points],
             mode="lines+markers",
             line={"dash": "dash"} if pruned else {},

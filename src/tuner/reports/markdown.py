@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuner.reports.summary import StudyReport, epoch_columns, header_lines, trial_heading, trial_summary
 from tuner.reports.tables import trial_columns
-from tuner.text import format_number
+from tuner.text import epoch_number, format_number
 
 if TYPE_CHECKING:
     import optuna
@@ -159,7 +159,7 @@ def epochs_csv(report: StudyReport) -> str:
         [
             trial.number,
             trial.state,
-            epoch["epoch"],
+            epoch_number(epoch["epoch"]),  # counted from 1, as everywhere a person reads
             1 if epoch["epoch"] == trial.best_epoch else 0,
             *(csv_value(epoch.get(c)) for c in values),
         ]

@@ -37,6 +37,7 @@ from tuner.reports.tables import trains
 from tuner.store import optuna_internals
 from tuner.store.queries import queries_of
 from tuner.store.records import StudyRecord, TrialRecord, study_trials
+from tuner.text import epoch_number
 
 if TYPE_CHECKING:
     import optuna
@@ -91,7 +92,7 @@ def _trial_note(trial: TrialRecord, study: StudyRecord) -> str:
     if trial.steps is not None:  # a stepwise trial: a configuration evaluated item by item
         summary = f"{metric} **{_cell(best.get(metric))}** over {len(trial.steps)} items"
     elif best:  # its components are in the epoch table below
-        summary = f"best {metric} **{_cell(best.get(metric))}** at epoch {best['epoch']}"
+        summary = f"best {metric} **{_cell(best.get(metric))}** at epoch {epoch_number(best['epoch'])}"
         summary += f"; {len(epochs)}" + (f" of {trial.max_epochs}" if trial.max_epochs else "") + " epochs run"
     else:
         summary = f"no {metric} recorded"
@@ -119,7 +120,9 @@ def _trial_note(trial: TrialRecord, study: StudyRecord) -> str:
         lines += ["", "| epoch | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
         for row in epochs:
             mark = " (best)" if best and row["epoch"] == best["epoch"] else ""
-            lines.append(f"| {row['epoch']}{mark} | " + " | ".join(_cell(row.get(c)) for c in columns) + " |")
+            lines.append(
+                f"| {epoch_number(row['epoch'])}{mark} | " + " | ".join(_cell(row.get(c)) for c in columns) + " |"
+            )
     if trial.steps:
         columns = [metric, *study.components]
         lines += ["", "| item | " + " | ".join(columns) + " |", "|" + "---|" * (len(columns) + 1)]
@@ -167,7 +170,7 @@ def study_note(study: optuna.Study) -> str:
             lines.append(f"| {record.baseline_label} | {values} |")
         if best is not None:
             values = " | ".join(_cell(v) for v in [best.value, *(best.best.get(c) for c in components)])
-            at = f", epoch {_cell(best.best_epoch)}" if training else ""
+            at = f", epoch {_cell(epoch_number(best.best_epoch))}" if training else ""
             lines.append(f"| best: trial {best.number}{at} | {values} |")
     if record.test_text:
         lines += ["", f"Evaluated with `tuner evaluate`: {record.test_text}."]

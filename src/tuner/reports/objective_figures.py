@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from tuner.objectives.base import objective_entry
 from tuner.reports.summary import StudyReport, finite
 from tuner.store.records import StudyRecord
-from tuner.text import format_number
+from tuner.text import epoch_number, format_number
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -193,7 +193,7 @@ def _eer_det(report: StudyReport, rows: Rows, unit: str) -> go.Figure:
         fpr, fnr = list(det.get("fpr", [])), list(det.get("fnr", []))
         epoch = details.get("epoch")
         figure.add_scatter(
-            name=f"trial {det_trial.number}" + (f", epoch {epoch}" if epoch is not None else ""),
+            name=f"trial {det_trial.number}" + (f", epoch {epoch_number(epoch)}" if epoch is not None else ""),
             x=probit(fpr),
             y=probit(fnr),
             mode="lines+markers",

@@ -21,7 +21,7 @@ from tuner.direction import is_better, rank_key
 from tuner.reports.tables import rows_of, sort_rows, trains
 from tuner.store.connect import mask_url
 from tuner.store.records import StudyRecord, TrialRecord, study_trials
-from tuner.text import format_number
+from tuner.text import epoch_number, format_number
 
 if TYPE_CHECKING:
     import optuna
@@ -108,7 +108,8 @@ class StudyReport:
         if trial.epochs:
             columns = epoch_columns(trial.epochs, metric, components)
             marks = ("*" if e["epoch"] == trial.best_epoch else "" for e in trial.epochs)
-            return [*columns, "best"], [[*(e.get(c) for c in columns), m] for e, m in zip(trial.epochs, marks)]
+            shown = ({**e, "epoch": epoch_number(e["epoch"])} for e in trial.epochs)  # counted from 1
+            return [*columns, "best"], [[*(e.get(c) for c in columns), m] for e, m in zip(shown, marks)]
         steps = dict(trial.steps or {})
         columns = [metric, *(c for c in components if any(c in v for v in steps.values()))]
         return ["item", *columns], [[item, *(values.get(c) for c in columns)] for item, values in steps.items()]
@@ -237,7 +238,8 @@ def trial_summary(trial: TrialRecord, metric: str) -> str:
         max_epochs = trial.max_epochs
         facts.append(f"{trial.epochs_run}" + (f" of {max_epochs}" if max_epochs else "") + " epochs run")
     if trial.best_epoch is not None:
-        facts.append(f"best epoch {trial.best_epoch}: {metric} {format_number(trial.best.get(metric), significant=6)}")
+        value = format_number(trial.best.get(metric), significant=6)
+        facts.append(f"best epoch {epoch_number(trial.best_epoch)}: {metric} {value}")
     if trial.retry_summary:
         facts.append(trial.retry_summary)
     if trial.state == "FAIL":
@@ -279,7 +281,7 @@ def header_lines(report: StudyReport, url: str, command: str) -> list[tuple[str,
     ]
     best = report.best()
     if best is not None:
-        at = f" at epoch {best.best_epoch}" if best.best_epoch is not None else ""
+        at = f" at epoch {epoch_number(best.best_epoch)}" if best.best_epoch is not None else ""
         items.append(("best", f"trial {best.number}, {metric} = {format_number(best.value, significant=6)}{at}"))
     else:
         items.append(("best", "no completed trial yet"))

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuner.direction import rank_key
 from tuner.store.records import StudyRecord, TrialRecord, study_trials
-from tuner.text import format_number
+from tuner.text import epoch_number, format_number
 
 if TYPE_CHECKING:
     import optuna
@@ -67,7 +67,7 @@ def trial_row(trial: TrialRecord, study: StudyRecord) -> dict[str, Any]:
     )
     if trains(study):
         row["epochs"] = trial.epochs_run
-        row["best_epoch"] = trial.best_epoch
+        row["best_epoch"] = epoch_number(trial.best_epoch)
     row[study.metric] = best.get(study.metric)
     row.update({name: best.get(name) for name in study.components})
     return row

@@ -96,7 +96,7 @@ class EpochCheckpoint(pl.Callback):
         try:
             with files.disk_errors(self._tmp.parent, what, "Free space there, or set TMPDIR to a folder with room"):
                 trainer.save_checkpoint(local)
-            artifact_id = f"trial{self.trial.number}-epoch{epoch:03d}-{uuid.uuid4().hex[:12]}.ckpt"
+            artifact_id = f"trial{self.trial.number}-epoch{epoch + 1:03d}-{uuid.uuid4().hex[:12]}.ckpt"  # from 1
             written = self.store.put(artifact_id, local, what)
         finally:
             local.unlink(missing_ok=True)
