@@ -1,5 +1,5 @@
-"""Loader workers: how many by default, what goes with them, and a random stream of their own in each worker that
-keeps runs reproducible (tuner.data.loading)."""
+"""Loader workers: how many by default, what goes with them, and random draws keyed by the seed, the epoch and the
+item's place in it, which neither the workers nor a resumed run change (tuner.data.loading)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,17 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from tuner.data.loading import WorkerRandom, default_num_workers, loader_settings, resolve_num_workers
+from tuner.data.loading import (
+    _DRAWS,
+    Draw,
+    DrawRandom,
+    KeyedSampler,
+    default_num_workers,
+    loader_settings,
+    resolve_num_workers,
+)
 from tuner.errors import ConfigError
 
 
@@ -34,51 +42,76 @@ def test_workers_persist_and_pin_memory_only_with_cuda():
 
 
 class _Draws(Dataset):
-    """Each item: the worker that made it and one draw from the dataset's stream."""
+    """Each item: the worker that made it, its draw's key and one number drawn for it."""
 
     def __init__(self, seed: int) -> None:
-        self.random = WorkerRandom(seed)
+        self.random = DrawRandom(seed)
 
     def __len__(self) -> int:
         return 8
 
-    def __getitem__(self, index: int) -> tuple[int, float]:
+    def __getitem__(self, draw: Draw) -> tuple[int, tuple[int, int, int], float]:
         info = torch.utils.data.get_worker_info()
-        return (-1 if info is None else info.id), float(self.random.generator().random())
+        return (-1 if info is None else info.id), tuple(draw), float(self.random.generator(draw).random())
 
 
-def _epochs(seed: int, workers: int, epochs: int = 2) -> list[list[tuple[int, float]]]:
-    loader = DataLoader(_Draws(seed), batch_size=None, **loader_settings(workers))
-    return [[(int(w), float(x)) for w, x in loader] for _ in range(epochs)]
+def _epochs(seed: int, workers: int, epochs: tuple[int, ...] = (0, 1)) -> list[list[tuple[tuple[int, ...], float]]]:
+    """Each epoch's (key, draw) of every item, as Lightning runs the loader: the sampler told the epoch first."""
+    sampler = KeyedSampler(RandomSampler(range(8), generator=torch.Generator().manual_seed(seed)))
+    loader = DataLoader(_Draws(seed), batch_size=None, sampler=sampler, **loader_settings(workers))
+    drawn = []
+    for epoch in epochs:
+        sampler.set_epoch(epoch)
+        drawn.append([(tuple(int(k) for k in key), float(x)) for _, key, x in loader])
+    return drawn
 
 
-def test_without_workers_the_stream_is_the_one_the_datasets_drew_from_before():
-    """A run without loader workers is unchanged: default_rng(seed), going on across epochs."""
-    expected = np.random.default_rng(7).random(16).tolist()
-    drawn = [x for epoch in _epochs(7, workers=0) for _, x in epoch]
-    assert drawn == pytest.approx(expected, rel=0, abs=0)
+def test_an_items_draws_are_keyed_by_the_seed_the_epoch_and_its_place_in_the_epoch():
+    first, second = _epochs(7, workers=0)
+    assert [key[2] for key, _ in first] == list(range(8)) and {key[1] for key, _ in second} == {1}
+    assert sorted(key[0] for key, _ in first) == list(range(8))  # every item once, in the sampler's order
+    for key, x in first + second:
+        assert x == np.random.default_rng([7, key[1], key[2], _DRAWS]).random()
+    assert [x for _, x in first] != [x for _, x in second]  # another epoch, other draws
+    assert _epochs(8, workers=0)[0] != first  # another seed, other order and draws
+
+
+def test_a_resumed_epoch_draws_what_it_drew_in_the_whole_run():
+    """No stream goes on from one epoch to the next: epoch 1 alone (a run resumed after epoch 0) draws the same."""
+    whole = _epochs(7, workers=0, epochs=(0, 1))
+    assert [draw for _, draw in _epochs(7, workers=0, epochs=(1,))[0]] == [draw for _, draw in whole[1]]
 
 
 @pytest.mark.slow
-def test_each_worker_draws_its_own_stream_reproducibly_and_goes_on_across_epochs():
-    first, again = _epochs(7, workers=2), _epochs(7, workers=2)
-    assert first == again  # the same seed and number of workers: the same draws, in the same order
-    by_worker: dict[int, list[float]] = {}
-    for epoch in first:
-        for worker, x in epoch:
-            by_worker.setdefault(worker, []).append(x)
-    assert sorted(by_worker) == [0, 1]
-    for worker, draws in by_worker.items():  # a stream of its own, which the next epoch continues (persistent)
-        assert draws == pytest.approx(np.random.default_rng([7, worker + 1]).random(len(draws)).tolist(), abs=0)
-    assert by_worker[0][:4] != by_worker[1][:4]
-    assert _epochs(8, workers=2) != first  # another seed, other draws
+def test_workers_draw_what_the_training_process_draws():
+    """2 persistent workers, epoch after epoch: the same draws as without workers, whichever worker makes an item."""
+    with_workers = _epochs(7, workers=2, epochs=(0, 1, 2))
+    assert with_workers == _epochs(7, workers=0, epochs=(0, 1, 2))
 
 
-def test_a_pickled_stream_starts_afresh_in_the_process_that_loads_it():
-    random = WorkerRandom(3)
-    random.generator().random(5)  # drawn in this process
-    copy = pickle.loads(pickle.dumps(random))
-    assert copy.generator().random() == np.random.default_rng(3).random()
+def test_a_dataset_draw_needs_its_key():
+    with pytest.raises(TypeError, match=r"takes a Draw .* KeyedSampler"):
+        DrawRandom(3).generator(5)  # type: ignore[arg-type]
+
+
+def test_the_keyed_sampler_keys_batches_and_passes_the_epoch_on():
+    class Batches(torch.utils.data.Sampler[list[int]]):
+        epoch = 0
+
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = epoch
+
+        def __len__(self) -> int:
+            return 2
+
+        def __iter__(self):
+            yield from ([3, 1], [2])
+
+    inner = Batches()
+    keyed = KeyedSampler(inner)
+    keyed.set_epoch(4)
+    assert inner.epoch == 4 and len(keyed) == 2
+    assert list(keyed) == [[Draw(3, 4, 0), Draw(1, 4, 1)], [Draw(2, 4, 2)]]
 
 
 def test_a_cache_goes_to_a_worker_without_its_decoded_audio(tmp_path):
@@ -99,7 +132,7 @@ def test_a_cache_goes_to_a_worker_without_its_decoded_audio(tmp_path):
 
 @pytest.mark.slow
 def test_separation_trains_with_two_loader_workers_reproducibly(sep_spec, tmp_path):
-    """Two runs of a seed with 2 workers train alike; without workers the random segments differ, so do the runs."""
+    """Two runs of a seed with 2 workers train alike, and as a run without workers: the same segments."""
     from tuner.runner import prepare_objective
     from tuner.search_space import TrialConfig
     from tuner.training.fit import fit
@@ -114,4 +147,4 @@ def test_separation_trains_with_two_loader_workers_reproducibly(sep_spec, tmp_pa
 
     with_workers = history(2)
     assert history(2) == with_workers
-    assert history(0) != with_workers  # the workers' own streams: other segments than the training process's
+    assert history(0) == with_workers  # each segment is drawn from its own key, whichever process draws it

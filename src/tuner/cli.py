@@ -16,6 +16,9 @@ from tuner.errors import TunerError
 
 logger = logging.getLogger("tuner")
 
+#: `tuner train`'s exit status when the run does not reproduce its trial (2 is a user error, 130 an interrupt)
+NOT_REPRODUCED_STATUS = 3
+
 
 def _setup_logging(verbose: int) -> None:
     from rich.logging import RichHandler
@@ -403,6 +406,12 @@ def dashboard(storage: str | None, host: str, port: int, artifacts: str | None) 
     show_default=True,
     help="Largest |metric difference| at the exported epoch that counts as reproducing the trial (metric units).",
 )
+@click.option(
+    "--report-only",
+    is_flag=True,
+    help=f"Report whether the run reproduces the trial, and exit 0 even when it does not (default: exit status "
+    f"{NOT_REPRODUCED_STATUS} then).",
+)
 @workdir_option("Where demo corpora, caches and the default output folder go.")
 @click.option("--device", metavar="DEVICE", help="auto (default), cpu, cuda, or a GPU index (0, cuda:1).")
 @precision_options("the export's")
@@ -413,6 +422,7 @@ def train(
     data: str | None,
     pretrained: str | None,
     tolerance: float,
+    report_only: bool,
     workdir: Path,
     device: str | None,
     precision: str | None,
@@ -424,7 +434,8 @@ def train(
     accumulation, seed) with its parameters, trains for --max-epochs, saves the final Lightning checkpoint
     (final.ckpt) and the per-epoch metrics (metrics.json), prints the epochs, and says whether the run
     reproduces the trial's metric at the exported epoch (same seed and epochs on CPU: identical; another
-    --precision or --accumulate-grad-batches than the export's: not comparable).
+    --precision or --accumulate-grad-batches than the export's: not comparable). A run that does not reproduce
+    it ends with one line saying what differed and exit status 3 (--report-only: status 0).
 
     \b
       tuner train best.yaml
@@ -449,6 +460,14 @@ def train(
     console.print(result.table())
     for line in result.summary():
         console.print(line, markup=False, highlight=False)
+    failure = result.failure()
+    if failure is not None and not report_only:
+        click.secho(
+            f"error: {failure} (--report-only reports it without failing; --tolerance widens the check)",
+            fg="red",
+            err=True,
+        )
+        sys.exit(NOT_REPRODUCED_STATUS)
 
 
 @cli.group()

@@ -57,6 +57,8 @@ class Reproduction:
     tolerance: float
     comparable: bool
     reason: str = ""  # why the values are not comparable (or why the check could not run)
+    #: the epoch's other values (components, losses, lr) that differ by more than the tolerance: "name here vs trial"
+    others: list[str] = field(default_factory=list)
 
     @property
     def difference(self) -> float | None:
@@ -81,6 +83,7 @@ class Reproduction:
             "comparable": self.comparable,
             "matches": self.matches,
             "reason": self.reason,
+            "others": list(self.others),
         }
 
     def summary(self, metric: str) -> str:
@@ -96,6 +99,19 @@ class Reproduction:
             return f"{head}: not comparable, {self.reason}"
         verdict = "reproduced" if self.matches else "NOT reproduced"
         return f"{head}: {verdict} within tolerance {self.tolerance:g}"
+
+    def failure(self, metric: str) -> str | None:
+        """One line saying what differed when the run does not reproduce the trial (comparable, and off by more
+        than the tolerance); None when it does, or when the comparison means nothing."""
+        if self.matches is not False:
+            return None
+        line = (
+            f"{metric} at epoch {self.epoch} is {self.reproduced:.6g} here and {self.exported:.6g} in the trial "
+            f"(|difference| {self.difference:.3g} > tolerance {self.tolerance:g})"
+        )
+        if self.others:
+            line += "; also " + ", ".join(self.others)
+        return line
 
 
 @dataclass
@@ -120,6 +136,13 @@ class TrainResult:
     @property
     def best_epoch(self) -> int | None:
         return self.fit.best_epoch
+
+    def failure(self) -> str | None:
+        """One line saying what differed when this run does not reproduce the exported trial, else None."""
+        line = self.reproduction.failure(self.metric)
+        if line is None:
+            return None
+        return f"{self.export.get('study')} trial {self.export.get('trial')} not reproduced: {line}"
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per epoch: epoch, metric, components, lr, seconds."""
@@ -450,9 +473,15 @@ def _reproduction(
             f"the {config.schedule} schedule spans {epochs} epochs here and {trial_epochs} in the trial, "
             "so the learning rates differ after the first epoch"
         )
-    if math.isnan(reproduced):
-        reasons.append("the metric is NaN")
-    return Reproduction(int(epoch), exported, reproduced, tolerance, not reasons, "; ".join(reasons))
+    others = [
+        f"{key} {float(record[key]):.6g} vs {float(value):.6g}"
+        for key, value in (info.get("components") or {}).items()
+        if key not in ("seconds", "epoch")
+        and key in record
+        and isinstance(value, (int, float))
+        and not abs(float(record[key]) - float(value)) <= tolerance  # NaN on either side differs
+    ]
+    return Reproduction(int(epoch), exported, reproduced, tolerance, not reasons, "; ".join(reasons), others)
 
 
 def _write_metrics(result: TrainResult, described: Mapping[str, Any]) -> None:

@@ -1,29 +1,31 @@
 """How the objectives' DataLoaders use the machine: the number of worker processes, persistent workers, pinned
-memory on CUDA, and a random stream of its own in each worker.
+memory on CUDA, and random draws that neither the workers nor a resumed run change.
 
 A training step on a GPU takes milliseconds; reading and cropping audio in the training process would leave the
 GPU waiting. :func:`resolve_num_workers` turns a study's ``options["num_workers"]`` (None: the default) into a
 number: none on a machine of 2 cores or fewer (a worker would compete with training for them), else about half
 the cores, at most 4. :func:`loader_settings` adds what goes with workers: they persist across epochs (no fork and
-no dataset copy per epoch; a worker's random stream goes on from one epoch to the next) and, with CUDA, batches
-are pinned for a faster copy to the GPU.
+no dataset copy per epoch) and, with CUDA, batches are pinned for a faster copy to the GPU.
 
-:class:`WorkerRandom` gives a dataset a numpy generator per process: in the training process, ``default_rng(seed)``
-(what the datasets drew from before workers existed, so a run without workers is unchanged); in worker ``i``,
-``default_rng([seed, i + 1])``. Runs stay reproducible for a seed and a number of workers; every worker draws
-other crops than the others.
+A dataset's random draws (crops, segments) come from :class:`DrawRandom`: one numpy generator per item handed out,
+keyed by the run's seed, the epoch and the item's place in the epoch's order, which :class:`KeyedSampler` hands to
+the dataset with the item's index (:class:`Draw`). No stream goes on from one item, worker or epoch to the next, so
+the draws are the same whichever process makes them, with any number of workers (persistent ones included, whose
+streams a checkpoint could not hold), and a run resumed at epoch k draws what the uninterrupted run drew.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
 
 import numpy as np
+import torch.utils.data
 
 from tuner.errors import ConfigError
 
-__all__ = ["default_num_workers", "resolve_num_workers", "loader_settings", "WorkerRandom"]
+__all__ = ["default_num_workers", "resolve_num_workers", "loader_settings", "Draw", "KeyedSampler", "DrawRandom"]
 
 #: workers a DataLoader starts at most by default
 MAX_DEFAULT_WORKERS = 4
@@ -71,29 +73,64 @@ def loader_settings(num_workers: int) -> dict[str, Any]:
     }
 
 
-class WorkerRandom:
-    """A numpy generator per process for a dataset's random draws (crops, segments).
+class Draw(NamedTuple):
+    """One item of an epoch as :class:`KeyedSampler` hands it to a dataset: ``item``, its index in the dataset, and
+    the key of its random draws (``epoch``, and ``position``: its place in the epoch's order, from 0)."""
 
-    Call :meth:`generator` where the dataset draws. The training process (no loader workers) gets
-    ``default_rng(seed)``; worker ``i`` of a DataLoader gets ``default_rng([seed, i + 1])``, made in the worker
-    on its first draw (a generator pickled into a worker would hand every worker the same stream).
+    item: int
+    epoch: int
+    position: int
+
+
+class KeyedSampler(torch.utils.data.Sampler[Any]):
+    """A sampler of indices (or a batch sampler of lists of indices) whose indices reach the dataset as :class:`Draw`
+    items: pass it as the DataLoader's ``sampler`` (``batch_sampler``), the dataset's ``__getitem__`` takes a Draw.
+
+    Lightning tells it the epoch (:meth:`set_epoch`, passed on to the wrapped sampler) before each epoch's iterator
+    starts; the epoch is read when the iteration starts.
     """
+
+    def __init__(self, sampler: Iterable[Any]) -> None:
+        self.sampler = sampler
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        inner = getattr(self.sampler, "set_epoch", None)
+        if callable(inner):
+            inner(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[Any]:
+        epoch, position = self.epoch, 0
+        for item in self.sampler:
+            if isinstance(item, (list, tuple)):  # a batch
+                yield [Draw(int(index), epoch, position + offset) for offset, index in enumerate(item)]
+                position += len(item)
+            else:
+                yield Draw(int(item), epoch, position)
+                position += 1
+
+
+#: the last word of every draw's key, so that no other seeded stream of tuner (a sampler's ``[seed, epoch]``) shares
+#: it: numpy's SeedSequence gives ``[a, b]`` and ``[a, b, 0]`` the same stream
+_DRAWS = 0x64726177
+
+
+class DrawRandom:
+    """A dataset's random draws (crops, segments): :meth:`generator` of a :class:`Draw` is
+    ``default_rng([seed, epoch, position, ...])``, the same in every process and whatever came before it."""
 
     def __init__(self, seed: int) -> None:
         self.seed = int(seed)
-        self._rng: np.random.Generator | None = None
-        self._worker: int | None = None
 
-    def generator(self) -> np.random.Generator:
-        """This process's generator."""
-        import torch.utils.data
-
-        info = torch.utils.data.get_worker_info()
-        worker = None if info is None else int(info.id)
-        if self._rng is None or worker != self._worker:
-            self._rng = np.random.default_rng(self.seed if worker is None else [self.seed, worker + 1])
-            self._worker = worker
-        return self._rng
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"seed": self.seed, "_rng": None, "_worker": None}  # each worker starts its own stream
+    def generator(self, draw: Draw) -> np.random.Generator:
+        """The generator of ``draw``'s random numbers."""
+        if not isinstance(draw, Draw):
+            raise TypeError(
+                f"DrawRandom.generator takes a Draw (the dataset's item as KeyedSampler hands it), not {draw!r}: "
+                "wrap the DataLoader's sampler in tuner.data.loading.KeyedSampler"
+            )
+        return np.random.default_rng([self.seed, draw.epoch, draw.position, _DRAWS])

@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 from typing_extensions import override
 
-from tuner.data.loading import WorkerRandom, loader_settings, resolve_num_workers
+from tuner.data.loading import Draw, DrawRandom, KeyedSampler, loader_settings, resolve_num_workers
 from tuner.errors import DataError
 from tuner.objectives.base import FitInputs, TrainedObjective, under
 from tuner.search_space import Param, TrialConfig
@@ -45,16 +45,16 @@ class _Segments(Dataset):
 
     def __init__(self, mixtures: Sequence[Any], num_samples: int, seed: int) -> None:
         self.mixtures, self.num_samples = list(mixtures), num_samples
-        self.random = WorkerRandom(seed)  # a stream of its own in each loader worker
+        self.random = DrawRandom(seed)  # the same segments in any process, after any resume
 
     def __len__(self) -> int:
         return len(self.mixtures)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, draw: Draw) -> tuple[torch.Tensor, torch.Tensor]:
         from tuner.data.separation import load_mixture, random_segment
 
-        mix, sources, _ = load_mixture(self.mixtures[index])
-        mix, sources = random_segment(mix, sources, self.num_samples, self.random.generator())
+        mix, sources, _ = load_mixture(self.mixtures[draw.item])
+        mix, sources = random_segment(mix, sources, self.num_samples, self.random.generator(draw))
         return torch.from_numpy(np.ascontiguousarray(mix)), torch.from_numpy(np.ascontiguousarray(sources.T))
 
 
@@ -99,11 +99,12 @@ class MixtureData(pl.LightningDataModule):
 
     @override
     def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
+        generator = torch.Generator().manual_seed(self.seed)  # the order: a checkpoint holds its state
+        dataset = _Segments(self.train, self.crop_samples, self.seed)
         return DataLoader(
-            _Segments(self.train, self.crop_samples, self.seed),
+            dataset,
             batch_size=self.batch_size,
-            shuffle=True,
+            sampler=KeyedSampler(RandomSampler(dataset, generator=generator)),
             drop_last=True,
             generator=generator,
             **loader_settings(self.num_workers),

@@ -24,7 +24,7 @@ from typing_extensions import override
 from tuner import quiet
 from tuner.data.audio import WaveformCache
 from tuner.data.compressed import DecodeCache
-from tuner.data.loading import WorkerRandom, loader_settings, resolve_num_workers
+from tuner.data.loading import Draw, DrawRandom, KeyedSampler, loader_settings, resolve_num_workers
 from tuner.errors import ConfigError, DataError
 from tuner.objectives.base import FitInputs, TrainedObjective, under
 from tuner.search_space import Param, TrialConfig
@@ -52,17 +52,17 @@ class _CropDataset(Dataset):
     ) -> None:
         self.paths, self.labels, self.crop_samples = list(paths), list(labels), crop_samples
         self.waveforms = waveforms
-        self.random = WorkerRandom(seed)  # a stream of its own in each loader worker
+        self.random = DrawRandom(seed)  # the same crops in any process, after any resume
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, draw: Draw) -> tuple[torch.Tensor, int]:
         from tuner.data.verification import random_crop
 
-        waveform, _ = self.waveforms.get(self.paths[index])
-        crop = random_crop(waveform.mean(axis=0), self.crop_samples, self.random.generator())
-        return torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32)), self.labels[index]
+        waveform, _ = self.waveforms.get(self.paths[draw.item])
+        crop = random_crop(waveform.mean(axis=0), self.crop_samples, self.random.generator(draw))
+        return torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32)), self.labels[draw.item]
 
 
 class _UtteranceDataset(Dataset):
@@ -112,7 +112,7 @@ class VerificationData(pl.LightningDataModule):
 
         dataset = _CropDataset(self.train_paths, self.train_labels, self.crop_samples, self.waveforms, self.seed)
         sampler = SpeakerBatchSampler(self.train_labels, self.batch_size, per_speaker=self.per_speaker, seed=self.seed)
-        return DataLoader(dataset, batch_sampler=sampler, **loader_settings(self.num_workers))
+        return DataLoader(dataset, batch_sampler=KeyedSampler(sampler), **loader_settings(self.num_workers))
 
     @override
     def val_dataloader(self) -> DataLoader:

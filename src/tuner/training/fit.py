@@ -73,6 +73,7 @@ def fit(
     ``trial`` (default: the objective's metric; see :func:`pruning_value`).
     """
     from tuner.training.divergence import DivergenceGuard
+    from tuner.training.random_state import RandomState
     from tuner.training.reporting import TrialReporter
 
     inputs = objective.build(config, seed)
@@ -86,7 +87,7 @@ def fit(
             max_epochs=max_epochs,
             enable_checkpointing=False,
             num_sanity_val_steps=0,
-            callbacks=[reporter, DivergenceGuard(), *(callbacks or [])],
+            callbacks=[reporter, DivergenceGuard(), RandomState(), *(callbacks or [])],
             **{**inputs.trainer_options, **dict(trainer_options or {})},
         )
         try:
