@@ -88,20 +88,20 @@ def _trial(state: optuna.trial.TrialState = optuna.trial.TrialState.COMPLETE, **
 def test_trial_note_has_the_configuration_seed_state_and_one_row_per_epoch():
     note = trial_note(_trial(), _study())
     assert "Trial 0: complete" in note
-    assert "best DER **0.4375** at epoch 1" in note and "seed 7" in note and "2 of 3 epochs" in note
+    assert "best DER **0.4375** at epoch 2" in note and "seed 7" in note and "2 of 3 epochs" in note
     # every parameter, searched or fixed, with its value
     assert "| optimizer | AdamW | searched |" in note and "| lr | 0.00123 | searched |" in note
     assert "| batch_size | 16 | fixed |" in note and "| warmup_epochs | 0 | fixed |" in note
     # the epoch table: metric, components and lr from the stored epoch/NNN records, the best epoch marked
     assert "| epoch | DER | Confusion | Miss | lr |" in note
-    assert "| 0 | 0.5625 | 0.1406 | 0.2812 | 0.00123 |" in note
-    assert "| 1 (best) | 0.4375 | 0.1094 | 0.2188 | 0.0006 |" in note
+    assert "| 1 | 0.5625 | 0.1406 | 0.2812 | 0.00123 |" in note
+    assert "| 2 (best) | 0.4375 | 0.1094 | 0.2188 | 0.0006 |" in note
 
 
 def test_trial_note_of_pruned_and_failed_trials():
     study = _study()
     pruned = trial_note(_trial(optuna.trial.TrialState.PRUNED, user_attrs={"best_epoch": None}), study)
-    assert "Trial 0: pruned" in pruned and "best DER **0.4375** at epoch 1" in pruned  # from the epoch records
+    assert "Trial 0: pruned" in pruned and "best DER **0.4375** at epoch 2" in pruned  # from the epoch records
     failed = trial_note(
         optuna.trial.create_trial(
             state=optuna.trial.TrialState.FAIL,
@@ -129,7 +129,7 @@ def test_notes_are_saved_for_the_dashboard_and_keep_what_a_person_added():
     study.add_trial(frozen)
     stored = study.get_trials()[0]
     body = save_trial_note(study, stored)
-    assert "| 1 (best) | 0.4375 |" in body
+    assert "| 2 (best) | 0.4375 |" in body
     ref = DashboardTrial.of(study, stored)
     assert optuna_dashboard.get_note(ref) == body
     optuna_dashboard.save_note(ref, body + "\nlooks overfit -- Ana\n")  # as if typed in the dashboard
@@ -139,7 +139,7 @@ def test_notes_are_saved_for_the_dashboard_and_keep_what_a_person_added():
     note = save_study_note(study)
     assert optuna_dashboard.get_note(study) == note
     assert "Study notes" in note and "| untrained model | 1.2500 | 0.5000 | 0.5000 |" in note
-    assert "best: trial 0, epoch 1" in note and "tuner export notes" in note
+    assert "best: trial 0, epoch 2" in note and "tuner export notes" in note
     assert "No completed trial yet" in study_note(_study())
 
 
@@ -260,7 +260,7 @@ def test_real_study_in_the_dashboard(make_spec, tmp_path):
     for trial, note in zip(trials, notes):
         der = epochs_of(trial)[0]["DER"]
         assert f"Trial {trial.number}: complete" in note and f"seed {trial.user_attrs['seed']}" in note
-        assert f"| 0 (best) | {der:.4f} |" in note
+        assert f"| 1 (best) | {der:.4f} |" in note
         assert f"| lr | {trial.user_attrs['config']['lr']:.3g} | searched |" in note
     assert "Study dash_tiny" in optuna_dashboard.get_note(study)
     figures = study_figures(study)

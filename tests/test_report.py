@@ -152,7 +152,7 @@ def test_csv_matches_the_store(objective, store, reports):
         records = _epochs(trial)
         best = _best(records, metric, maximize)
         assert row["state"] == trial.state.name
-        assert int(row["epochs"]) == len(records) and int(row["best_epoch"]) == best["epoch"]
+        assert int(row["epochs"]) == len(records) and int(row["best_epoch"]) == best["epoch"] + 1  # from 1
         for name in (metric, *components):
             assert float(row[name]) == best[name], (trial.number, name)  # full precision: exact
         config = trial.user_attrs["config"]
@@ -198,7 +198,7 @@ def test_markdown_has_the_header_and_every_epoch_of_every_trial(objective, store
         )
         (table,) = _md_tables(section)
         records = _epochs(trial)
-        assert [int(r["epoch"]) for r in table] == [r["epoch"] for r in records] and records
+        assert [int(r["epoch"]) for r in table] == [r["epoch"] + 1 for r in records] and records  # from 1
         best_epoch = _best(records, metric, maximize)["epoch"]
         for row, record in zip(table, records):
             columns = list(row)  # the hand-run tables' shape: epoch, loss/val, metric, components, loss/train, lr
@@ -383,8 +383,8 @@ def test_failed_and_running_trials_are_listed_last(tmp_path):
     paths = write_report("states", storage=url, out_dir=tmp_path / "out")
     rows = list(csv.DictReader(paths["csv"].open(newline="")))
     assert [(r["trial"], r["state"], r["SI-SNRi"], r["best_epoch"]) for r in rows] == [
-        ("2", "COMPLETE", "4.0", "0"),
-        ("0", "COMPLETE", "2.5", "1"),
+        ("2", "COMPLETE", "4.0", "1"),  # epochs counted from 1
+        ("0", "COMPLETE", "2.5", "2"),
         ("1", "FAIL", "", ""),
     ]
     md = paths["md"].read_text()

@@ -136,7 +136,7 @@ def test_export_round_trips_the_best_parameters(make_spec, storage_url, tmp_path
     assert exported["trial"] == best.number
     assert exported["objective"] == "pyannote_segmentation"
     assert exported["metric"]["name"] == "DER" and exported["metric"]["value"] == pytest.approx(best.value)
-    assert exported["metric"]["epoch"] == best.user_attrs["best_epoch"]
+    assert exported["metric"]["epoch"] == best.user_attrs["best_epoch"] + 1  # people count epochs from 1
     assert exported["fixed"]["batch_size"] == 8
     assert exported["trained_on"]["data"].endswith("database.yml:Demo.SpeakerDiarization.Default")
     assert exported["trained_on"]["pretrained"] is None

@@ -52,7 +52,8 @@ def test_train_reproduces_the_exported_trial(exported):
     assert result.seed == best.user_attrs["seed"] and result.config == best.user_attrs["config"]
     check = result.reproduction
     assert check.comparable and check.matches, check
-    assert check.epoch == export["metric"]["epoch"] and check.exported == pytest.approx(export["metric"]["value"])
+    assert check.epoch + 1 == export["metric"]["epoch"] and export["metric"]["epochs_counted_from"] == 1
+    assert check.exported == pytest.approx(export["metric"]["value"])
     assert check.difference <= DEFAULT_TOLERANCE
     # every epoch, every component, as the trial recorded it (same seed, same CPU: identical here)
     for epoch, record in result.fit.history.items():
@@ -72,8 +73,8 @@ def test_train_reproduces_the_exported_trial(exported):
         assert torch.equal(tensor, checkpoint["state_dict"][name]), name
 
     metrics = json.loads(result.metrics_file.read_text())
-    assert [e["epoch"] for e in metrics["epochs"]] == [0, 1]
-    assert metrics["best_epoch"] == result.best_epoch
+    assert [e["epoch"] for e in metrics["epochs"]] == [1, 2]  # counted from 1, as the log and the tables count
+    assert metrics["best_epoch"] == result.best_epoch + 1
     assert metrics["export"]["path"] == str(path) and metrics["export"]["content"]["trial"] == best.number
     assert metrics["reproduction"]["matches"] is True and metrics["checkpoint"] == str(result.checkpoint)
     assert metrics["config"] == best.user_attrs["config"] and metrics["seed"] == best.user_attrs["seed"]
@@ -106,7 +107,7 @@ def test_longer_cosine_training_is_not_compared(exported, tmp_path):
     work, path, _ = exported
     export = yaml.safe_load(path.read_text())
     export["params"]["schedule"] = "cosine"
-    export["metric"]["epoch"] = 1
+    export["metric"]["epoch"] = 2  # the second epoch, counted from 1
     changed = tmp_path / "cosine.yaml"
     changed.write_text(yaml.safe_dump(export))
     result = train_exported(changed, max_epochs=3, out_dir=tmp_path / "out", workdir=work)

@@ -12,6 +12,7 @@ from tuner.errors import ConfigError
 from tuner.store import files
 from tuner.store.connect import load_existing_study, mask_url, resolve_storage_url
 from tuner.store.records import StudyRecord, TrialRecord
+from tuner.text import epoch_number
 
 if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
@@ -52,7 +53,8 @@ def best_config(study_name: str, storage: str | None = None) -> dict[str, Any]:
             "name": record.metric,
             "direction": record.direction,
             "value": trial.value,
-            "epoch": trial.best_epoch,
+            "epoch": epoch_number(trial.best_epoch),  # counted from 1, as the log and the tables count
+            "epochs_counted_from": 1,
             "components": {k: v for k, v in trial.best.items() if k not in ("epoch", record.metric)},
             "baseline": record.baseline_value,
         },

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from tuner._yaml import parse_yaml
 from tuner.errors import ConfigError
 from tuner.store import files
-from tuner.text import did_you_mean, format_number
+from tuner.text import did_you_mean, epoch_number, format_number
 
 if TYPE_CHECKING:
     from tuner.training.fit import FitResult
@@ -75,7 +75,7 @@ class Reproduction:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "epoch": self.epoch,
+            "epoch": epoch_number(self.epoch),
             "exported": self.exported,
             "reproduced": self.reproduced,
             "difference": self.difference,
@@ -91,9 +91,9 @@ class Reproduction:
             return f"reproduction: not checked ({self.reason})"
         if self.reproduced is None:
             return f"reproduction: not checked ({self.reason})"
+        at = f"{metric} at epoch {epoch_number(self.epoch)}"
         head = (
-            f"{metric} at epoch {self.epoch}: {self.reproduced:.6g} here, {self.exported:.6g} in the trial "
-            f"(|difference| {self.difference:.3g})"
+            f"{at}: {self.reproduced:.6g} here, {self.exported:.6g} in the trial (|difference| {self.difference:.3g})"
         )
         if not self.comparable:
             return f"{head}: not comparable, {self.reason}"
@@ -106,8 +106,8 @@ class Reproduction:
         if self.matches is not False:
             return None
         line = (
-            f"{metric} at epoch {self.epoch} is {self.reproduced:.6g} here and {self.exported:.6g} in the trial "
-            f"(|difference| {self.difference:.3g} > tolerance {self.tolerance:g})"
+            f"{metric} at epoch {epoch_number(self.epoch)} is {self.reproduced:.6g} here and {self.exported:.6g} in "
+            f"the trial (|difference| {self.difference:.3g} > tolerance {self.tolerance:g})"
         )
         if self.others:
             line += "; also " + ", ".join(self.others)
@@ -148,7 +148,7 @@ class TrainResult:
         """One row per epoch: epoch, metric, components, lr, seconds."""
         rows = []
         for epoch, record in sorted(self.fit.history.items()):
-            row: dict[str, Any] = {"epoch": epoch, self.metric: record.get(self.metric)}
+            row: dict[str, Any] = {"epoch": epoch_number(epoch), self.metric: record.get(self.metric)}
             row.update({k: v for k, v in record.items() if k not in (self.metric, "lr", "seconds")})
             row["lr"] = record.get("lr")
             row["seconds"] = record.get("seconds")
@@ -168,9 +168,9 @@ class TrainResult:
         table.add_column("")
         for row in rows:
             marks = []
-            if row["epoch"] == self.best_epoch:
+            if row["epoch"] == epoch_number(self.best_epoch):
                 marks.append("best")
-            if row["epoch"] == self.reproduction.epoch:
+            if row["epoch"] == epoch_number(self.reproduction.epoch):
                 marks.append(
                     f"exported {self.reproduction.exported:.4f}"
                     if self.reproduction.exported is not None
@@ -182,7 +182,7 @@ class TrainResult:
     def summary(self) -> list[str]:
         best = self.fit.best(self.metric)
         lines = [
-            f"best: epoch {self.best_epoch}, {self.metric} = {best:.4f}"
+            f"best: epoch {epoch_number(self.best_epoch)}, {self.metric} = {best:.4f}"
             if self.best_epoch is not None
             else "no finite metric",
             self.reproduction.summary(self.metric),
@@ -452,14 +452,17 @@ def _reproduction(
     info = export["metric"]
     trained_on = export["trained_on"]
     epoch, exported = info.get("epoch"), info.get("value")
+    if epoch is not None and info.get("epochs_counted_from") == 1:  # exports before it counted from 0
+        epoch = int(epoch) - 1
     exported = float(exported) if exported is not None else None
     if epoch is None or exported is None:
         return Reproduction(epoch, exported, None, tolerance, False, "the export has no metric value or epoch")
     record = result.history.get(int(epoch))
     if record is None or metric not in record:
         return Reproduction(
-            epoch, exported, None, tolerance, False, f"this run has no epoch {epoch} (ran {len(result.history)})"
-        )
+            epoch, exported, None, tolerance, False,
+            f"this run has no epoch {epoch_number(epoch)} (ran {len(result.history)})",
+        )  # fmt: skip
     reproduced = float(record[metric])
     reasons = []
     if data is not None and data != trained_on["data"]:
@@ -500,8 +503,9 @@ def _write_metrics(result: TrainResult, described: Mapping[str, Any]) -> None:
         "config": result.config,
         "seed": result.seed,
         "max_epochs": result.max_epochs,
-        "epochs": [{"epoch": epoch, **record} for epoch, record in sorted(result.fit.history.items())],
-        "best_epoch": best,
+        # epochs counted from 1, as everywhere a person reads them
+        "epochs": [{**record, "epoch": epoch_number(epoch)} for epoch, record in sorted(result.fit.history.items())],
+        "best_epoch": epoch_number(best),
         "best": result.fit.history.get(best) if best is not None else None,
         "reproduction": result.reproduction.as_dict(),
         "checkpoint": str(result.checkpoint),
