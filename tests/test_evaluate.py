@@ -113,10 +113,17 @@ def test_a_trial_without_a_kept_checkpoint_is_refused_saying_what_to_do(tmp_path
     url = f"sqlite:///{tmp_path / 'tuner.db'}"
     study = run_study(spec, url, workdir=tmp_path, show_progress=False, artifacts=tmp_path / "artifacts")
     assert study.best_trial.number == 0  # lr 1e-4 learns less in 2 epochs: trial 1 kept no checkpoint
-    with pytest.raises(ConfigError, match=r"trial 1 of study 'syn' kept no checkpoint .* \(leave out --trial\)"):
+    with pytest.raises(
+        ConfigError, match=r"trial 1 of study 'syn' kept no checkpoint .*; trials that can be evaluated: 0 "
+    ):
         evaluate_study("syn", url, trial_number=1, workdir=tmp_path, artifacts=tmp_path / "artifacts")
-    with pytest.raises(ConfigError, match=r"study 'syn' has no trial 7 \(its trials: 0..1\)"):
+    with pytest.raises(ConfigError, match=r"study 'syn' has no trial 7; trials that can be evaluated: 0\."):
         evaluate_study("syn", url, trial_number=7, workdir=tmp_path, artifacts=tmp_path / "artifacts")
+    # the study's own figures (its choice) stay when a trial is evaluated by number: that one is kept apart
+    chosen = evaluate_study("syn", url, workdir=tmp_path, artifacts=tmp_path / "artifacts")
+    by_number = evaluate_study("syn", url, trial_number=0, workdir=tmp_path, artifacts=tmp_path / "artifacts")
+    attrs = optuna.load_study(study_name="syn", storage=url).user_attrs
+    assert attrs["test"] == chosen and attrs["test/trial/0"] == by_number
 
 
 @pytest.mark.bad_input

@@ -16,7 +16,8 @@ whose EER is recomputed; separation: mixtures) and, with several runs, over the 
 (:func:`tuner.statistics.paired_bootstrap`).
 
 The figures are stored in the study (user attribute ``test``, see :func:`tuner.store.records.write_test`), so
-``tuner report`` and the dashboard's study note show them.
+``tuner report`` and the dashboard's study note show them; those of a trial asked for with ``--trial N`` are
+kept apart (``test/trial/N``), and leave the study's figures as they are.
 """
 
 from __future__ import annotations
@@ -122,7 +123,8 @@ def evaluate_study(
     if paired is not None:
         result["paired"] = paired
     with store_errors(url, f"recording the {split} figures of study '{study_name}'"):
-        records.write_test(study, result)
+        # the study's own figures are those of its choice; a trial asked for by number keeps its figures apart
+        records.write_test(study, result, trial=trial_number)
         from tuner.reports.notes import save_study_note
 
         save_study_note(study)  # optuna-dashboard's study note shows them
@@ -142,11 +144,11 @@ def _runs_to_evaluate(
     exports it), every run of it whose checkpoint was kept (``kept_only``: a trained objective's), search and
     confirmation alike."""
     if number is not None:
-        return [(study, _pick_trial(study, study.study_name, number))], None
+        return [(study, _pick_trial(study, study.study_name, number, record, kept_only))], None
     confirmed = _confirmed_runs(resolver, study, record, kept_only)
     if confirmed:
         return confirmed, CONFIRMED_CHOICE
-    return [(study, _pick_trial(study, study.study_name, None))], None
+    return [(study, _pick_trial(study, study.study_name, None, record, kept_only))], None
 
 
 def _confirmed_runs(
@@ -253,19 +255,35 @@ def study_objective(
     return objective
 
 
-def _pick_trial(study: Any, study_name: str, number: int | None) -> Any:
-    import optuna
-
+def _pick_trial(study: Any, study_name: str, number: int | None, record: records.StudyRecord, kept_only: bool) -> Any:
     if number is None:
         try:
             return study.best_trial
         except ValueError:
             raise ConfigError(f"study '{study_name}' has no completed trial yet: nothing to evaluate.") from None
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    can = evaluable_trials(study, kept_only)
+    choices = f"trials that can be evaluated: {', '.join(map(str, can))}" if can else "no trial can be evaluated yet"
     if number not in trials:
-        raise ConfigError(f"study '{study_name}' has no trial {number} (its trials: 0..{max(trials, default=-1)}).")
-    if trials[number].state != optuna.trial.TrialState.COMPLETE:
+        raise ConfigError(f"study '{study_name}' has no trial {number}; {choices}.")
+    if number not in can:
+        state = trials[number].state.name.lower()
+        why = (
+            f"is {state}, not complete" if state != "complete" else "kept no checkpoint (only a study's best so far do)"
+        )
         raise ConfigError(
-            f"trial {number} of study '{study_name}' is {trials[number].state.name.lower()}, not complete."
+            f"trial {number} of study '{study_name}' {why}; {choices} (tuner evaluate {study_name} --trial N)."
         )
     return trials[number]
+
+
+def evaluable_trials(study: Any, kept_only: bool) -> list[int]:
+    """The numbers of the trials ``tuner evaluate --trial`` takes: complete ones, with a kept checkpoint where
+    the objective trains (``kept_only``)."""
+    import optuna
+
+    return [
+        t.number
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if not kept_only or records.checkpoint_of(study, t) is not None
+    ]

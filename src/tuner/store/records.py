@@ -725,6 +725,7 @@ def write_steps(trial: optuna.Trial, per_step: Mapping[str, Mapping[str, float]]
     trial.set_user_attr(RESULT, dict(result))
 
 
-def write_test(study: optuna.Study, result: Mapping[str, Any]) -> None:
-    """Record ``tuner evaluate``'s figures: the trial evaluated, on which split, its metrics and the baseline's."""
-    study.set_user_attr(TEST, dict(result))
+def write_test(study: optuna.Study, result: Mapping[str, Any], trial: int | None = None) -> None:
+    """Record ``tuner evaluate``'s figures (the trial evaluated, on which split, its metrics and the baseline's):
+    as the study's (``test``) for its own choice, under ``test/trial/N`` for a trial asked for by number."""
+    study.set_user_attr(TEST if trial is None else f"{TEST}/trial/{trial}", dict(result))
