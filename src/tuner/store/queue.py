@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from tuner.quiet import experimental
 from tuner.store import records
 from tuner.store.lock import study_lock
-from tuner.store.optuna_internals import HookedRDBStorage
 from tuner.store.queries import queries_of
+from tuner.store.retry import RetryingStorage
 from tuner.store.sql import read_trials
 
 if TYPE_CHECKING:
@@ -39,10 +39,11 @@ class QueueEmpty(Exception):
     """A worker asked for a trial and the study's queue had none left."""
 
 
-class QueueStorage(HookedRDBStorage):
-    """tuner's store: Optuna's RDB storage whose trials are read in bulk (:func:`tuner.store.sql.read_trials`,
-    a fraction of the time of Optuna's ORM) and where, while :attr:`queue_only` is set, ``study.ask()`` only
-    takes waiting trials: asking for a new one raises :class:`QueueEmpty` instead of creating it.
+class QueueStorage(RetryingStorage):
+    """tuner's store: Optuna's RDB storage that rides out an outage (:class:`tuner.store.retry.RetryingStorage`),
+    whose trials are read in bulk (:func:`tuner.store.sql.read_trials`, a fraction of the time of Optuna's ORM)
+    and where, while :attr:`queue_only` is set, ``study.ask()`` only takes waiting trials: asking for a new one
+    raises :class:`QueueEmpty` instead of creating it.
 
     Trials created from a template (``enqueue_trial``, ``add_trial``, the heartbeat retry) are unaffected.
     """
