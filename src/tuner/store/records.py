@@ -74,6 +74,8 @@ __all__ = [
     "inherited_seed",
     "finish_trial",
     "fail_trial",
+    "stale_reason",
+    "fail_stale_trial",
     "CHECKPOINT",
     "checkpoint_of",
     "write_checkpoint",
@@ -635,6 +637,22 @@ def finish_trial(
 def fail_trial(trial: optuna.Trial | TrialAttrs, reason: str) -> None:
     """Record why a trial failed (read back as :attr:`TrialRecord.fail_reason` once it is FAIL)."""
     trial.set_user_attr(FAIL_REASON, reason)
+
+
+def stale_reason(seconds: float | None, grace: float) -> str:
+    """Why a trial whose heartbeat went stale is failed: ``no heartbeat for 125 s (grace period 120 s): ...``."""
+    silent = f"{math.ceil(seconds)} s" if seconds is not None else f"over {grace:.0f} s"
+    return (
+        f"no heartbeat for {silent} (grace period {grace:.0f} s): its worker was killed or stopped, or lost the "
+        "store; retried from its last finished epoch"
+    )
+
+
+def fail_stale_trial(storage: optuna.storages.BaseStorage, trial_id: int, reason: str) -> None:
+    """Record why the running trial ``trial_id``, found without a heartbeat, is about to be marked failed (by
+    id: the worker that finds it does not run it). Raises Optuna's ``UpdateFinishedTrialError`` if it has
+    finished meanwhile."""
+    storage.set_trial_user_attr(trial_id, FAIL_REASON, reason)
 
 
 def checkpoint_of(study: optuna.Study, trial: optuna.Trial | FrozenTrial) -> dict[str, Any] | None:
