@@ -65,6 +65,8 @@ class EpochCheckpoint(pl.Callback):
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import optuna
+
         if trainer.sanity_checking:
             return
         epoch = trainer.current_epoch
@@ -77,8 +79,13 @@ class EpochCheckpoint(pl.Callback):
             self.store.write(artifact_id, content)
         local.unlink()
         previous = self.record
-        self.record = {"artifact_id": artifact_id, "epoch": epoch, "host": socket.gethostname(), "at": time.time()}
-        records.write_checkpoint(self.trial.study, self.trial, self.record)
+        record = {"artifact_id": artifact_id, "epoch": epoch, "host": socket.gethostname(), "at": time.time()}
+        try:
+            records.write_checkpoint(self.trial.study, self.trial, record)
+        except optuna.exceptions.UpdateFinishedTrialError:  # another worker took the trial over: not recorded
+            self._remove(artifact_id)
+            raise
+        self.record = record
         if previous is not None:
             self._remove(previous["artifact_id"])
 
