@@ -380,13 +380,14 @@ class _Worker:
         self.display: Any = None
         self.current: optuna.Trial | None = None  # the trial this worker runs, until after_trial
         self.lost: int | None = None  # the trial another worker took over, until work_queue hears of it
+        self.raised: BaseException | None = None  # what the running trial raised, if it did
 
     def run_trial(self, trial: optuna.Trial) -> float:
         """The Optuna objective function: one fine-tuning run (or stepwise evaluation) of the trial's
         configuration."""
         import optuna
 
-        self.current = trial
+        self.current, self.raised = trial, None
         try:
             config = self.space.suggest(trial)
             seed = records.inherited_seed(trial)  # a retry keeps its trial's seed
@@ -400,6 +401,9 @@ class _Worker:
             # another worker marked it failed (and re-queued it): a write to it, or its heartbeat, found it finished
             self._taken_over(trial)
             raise TrialTakenOver(f"trial {trial.number} was taken over by another worker") from None
+        except BaseException as error:
+            self.raised = error  # Optuna tells the trial failed, then raises this again
+            raise
 
     def _taken_over(self, trial: optuna.Trial) -> None:
         self.current, self.lost = None, trial.number
@@ -418,7 +422,9 @@ class _Worker:
             self.lost = None
             return True
         trial = self.current
-        if trial is None or not isinstance(error, (ValueError, optuna.exceptions.UpdateFinishedTrialError)):
+        if trial is None or error is self.raised:
+            return False  # an error of the trial's own, which Optuna told
+        if not isinstance(error, (ValueError, optuna.exceptions.UpdateFinishedTrialError)):
             return False
         if optuna_internals.frozen_trial(self.study, trial).state != optuna.trial.TrialState.FAIL:
             return False
