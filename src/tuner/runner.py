@@ -27,6 +27,7 @@ from tuner.text import describe, did_you_mean
 from tuner.training.failures import TRIAL_FAILURES, TrialFailed, describe_failure, free_memory
 from tuner.training.fit import check_precision, check_trainer_options, device_settings, fit, validate
 from tuner.training.steps import evaluate_steps
+from tuner.training.takeover import TrialTakenOver
 from tuner.training.threads import share_cores
 
 if TYPE_CHECKING:
@@ -262,6 +263,7 @@ def work_queue(
     confirmation share."""
     from tuner.store.connect import store_errors
     from tuner.store.queue import QueueEmpty, QueueStorage
+    from tuner.store.retry import unreachable_in
     from tuner.training.progress import StudyProgress
 
     worker = _Worker(study, spec, objective, space, prune_on, artifact_store, device, show_progress)
@@ -289,11 +291,18 @@ def work_queue(
                     )
                 except QueueEmpty:
                     pass
+                except Exception as error:
+                    if unreachable_in(error) is None and worker.lost_to_another(error):
+                        continue  # that trial is another worker's now: take the next one
+                    raise
                 else:
                     break  # the timeout
                 if not _wait_for_other_workers(study, deadline):
                     break
         except BaseException as error:
+            unreachable = unreachable_in(error)
+            if unreachable is not None:  # nothing can be written: the trial's heartbeat stops, the next run retries it
+                raise unreachable from None
             worker.requeue_interrupted(error)
             raise
         finally:
@@ -378,29 +387,69 @@ class _Worker:
         self.artifact_store, self.device, self.show_progress = artifact_store, device, show_progress
         self.display: Any = None
         self.current: optuna.Trial | None = None  # the trial this worker runs, until after_trial
+        self.lost: int | None = None  # the trial another worker took over, until work_queue hears of it
+        self.raised: BaseException | None = None  # what the running trial raised, if it did
 
     def run_trial(self, trial: optuna.Trial) -> float:
         """The Optuna objective function: one fine-tuning run (or stepwise evaluation) of the trial's
         configuration."""
-        self.current = trial
+        import optuna
+
+        self.current, self.raised = trial, None
         share_cores(self.objective.workdir, self.spec.threads)  # workers come and go: the share, anew
-        config = self.space.suggest(trial)
-        seed = records.inherited_seed(trial)  # a retry keeps its trial's seed
-        seed = self.spec.seed + trial.number if seed is None else seed
-        stored = config.as_dict() if self.objective.uses_common_params else dict(config.extra)
-        why_retried = records.start_trial(trial, stored, seed, self.spec.max_epochs)
-        logger.info(
-            "trial %d starts: %s, seed %d", trial.number, describe(trial.params) or "no searched parameter", seed
+        try:
+            config = self.space.suggest(trial)
+            seed = records.inherited_seed(trial)  # a retry keeps its trial's seed
+            seed = self.spec.seed + trial.number if seed is None else seed
+            stored = config.as_dict() if self.objective.uses_common_params else dict(config.extra)
+            why_retried = records.start_trial(trial, stored, seed, self.spec.max_epochs)
+            searched = describe(trial.params) or "no searched parameter"
+            logger.info("trial %d starts: %s, seed %d", trial.number, searched, seed)
+            if isinstance(self.objective, StepwiseObjective):
+                return self._evaluate_trial(trial, config, seed, why_retried)
+            return self._fit_trial(trial, config, seed, why_retried)
+        except (TrialTakenOver, optuna.exceptions.UpdateFinishedTrialError):
+            # another worker marked it failed (and re-queued it): a write to it, or its heartbeat, found it finished
+            self._taken_over(trial)
+            raise TrialTakenOver(f"trial {trial.number} was taken over by another worker") from None
+        except BaseException as error:
+            self.raised = error  # Optuna tells the trial failed, then raises this again
+            raise
+
+    def _taken_over(self, trial: optuna.Trial) -> None:
+        self.current, self.lost = None, trial.number
+        logger.warning(
+            "trial %d was marked failed by another worker (no heartbeat of it reached the store for the grace "
+            "period): stopped here, its retry resumes it after its last checkpoint",
+            trial.number,
         )
-        if isinstance(self.objective, StepwiseObjective):
-            return self._evaluate_trial(trial, config, seed, why_retried)
-        return self._fit_trial(trial, config, seed, why_retried)
+
+    def lost_to_another(self, error: BaseException) -> bool:
+        """Whether ``error``, out of ``study.optimize``, means that this worker's trial was taken over by another
+        worker (Optuna then cannot tell it: "Cannot tell a FAIL trial"), so that the worker goes on with the next."""
+        import optuna
+
+        if self.lost is not None:
+            self.lost = None
+            return True
+        trial = self.current
+        if trial is None or error is self.raised:
+            return False  # an error of the trial's own, which Optuna told
+        if not isinstance(error, (ValueError, optuna.exceptions.UpdateFinishedTrialError)):
+            return False
+        if optuna_internals.frozen_trial(self.study, trial).state != optuna.trial.TrialState.FAIL:
+            return False
+        self._taken_over(trial)  # failed by another worker between this worker's last look and its tell
+        self.lost = None
+        return True
 
     def _fit_trial(self, trial: optuna.Trial, config: TrialConfig, seed: int, why_retried: str | None) -> float:
         import optuna
 
+        from tuner.store.retry import RetryingStorage
         from tuner.training.checkpoint import EpochCheckpoint
         from tuner.training.progress import BatchProgress
+        from tuner.training.takeover import TakeoverGuard
 
         spec, objective = self.spec, self.objective
         assert isinstance(objective, TrainedObjective)
@@ -408,7 +457,10 @@ class _Worker:
         try:
             resume_from = self._resume_path(trial, checkpoints, why_retried)
             started = time.perf_counter()
-            progress = [BatchProgress(self.display, f"trial {trial.number}")] if self.show_progress else []
+            progress: list[Any] = [BatchProgress(self.display, f"trial {trial.number}")] if self.show_progress else []
+            backend, trial_id = optuna_internals.backend_of(self.study), optuna_internals.trial_id(trial)
+            if isinstance(backend, RetryingStorage):  # its heartbeat notes a trial another worker took over
+                progress += [TakeoverGuard(lambda: backend.taken_over(trial_id), f"trial {trial.number}")]
             with self._recording_failures(trial, "resume from its last finished epoch", cleanup=checkpoints.discard):
                 result = fit(
                     objective,
@@ -462,11 +514,19 @@ class _Worker:
     @contextlib.contextmanager
     def _recording_failures(self, trial: optuna.Trial, on_retry: str, cleanup: Callable[[], None] | None = None):
         """Record why a trial fails: a failure of its own (diverged, out of memory) becomes :class:`TrialFailed`
-        (the study goes on, after ``cleanup``); Ctrl-C and study-stopping errors propagate."""
+        (the study goes on, after ``cleanup``); Ctrl-C and study-stopping errors propagate. Nothing is recorded
+        for a trial another worker took over, nor in a store that cannot be reached."""
+        import optuna
+
+        from tuner.store.retry import StoreUnreachable
+
         try:
             yield
+        except (TrialTakenOver, StoreUnreachable, optuna.exceptions.UpdateFinishedTrialError):
+            raise
         except KeyboardInterrupt:
-            records.fail_trial(trial, f"interrupted (Ctrl-C); re-queued to {on_retry}")
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):  # taken over meanwhile
+                records.fail_trial(trial, f"interrupted (Ctrl-C); re-queued to {on_retry}")
             raise
         except TRIAL_FAILURES as error:
             if isinstance(error, TunerError):  # stops the study; a full artifact folder is not the trial's fault

@@ -3,6 +3,7 @@
 - :mod:`~tuner.store.connect`: opening a store URL (SQLite, PostgreSQL, any SQLAlchemy URL), store errors
 - :mod:`~tuner.store.records`: the record layout, the one writer and reader of what tuner stores
 - :mod:`~tuner.store.queue`: the exact trial budget shared by every worker, retries of dead trials
+- :mod:`~tuner.store.retry`: a worker's store calls riding out an outage of the database
 - :mod:`~tuner.store.lock`: a lock on a study across workers and machines
 - :mod:`~tuner.store.sql`, :mod:`~tuner.store.queries`: reads in bulk and the questions asked of a study
 - :mod:`~tuner.store.artifacts`, :mod:`~tuner.store.resolver`: checkpoints, and ``study:NAME``

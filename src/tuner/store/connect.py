@@ -34,6 +34,7 @@ __all__ = [
     "sqlite_path",
     "store_errors",
     "heartbeat_settings",
+    "store_patience",
 ]
 
 T = TypeVar("T")
@@ -43,6 +44,9 @@ DEFAULT_STORAGE = "sqlite:///storage/tuner.db"
 #: (overridable with $TUNER_HEARTBEAT_INTERVAL and $TUNER_HEARTBEAT_GRACE).
 HEARTBEAT_INTERVAL = 30
 GRACE_PERIOD = 120
+#: How long (seconds) a worker's store calls wait for a store that went away before the worker stops
+#: (overridable with $TUNER_STORE_PATIENCE; 0: not at all). See :mod:`tuner.store.retry`.
+STORE_PATIENCE = 300
 
 
 def resolve_storage_url(url: str | None = None) -> str:
@@ -83,8 +87,24 @@ def heartbeat_settings() -> tuple[int, int]:
     return interval, grace
 
 
+def store_patience() -> float:
+    """Seconds a store call waits for a store that went away (:data:`STORE_PATIENCE`, or $TUNER_STORE_PATIENCE)."""
+    raw = os.environ.get("TUNER_STORE_PATIENCE", "").strip()
+    try:
+        value = float(raw) if raw else float(STORE_PATIENCE)
+    except ValueError:
+        raise StorageError(f"$TUNER_STORE_PATIENCE must be a number of seconds, got {raw!r}.") from None
+    if not 0 <= value < float("inf"):
+        raise StorageError(f"$TUNER_STORE_PATIENCE must be 0 or more seconds, got {raw!r}.")
+    return value
+
+
 def open_storage(url: str | None = None, *, heartbeat: bool = True) -> optuna.storages.RDBStorage:
     """An Optuna RDB storage on ``url`` (created if needed), with heartbeats for running trials.
+
+    Once open, its calls ride out an outage of the store for :func:`store_patience` seconds (a server
+    restarting, a network blip: :mod:`tuner.store.retry`); opening it does not wait (a store that cannot be
+    reached now is most often a wrong URL, and says so at once).
 
     A trial whose worker stops sending heartbeats for the grace period (:func:`heartbeat_settings`) is
     marked failed and re-queued, up to :data:`~tuner.store.queue.MAX_RETRY` times, by the next worker that
@@ -105,6 +125,7 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True) -> optuna.st
         except OSError as error:
             raise StorageError(f"cannot create the folder of the SQLite store {sqlite_file}: {error}") from None
     engine_kwargs = _engine_kwargs(url)
+    patience = store_patience()
     try:
         with experimental():  # heartbeats
             options: dict = {}
@@ -115,7 +136,8 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True) -> optuna.st
                     "grace_period": grace,
                     "heartbeat_stale_trial_callback": retry_callback(),
                 }
-            return _create_tables_once(lambda: QueueStorage(url, engine_kwargs=engine_kwargs, **options))
+            options.update(engine_kwargs=engine_kwargs, patience=patience, label=mask_url(url))
+            return _create_tables_once(lambda: QueueStorage(url, **options))
     except (
         sqlalchemy.exc.SQLAlchemyError,
         optuna.exceptions.StorageInternalError,
@@ -133,7 +155,12 @@ def open_storage(url: str | None = None, *, heartbeat: bool = True) -> optuna.st
 def _engine_kwargs(url: str) -> dict:
     if sqlite_path(url) is not None:
         return {"connect_args": {"timeout": 60}}  # several local workers wait for the write lock
-    return {"pool_pre_ping": True}
+    kwargs: dict = {"pool_pre_ping": True}
+    if url.startswith(("postgresql://", "postgresql+psycopg://", "postgresql+psycopg2://")):
+        # a server that does not answer (a network partition) fails a connection in 10 s, not the system's
+        # minutes, so that an outage is retried (tuner.store.retry) instead of hanging a call
+        kwargs["connect_args"] = {"connect_timeout": 10}
+    return kwargs
 
 
 def open_reader(url: str | None = None) -> StoreReader | None:

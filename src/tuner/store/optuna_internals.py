@@ -3,7 +3,8 @@
 tuner needs a few things Optuna's public API does not offer: trial and study *system* attributes (Optuna 3+
 has no public setter), the storage under a study and the ids of studies and trials, Optuna's RDB schema
 (:func:`rdb_models`, what :mod:`tuner.store.sql` reads in bulk), the hooks where its RDB storage reads
-trials and creates a trial (:class:`HookedRDBStorage`), its cache layer, the key under which an artifact is
+trials, creates a trial, finds stale trials and makes the calls of its cache layer (:class:`HookedRDBStorage`:
+what :mod:`tuner.store.retry` retries through an outage), its cache layer, the key under which an artifact is
 listed, a trial's own validation, and the random state of its samplers. Each is a small function here with
 a test in ``tests/test_optuna_internals.py``, so an upgrade of Optuna that changes one fails there first,
 by name, instead of deep inside a study. pyproject.toml bounds Optuna's version.
@@ -14,9 +15,9 @@ by name, instead of deep inside a study. pyproject.toml bounds Optuna's version.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from optuna.storages import RDBStorage
 
@@ -49,6 +50,8 @@ __all__ = [
     "study_with_trials",
     "ArtifactStore",
 ]
+
+_T = TypeVar("_T")
 
 #: Optuna's trial system-attribute prefix for artifact metadata (what optuna-dashboard lists under a trial)
 _ARTIFACT_META_PREFIX = "artifacts:"
@@ -133,7 +136,8 @@ def validate_trial(trial: FrozenTrial) -> None:
 
 
 class HookedRDBStorage(RDBStorage):
-    """Optuna's RDB storage with two hooks on its private methods, for :class:`tuner.store.queue.QueueStorage`:
+    """Optuna's RDB storage with hooks on its private methods, for :class:`tuner.store.retry.RetryingStorage` and
+    :class:`tuner.store.queue.QueueStorage`:
 
     * :meth:`read_trials` answers the trial reads of Optuna's cache layer and of ``get_all_trials``
       (``RDBStorage._get_trials``): same arguments, same FrozenTrials; the default is Optuna's own.
@@ -141,7 +145,21 @@ class HookedRDBStorage(RDBStorage):
       takes a waiting (enqueued) trial, and only when there is none does Optuna create a fresh one, through
       ``_create_new_trial`` (its cache layer) or ``create_new_trial`` (the public API); both are guarded.
       Trials created from a template (``enqueue_trial``, ``add_trial``, the heartbeat retry) are never refused.
+    * :meth:`stale_trials` answers Optuna's question which running trials have no recent heartbeat
+      (``RDBStorage._get_stale_trial_ids``, asked by ``optuna.storages.fail_stale_trials``), when
+      :meth:`may_fail_stale_trials` allows it.
+    * :meth:`call_store` runs every call of the private methods Optuna's cache layer uses (``_get_trials``,
+      ``_create_new_trial``, ``_set_trial_param``, ``_get_best_trial_id``, ``_get_stale_trial_ids``); the
+      default calls it. Creating a trial is not safe to repeat: on PostgreSQL each attempt notes its
+      transaction, and an attempt after one whose connection dropped asks the server whether that one
+      committed (``txid_status``), returning the trial it created instead of creating a second.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        import threading
+
+        self._creating = threading.local()  # this thread's trial creation: its last attempt's transaction
+        super().__init__(*args, **kwargs)
 
     def read_trials(
         self, study_id: int, states: Any, included_trial_ids: set[int], trial_id_greater_than: int
@@ -152,10 +170,32 @@ class HookedRDBStorage(RDBStorage):
     def allow_new_trial(self) -> None:
         """Raise to refuse a trial without a template (the default allows it)."""
 
+    def stale_trials(self, study_id: int) -> list[int]:
+        """Ids of the study's running trials whose heartbeat is older than the grace period (Optuna's answer)."""
+        return super()._get_stale_trial_ids(study_id)
+
+    def call_store(self, method: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+        """Run one store call (the default: at once, as it is)."""
+        return method(*args, **kwargs)
+
     def _get_trials(
         self, study_id: int, states: Any, included_trial_ids: set[int], trial_id_greater_than: int
     ) -> list[FrozenTrial]:
-        return self.read_trials(study_id, states, included_trial_ids, trial_id_greater_than)
+        return self.call_store(self.read_trials, study_id, states, included_trial_ids, trial_id_greater_than)
+
+    def may_fail_stale_trials(self) -> bool:
+        """Whether this worker may mark stale trials failed now (the default: always); when not, Optuna hears that
+        there are none."""
+        return True
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        return self.call_store(self.stale_trials, study_id) if self.may_fail_stale_trials() else []
+
+    def _set_trial_param(self, *args: Any, **kwargs: Any) -> None:
+        self.call_store(super()._set_trial_param, *args, **kwargs)  # a repeat's duplicate row is ignored
+
+    def _get_best_trial_id(self, *args: Any, **kwargs: Any) -> int:
+        return self.call_store(super()._get_best_trial_id, *args, **kwargs)
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
         if template_trial is None:
@@ -165,7 +205,51 @@ class HookedRDBStorage(RDBStorage):
     def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
         if template_trial is None:
             self.allow_new_trial()
-        return super()._create_new_trial(study_id, template_trial)
+        self._creating.attempt = {}
+        try:
+            return self.call_store(super()._create_new_trial, study_id, template_trial)
+        finally:
+            self._creating.attempt = None
+
+    def __getstate__(self) -> dict[Any, Any]:
+        state = super().__getstate__()
+        state.pop("_creating", None)  # thread-local
+        return state
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        import threading
+
+        super().__setstate__(state)
+        self._creating = threading.local()
+
+    def _get_prepared_new_trial(self, study_id: int, template_trial: FrozenTrial | None, session: Any) -> Any:
+        import sqlalchemy as sa
+
+        attempt = getattr(self._creating, "attempt", None)
+        if attempt is None or self.engine.dialect.name != "postgresql":
+            return super()._get_prepared_new_trial(study_id, template_trial, session)
+        if attempt.get("trial_id") is not None and _committed(session, attempt["xid"]):  # committed, then lost
+            return session.get(rdb_models().TrialModel, attempt["trial_id"])
+        attempt.clear()
+        attempt["xid"] = session.execute(sa.text("SELECT txid_current()")).scalar()
+        trial = super()._get_prepared_new_trial(study_id, template_trial, session)
+        attempt["trial_id"] = trial.trial_id
+        return trial
+
+
+def _committed(session: Any, xid: int) -> bool:
+    """Whether PostgreSQL's transaction ``xid`` committed (waiting a little while it is still in progress: the
+    server aborts a transaction whose client went away once it notices)."""
+    import time
+
+    import sqlalchemy as sa
+
+    for _ in range(50):
+        status = session.execute(sa.text("SELECT txid_status(:xid)"), {"xid": xid}).scalar()
+        if status != "in progress":
+            return bool(status == "committed")
+        time.sleep(0.1)
+    return False
 
 
 # -- artifacts -------------------------------------------------------------------------------------------

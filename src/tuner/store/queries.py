@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 import json
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tuner.quiet import experimental
 from tuner.store import optuna_internals as internals
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from optuna.storages import RDBStorage
 
 __all__ = ["StudyQueries", "SqlQueries", "StorageQueries", "queries_of"]
+
+_T = TypeVar("_T")
 
 
 class StudyQueries(abc.ABC):
@@ -87,18 +89,36 @@ class StudyQueries(abc.ABC):
 
 
 class SqlQueries(StudyQueries):
-    """The answers of the study's RDB store, one SQL statement each."""
+    """The answers of the study's RDB store, one SQL statement each (each riding out an outage of tuner's
+    store: :mod:`tuner.store.retry`)."""
 
     def __init__(self, study: optuna.Study, backend: RDBStorage) -> None:
         super().__init__(study)
         self.backend = backend
         self.study_id = internals.study_id(study)
 
+    def _call(self, function: Callable[..., _T], *args: Any) -> _T:
+        call = getattr(self.backend, "call_store", None)
+        return call(function, *args) if call is not None else function(*args)
+
+    def _execute(self, statement: Any, rows: bool = False, write: bool = False) -> Any:
+        """``statement``'s rows (``rows``), or its scalar, or its row count (``write``: in a transaction)."""
+
+        def run() -> Any:
+            if write:
+                with self.backend.engine.begin() as connection:
+                    return int(connection.execute(statement).rowcount)
+            with self.backend.engine.connect() as connection:
+                result = connection.execute(statement)
+                return result.all() if rows else result.scalar_one()
+
+        return self._call(run)
+
     def count_trials(self) -> dict[str, int]:
-        return trial_counts(self.backend, self.study_id).get(self.study_id, {})
+        return self._call(trial_counts, self.backend, self.study_id).get(self.study_id, {})
 
     def retry_histories(self) -> dict[int, list[int]]:
-        found = trial_system_attr(self.backend, self.study_id, internals.RETRY_HISTORY)
+        found = self._call(trial_system_attr, self.backend, self.study_id, internals.RETRY_HISTORY)
         return {n: list(h) for n, h in found.items() if h}
 
     def count_better(self, value: float, below: int | None = None) -> int:
@@ -128,11 +148,10 @@ class SqlQueries(StudyQueries):
                 *([trials.c.number < below] if below is not None else []),
             )
         )
-        with self.backend.engine.connect() as connection:
-            return int(connection.execute(query).scalar_one())
+        return int(self._execute(query))
 
     def nth_best_trial(self, n: int) -> tuple[int, int] | None:
-        return ranked_trial(self.backend, self.study_id, self.maximize, n)
+        return self._call(ranked_trial, self.backend, self.study_id, self.maximize, n)
 
     def _keyed(self, keys: Iterable[str], prefix: str | None) -> tuple[Any, Any]:
         """Optuna's table of study system attributes, and the condition selecting ``keys`` / ``prefix``."""
@@ -149,16 +168,14 @@ class SqlQueries(StudyQueries):
         import sqlalchemy as sa
 
         table, where = self._keyed(keys, prefix)
-        with self.backend.engine.connect() as connection:
-            rows = connection.execute(sa.select(table.c.key, table.c.value_json).where(where)).all()
+        rows = self._execute(sa.select(table.c.key, table.c.value_json).where(where), rows=True)
         return {key: json.loads(value) for key, value in rows}
 
     def delete_system_attrs(self, keys: Iterable[str] = (), prefix: str | None = None) -> int:
         import sqlalchemy as sa
 
         table, where = self._keyed(keys, prefix)
-        with self.backend.engine.begin() as connection:
-            return int(connection.execute(sa.delete(table).where(where)).rowcount)
+        return int(self._execute(sa.delete(table).where(where), write=True))
 
     def _param_rows(self, name: str) -> tuple[Any, Any]:
         """Optuna's table of trial parameters, and the condition selecting the study's values of ``name``."""

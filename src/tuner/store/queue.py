@@ -5,21 +5,27 @@ trials (its warm-start configurations first, then empty "tickets" whose paramete
 chooses when a worker takes them), and every worker then only takes trials from that queue: taking
 one is a single row update under a lock in the database, so two workers never take the same trial and
 none creates one beyond the budget. A trial whose worker died or was interrupted is re-queued as a
-retry that replaces it (it does not count twice).
+retry that replaces it (it does not count twice), once: whichever workers find it failed, only the first
+to claim its retry (one row of the study's system attributes, created atomically) queues one.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable, Sequence
+import os
+import socket
+import uuid
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tuner.quiet import experimental
+from tuner.store import optuna_internals as internals
 from tuner.store import records
-from tuner.store.lock import study_lock
-from tuner.store.optuna_internals import HookedRDBStorage
+from tuner.store.lock import StudyAttrRow, study_lock
 from tuner.store.queries import queries_of
-from tuner.store.sql import read_trials
+from tuner.store.retry import RetryingStorage
+from tuner.store.sql import heartbeat_ages, read_trials
 
 if TYPE_CHECKING:
     import optuna
@@ -27,7 +33,17 @@ if TYPE_CHECKING:
 
     from tuner.study import WarmStartEntry
 
-__all__ = ["QueueStorage", "QueueEmpty", "planned_trials", "fill_queue", "requeue", "retry_callback", "MAX_RETRY"]
+__all__ = [
+    "QueueStorage",
+    "QueueEmpty",
+    "planned_trials",
+    "fill_queue",
+    "requeue",
+    "retry_callback",
+    "RetryOnce",
+    "claim_retry",
+    "MAX_RETRY",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +55,12 @@ class QueueEmpty(Exception):
     """A worker asked for a trial and the study's queue had none left."""
 
 
-class QueueStorage(HookedRDBStorage):
-    """tuner's store: Optuna's RDB storage whose trials are read in bulk (:func:`tuner.store.sql.read_trials`,
-    a fraction of the time of Optuna's ORM) and where, while :attr:`queue_only` is set, ``study.ask()`` only
-    takes waiting trials: asking for a new one raises :class:`QueueEmpty` instead of creating it.
+class QueueStorage(RetryingStorage):
+    """tuner's store: Optuna's RDB storage that rides out an outage (:class:`tuner.store.retry.RetryingStorage`),
+    whose trials are read in bulk (:func:`tuner.store.sql.read_trials`, a fraction of the time of Optuna's ORM)
+    and where, while :attr:`queue_only` is set, ``study.ask()`` only takes waiting trials: asking for a new one
+    raises :class:`QueueEmpty` instead of creating it. A running trial found without a heartbeat gets its
+    ``fail_reason`` (:func:`tuner.store.records.stale_reason`) before Optuna marks it failed.
 
     Trials created from a template (``enqueue_trial``, ``add_trial``, the heartbeat retry) are unaffected.
     """
@@ -58,19 +76,63 @@ class QueueStorage(HookedRDBStorage):
         if self.queue_only:
             raise QueueEmpty("no waiting trial left in the study's queue")
 
+    def stale_trials(self, study_id: int) -> list[int]:
+        import optuna
 
-def retry_callback(max_retry: int | None = MAX_RETRY) -> Callable[[optuna.Study, FrozenTrial], None]:
-    """Optuna's re-queueing of a dead trial: same parameters, its epoch records, reports and checkpoint. Its
-    failures that were not its own (:func:`tuner.store.records.retries_not_counted`: a full artifact folder)
-    do not count against ``max_retry``."""
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
+        found = super().stale_trials(study_id)
+        if not found:
+            return found
+        ages = heartbeat_ages(self, found)
+        grace = float(self.grace_period or 2 * (self.heartbeat_interval or 0))
+        failing = []
+        for trial_id in found:
+            try:
+                records.fail_stale_trial(self, trial_id, records.stale_reason(ages.get(trial_id), grace))
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # it finished meanwhile
+            failing.append(trial_id)
+        return failing
 
-    def retry(study: optuna.Study, trial: FrozenTrial) -> None:
-        limit = None if max_retry is None else max_retry + records.retries_not_counted(trial)
+
+class RetryOnce:
+    """Optuna's re-queueing of a dead trial (same parameters, its epoch records, reports and checkpoint), done
+    at most once per trial: the worker that claims the trial's retry first (:func:`claim_retry`) queues it."""
+
+    def __init__(self, max_retry: int | None = MAX_RETRY) -> None:
+        self.max_retry = max_retry
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if claim_retry(study, trial):
+            self.queue(study, trial)
+            reason = records.TrialRecord.of(trial, records.StudyRecord.of(study)).fail_summary
+            logger.warning("trial %d marked failed: %s", trial.number, reason or "no heartbeat")
+
+    def queue(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Queue the retry (the caller holds its claim); the failures of ``trial`` that were not its own (a full
+        artifact folder: :func:`tuner.store.records.retries_not_counted`) do not count against the limit."""
+        from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+        limit = None if self.max_retry is None else self.max_retry + records.retries_not_counted(trial)
         with experimental():  # 'experimental' in Optuna since 2.8
             RetryHeartbeatStaleTrialCallback(max_retry=limit, inherit_intermediate_values=True)(study, trial)
 
-    return retry
+
+def retry_callback(max_retry: int | None = MAX_RETRY) -> RetryOnce:
+    """What re-queues a trial found without a heartbeat (Optuna's ``heartbeat_stale_trial_callback``)."""
+    return RetryOnce(max_retry)
+
+
+def claim_retry(study: optuna.Study, trial: FrozenTrial) -> bool:
+    """Whether this worker may queue the retry of the failed ``trial``: True for the first worker to ask, by
+    creating the study's system attribute ``tuner:retry:N`` (atomic), False for every later one."""
+    if internals.sql_backend_of(study) is None:
+        return True  # one process: nobody else retries it
+    claim = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "token": uuid.uuid4().hex})
+    return StudyAttrRow(study, f"{RETRY_CLAIM}{trial.number}").insert(claim)
+
+
+#: the prefix of the study system attributes that claim a trial's retry (:func:`claim_retry`)
+RETRY_CLAIM = "tuner:retry:"
 
 
 def planned_trials(study: optuna.Study) -> int:
@@ -127,9 +189,13 @@ def fill_queue(
 
 def requeue(study: optuna.Study, trial: FrozenTrial, why: str) -> int | None:
     """Queue a retry of the finished-as-failed ``trial`` that replaces it (same parameters, its epoch
-    records, reports and checkpoint). Returns the retry's number, or None past the retry limit."""
+    records, reports and checkpoint). Returns the retry's number, or None past the retry limit or when
+    another worker has queued its retry already."""
+    if not claim_retry(study, trial):
+        logger.warning("trial %d (%s) was re-queued already by another worker", trial.number, why)
+        return None
     before = {t.number for t in study.get_trials(deepcopy=False, states=_waiting())}
-    retry_callback(MAX_RETRY)(study, trial)
+    RetryOnce(MAX_RETRY).queue(study, trial)
     added = [t.number for t in study.get_trials(deepcopy=False, states=_waiting()) if t.number not in before]
     if not added:
         logger.warning("trial %d (%s) was retried %d times already: it stays failed", trial.number, why, MAX_RETRY)

@@ -78,6 +78,8 @@ __all__ = [
     "finish_trial",
     "fail_trial",
     "retries_not_counted",
+    "stale_reason",
+    "fail_stale_trial",
     "CHECKPOINT",
     "checkpoint_of",
     "write_checkpoint",
@@ -702,6 +704,22 @@ def retries_not_counted(trial: optuna.Trial | FrozenTrial | TrialAttrs) -> int:
     """How many failures of ``trial`` and of the trials it retries were not counted (see :func:`fail_trial`)."""
     value = trial.user_attrs.get(RETRIES_NOT_COUNTED)
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def stale_reason(seconds: float | None, grace: float) -> str:
+    """Why a trial whose heartbeat went stale is failed: ``no heartbeat for 125 s (grace period 120 s): ...``."""
+    silent = f"{math.ceil(seconds)} s" if seconds is not None else f"over {grace:.0f} s"
+    return (
+        f"no heartbeat for {silent} (grace period {grace:.0f} s): its worker was killed or stopped, or lost the "
+        "store; retried from its last finished epoch"
+    )
+
+
+def fail_stale_trial(storage: optuna.storages.BaseStorage, trial_id: int, reason: str) -> None:
+    """Record why the running trial ``trial_id``, found without a heartbeat, is about to be marked failed (by
+    id: the worker that finds it does not run it). Raises Optuna's ``UpdateFinishedTrialError`` if it has
+    finished meanwhile."""
+    storage.set_trial_user_attr(trial_id, FAIL_REASON, reason)
 
 
 def checkpoint_of(study: optuna.Study, trial: optuna.Trial | FrozenTrial) -> dict[str, Any] | None:

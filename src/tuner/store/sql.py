@@ -31,6 +31,8 @@ __all__ = [
     "trial_counts",
     "trial_system_attr",
     "ranked_trial",
+    "trial_state",
+    "heartbeat_ages",
 ]
 
 #: trial ids bound into one ``IN (...)`` at most (SQLite takes 32766 variables, PostgreSQL 65535)
@@ -314,3 +316,33 @@ def read_trial(storage: Any, study_id: int, trial_id: int) -> FrozenTrial:
     """One trial of the study, as :func:`read_trials` reads it."""
     (trial,) = read_trials(storage, study_id, None, {trial_id}, 2**62)
     return trial
+
+
+def trial_state(storage: Any, trial_id: int) -> Any:
+    """The trial's ``TrialState`` now (None if there is no such trial): one small read, for a heartbeat."""
+    import sqlalchemy as sa
+    from optuna.trial import TrialState
+
+    trials = rdb_models().TrialModel.__table__
+    with storage.engine.connect() as connection:
+        state = connection.execute(sa.select(trials.c.state).where(trials.c.trial_id == trial_id)).scalar()
+    return None if state is None else _members(TrialState)[state]
+
+
+def heartbeat_ages(storage: Any, trial_ids: Iterable[int]) -> dict[int, float]:
+    """trial id -> seconds since its last heartbeat, by the database's clock (trials without one are absent)."""
+    import datetime
+
+    import sqlalchemy as sa
+
+    def naive(moment: Any) -> datetime.datetime:  # as Optuna compares them; SQLite's driver gives text
+        return (datetime.datetime.fromisoformat(moment) if isinstance(moment, str) else moment).replace(tzinfo=None)
+
+    table = rdb_models().TrialHeartbeatModel.__table__
+    wanted = sorted(set(trial_ids))
+    if not wanted:
+        return {}
+    with storage.engine.connect() as connection:
+        now = naive(connection.execute(sa.select(sa.func.now())).scalar())
+        rows = connection.execute(sa.select(table.c.trial_id, table.c.heartbeat).where(table.c.trial_id.in_(wanted)))
+        return {int(trial_id): (now - naive(beat)).total_seconds() for trial_id, beat in rows}

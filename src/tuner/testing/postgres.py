@@ -195,6 +195,34 @@ class LocalPostgres:
         logger.info("PostgreSQL on port %s stopped and removed", self.port)
         self.port, self._reader_created = None, False
 
+    # ------------------------------------------------------------------------------------------- outages
+    def restart(self, mode: str = "fast") -> float:
+        """``pg_ctl restart -m MODE`` on the same port: every client connection is dropped. Returns the seconds
+        it took (the server is ready again when it returns)."""
+        started = time.perf_counter()
+        self._pg_ctl("restart", "-m", mode, "-o", f"-p {self.port}", "-l", str(self._log))
+        return time.perf_counter() - started
+
+    def stop_server(self, mode: str = "fast") -> None:
+        """Stop the server (``pg_ctl stop -m MODE``), keeping its cluster: :meth:`start_server` starts it again."""
+        self._pg_ctl("stop", "-m", mode)
+
+    def start_server(self) -> None:
+        """Start the server stopped by :meth:`stop_server` again, on the same port."""
+        self._pg_ctl("start", "-o", f"-p {self.port}", "-l", str(self._log))
+
+    @property
+    def _log(self) -> Path:
+        assert self.root is not None
+        return self.root / "server.log"
+
+    def _pg_ctl(self, action: str, *options: str) -> None:
+        if self.root is None or self.bindir is None:
+            raise RuntimeError("LocalPostgres is not running; use it as `with LocalPostgres() as server:`")
+        timeout = str(int(self.start_timeout))
+        self._run([str(self.bindir / "pg_ctl"), "-D", str(self.root / "data"), "-w", "-t", timeout, *options, action],
+                  cwd=self.root, timeout=self.start_timeout + 30)  # fmt: skip
+
     # ---------------------------------------------------------------------------------------------- URLs
     @property
     def url(self) -> str:

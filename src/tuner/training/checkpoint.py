@@ -86,6 +86,8 @@ class EpochCheckpoint(pl.Callback):
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import optuna
+
         if trainer.sanity_checking:
             return
         epoch = trainer.current_epoch
@@ -101,7 +103,7 @@ class EpochCheckpoint(pl.Callback):
         finally:
             local.unlink(missing_ok=True)
         previous = self.record
-        self.record = {
+        record = {
             "artifact_id": artifact_id,
             "epoch": epoch,
             "host": socket.gethostname(),
@@ -109,7 +111,12 @@ class EpochCheckpoint(pl.Callback):
             "sha256": written.sha256,
             "bytes": written.size,
         }
-        records.write_checkpoint(self.trial.study, self.trial, self.record)
+        try:
+            records.write_checkpoint(self.trial.study, self.trial, record)
+        except optuna.exceptions.UpdateFinishedTrialError:  # another worker took the trial over: not recorded
+            self._remove(artifact_id)
+            raise
+        self.record = record
         if previous is not None:
             self._remove(previous["artifact_id"])
 
