@@ -124,14 +124,16 @@ def test_report_csvs_hold_every_trial_and_epoch_as_the_store_does(stores, report
                 assert float(cell) == value, (row["trial"], column)  # full precision
             else:
                 assert cell == ("" if value is None else str(value)), (row["trial"], column)
-    scored = [float(r["DER"]) for r in rows if r["DER"]]
+    scored = [float(r["DER"]) for r in rows if r["DER"] and not r["state"].startswith("FAIL")]
     assert scored == sorted(scored) and {r["state"] for r in rows} == {"COMPLETE", "PRUNED", "FAIL"}
+    states = [r["state"] for r in rows]  # a failure's last value is not a result: failed trials come last
+    assert states.index("FAIL") > max(i for i, state in enumerate(states) if state != "FAIL")
 
     epochs = _rows(reports["large"]["epochs"].read_text())
     assert len(epochs) == sum(t.epochs_run for t in trials)
     for line in epochs[:500]:
         trial = by_number[int(line["trial"])]
-        stored = next(e for e in trial.epochs if e["epoch"] == int(line["epoch"]))
+        stored = next(e for e in trial.epochs if e["epoch"] + 1 == int(line["epoch"]))  # the CSV counts from 1
         assert all(float(line[k]) == v for k, v in stored.items() if k != "epoch")
         assert (line["best"] == "1") == (stored["epoch"] == trial.best_epoch)
 
@@ -184,7 +186,7 @@ def test_studies_and_export_read_what_the_store_holds(stores, tmp_path):
         exported = export_best("big", tmp_path / f"{key}.yaml", stores[key])
         best = reference.best_trial
         assert exported["trial"] == best.number and exported["params"] == best.params
-        assert exported["metric"]["epoch"] == best.user_attrs["best_epoch"]
+        assert exported["metric"]["epoch"] == best.user_attrs["best_epoch"] + 1  # counted from 1
         assert yaml.safe_load((tmp_path / f"{key}.yaml").read_text())["metric"]["value"] == best.value
 
 

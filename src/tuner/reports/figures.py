@@ -218,8 +218,8 @@ def _intermediate_spread(report: StudyReport, reporting: Sequence[TrialRecord]) 
     low, median, high = (
         [float(np.percentile(by_step[s], q)) for s in steps] for q in (10, 50, 90)
     )  # fmt: skip
-    steps = [s + 1 for s in steps]  # epochs counted from 1 (text.epoch_number)
     counts = [len(by_step[s]) for s in steps]
+    steps = [s + 1 for s in steps]  # epochs counted from 1 (text.epoch_number)
     figure = go.Figure()
     figure.add_scatter(name="90th percentile", x=steps, y=high, mode="lines", line={"width": 0}, showlegend=False,
                        hoverinfo="skip")  # fmt: skip
