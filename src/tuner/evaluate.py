@@ -4,7 +4,7 @@ The objective is rebuilt from what the study recorded (objective, data, pretrain
 validated on the test split with the very code that validated its trials on the development split
 (:meth:`tuner.objectives.base.Objective.for_split`): segmentation DER and its components, pipeline DER,
 EER with its threshold and minDCF, SI-SNRi with SDRi. For a trained objective a trial's kept checkpoint
-is loaded (tuner keeps the checkpoint of the best trial so far, and of every confirmation run: their last
+is loaded (tuner keeps the checkpoint of the best trial so far, and of every confirmation run: their best
 epoch); the baseline is the starting model (the pretrained checkpoint, or the untrained model) on the same
 split. For a pipeline the trial's parameters run over the test files, beside pyannote's default parameters.
 

@@ -1,4 +1,5 @@
-"""The callback that keeps a trial's latest epoch as a checkpoint in the study's artifact store."""
+"""The callback that keeps a trial's checkpoints in the study's artifact store: its latest epoch's, to resume
+from, and its best epoch's (the one its value comes from), which is the one a finished trial keeps."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing_extensions import override
 
 from tuner.store import files, records
 from tuner.store.artifacts import ArtifactFolder, download, list_artifact
+from tuner.text import epoch_number
 
 if TYPE_CHECKING:
     import optuna
@@ -27,12 +29,16 @@ logger = logging.getLogger(__name__)
 
 class EpochCheckpoint(pl.Callback):
     """After every finished epoch, save a Lightning checkpoint of the trial (model, optimizer,
-    scheduler, loop and callback states) to the study's artifact store, then drop the one before it.
+    scheduler, loop and callback states) to the study's artifact store, then drop the one before it unless it
+    is the trial's best epoch so far: at most two files per running trial, the latest and the best.
 
     The trial's system attribute :data:`tuner.store.records.CHECKPOINT` names the latest one, with its SHA-256
-    and size, so a retry of the trial (it inherits the attribute) resumes after that epoch: see
-    :meth:`resume_path`. Each checkpoint is written to the artifact folder whole or not at all (a temporary name,
-    flushed, renamed: :class:`~tuner.store.artifacts.ArtifactFolder`); a full or read-only folder raises
+    and size, and under ``best`` the best epoch's, so a retry of the trial (it inherits the attribute) resumes
+    after the latest epoch (see :meth:`resume_path`) and still knows its best. A finished trial keeps the best
+    epoch's checkpoint alone (:meth:`keep`): the one its value comes from, which ``tuner evaluate``, ``study:``
+    pipelines and the dashboard's download use. Each checkpoint is written to the artifact folder whole or not at
+    all (a temporary name, flushed, renamed: :class:`~tuner.store.artifacts.ArtifactFolder`); a full or read-only
+    folder raises
     :class:`~tuner.errors.ArtifactWriteError` and the checkpoint before it stays. An epoch after which the trial
     is pruned is not saved (a pruned trial is never resumed). At the end of a trial the runner calls :meth:`keep`
     (the checkpoint stays, listed in optuna-dashboard as the trial's artifact) or :meth:`discard`, and always
@@ -44,6 +50,8 @@ class EpochCheckpoint(pl.Callback):
         self.store = store
         self._tmp = Path(tempfile.mkdtemp(prefix="tuner-ckpt-"))
         self.record: dict[str, Any] | None = records.checkpoint_of(trial.study, trial)
+        #: the best epoch's checkpoint so far (a record like :attr:`record`; None: not known, e.g. an older record)
+        self.best: dict[str, Any] | None = (self.record or {}).get("best")
         #: the inherited checkpoint :meth:`resume_path` found unusable: ``{artifact_id, epoch, problem}``
         self.discarded: dict[str, Any] | None = None
 
@@ -81,8 +89,10 @@ class EpochCheckpoint(pl.Callback):
             problem,
         )
         self.discarded = {"artifact_id": self.record["artifact_id"], "epoch": self.record["epoch"], "problem": problem}
+        if self.best is not None and self.best["artifact_id"] != self.record["artifact_id"]:
+            self._remove(self.best["artifact_id"])  # restarting from epoch 1: an earlier best no longer applies
         records.write_checkpoint(self.trial.study, self.trial, None)  # a retry of this retry does not try it again
-        self.record = None
+        self.record = self.best = None
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -102,7 +112,7 @@ class EpochCheckpoint(pl.Callback):
             written = self.store.put(artifact_id, local, what)
         finally:
             local.unlink(missing_ok=True)
-        previous = self.record
+        previous, best_before = self.record, self.best
         record = {
             "artifact_id": artifact_id,
             "epoch": epoch,
@@ -111,27 +121,38 @@ class EpochCheckpoint(pl.Callback):
             "sha256": written.sha256,
             "bytes": written.size,
         }
+        best = record if _best_epoch(trainer) == epoch else best_before
         try:
-            records.write_checkpoint(self.trial.study, self.trial, record)
+            records.write_checkpoint(self.trial.study, self.trial, {**record, "best": best})
         except optuna.exceptions.UpdateFinishedTrialError:  # another worker took the trial over: not recorded
             self._remove(artifact_id)
             raise
-        self.record = record
-        if previous is not None:
-            self._remove(previous["artifact_id"])
+        self.record, self.best = record, best
+        kept = {record["artifact_id"], *([best["artifact_id"]] if best else [])}
+        for old in (previous, best_before):
+            if old is not None and old["artifact_id"] not in kept:
+                self._remove(old["artifact_id"])
 
     def keep(self) -> None:
-        """Keep the last checkpoint, listed as the trial's artifact in optuna-dashboard."""
-        if self.record is not None:
-            filename = f"trial{self.trial.number}-epoch{self.record['epoch'] + 1}.ckpt"
-            list_artifact(self.trial.study, self.trial, self.record["artifact_id"], filename)
+        """Keep the best epoch's checkpoint (the latest's where the best is not known), recorded as the trial's
+        checkpoint and listed as its artifact in optuna-dashboard; the latest epoch's, if another, is removed."""
+        kept = self.best or self.record
+        if kept is None:
+            return
+        if self.record is not None and self.record["artifact_id"] != kept["artifact_id"]:
+            self._remove(self.record["artifact_id"])
+        self.record, self.best = dict(kept), None
+        records.write_checkpoint(self.trial.study, self.trial, self.record)
+        filename = f"trial{self.trial.number}-epoch{epoch_number(kept['epoch'])}.ckpt"
+        list_artifact(self.trial.study, self.trial, kept["artifact_id"], filename)
 
     def discard(self) -> None:
-        """Remove the last checkpoint from the artifact store (the trial will not be resumed)."""
-        if self.record is not None:
-            self._remove(self.record["artifact_id"])
+        """Remove the trial's checkpoints from the artifact store (the trial will not be resumed)."""
+        if self.record is not None or self.best is not None:
+            for old in {r["artifact_id"] for r in (self.record, self.best) if r is not None}:
+                self._remove(old)
             records.write_checkpoint(self.trial.study, self.trial, None)
-            self.record = None
+            self.record = self.best = None
 
     def _remove(self, artifact_id: str) -> None:
         import optuna
@@ -144,6 +165,14 @@ class EpochCheckpoint(pl.Callback):
         import shutil
 
         shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def _best_epoch(trainer: pl.Trainer) -> int | None:
+    """The trial's best epoch so far, as its reporter (which runs before this callback) has it."""
+    from tuner.training.reporting import TrialReporter
+
+    reporter = next((c for c in trainer.callbacks if isinstance(c, TrialReporter)), None)  # type: ignore[attr-defined]
+    return reporter.best_epoch if reporter is not None else None
 
 
 def checkpoint_problem(path: Path, record: dict[str, Any]) -> str | None:

@@ -8,7 +8,9 @@ Study user attributes, written when ``tuner run`` first creates the study (:func
     ``seed``, ``search_space``, ``search_space_file``, ``tuner_version``, ``description``, ``problem`` (what
     defines the study's problem, compared when it is opened again: :mod:`tuner.identity`); then ``baseline``
     (the validation metrics of the model before fine-tuning, :func:`write_baseline`), ``warm_start`` (what
-    was enqueued) and ``space_extensions`` (each ``--extend-space``: when, old and new, :func:`write_problem`).
+    was enqueued), ``space_extensions`` (each ``--extend-space``: when, old and new, :func:`write_problem`) and
+    ``test`` (``tuner evaluate``'s figures of the study's choice; ``test/trial/N`` those of a trial asked for by
+    number, :func:`write_test`).
 
 Trial user attributes (:func:`start_trial`, :func:`finish_trial`, ...):
     ``config`` (searched + fixed parameters), ``seed``, ``max_epochs``, ``details/best`` (small data of the
@@ -20,8 +22,9 @@ Trial user attributes (:func:`start_trial`, :func:`finish_trial`, ...):
     a warm-start configuration).
 
 Trial system attributes: :data:`EPOCHS` (every finished epoch's record, :func:`write_epoch`),
-:data:`CHECKPOINT` (the trial's latest checkpoint in the artifact store, with its SHA-256 and size) and
-Optuna's own retry bookkeeping, read through ``RetryHeartbeatStaleTrialCallback``.
+:data:`CHECKPOINT` (while the trial runs, its latest checkpoint in the artifact store, with its SHA-256 and size,
+and under ``best`` its best epoch's; once it finished, the one it kept: its best epoch's) and Optuna's own retry
+bookkeeping, read through ``RetryHeartbeatStaleTrialCallback``.
 
 The per-epoch records (metric, components, ``lr``, ``seconds``) are one table per trial, the system
 attribute ``tuner:epochs = {"columns": ["epoch", "DER", ...], "rows": [[0, 0.52, ...], [1, 0.41, ...]]}``,
