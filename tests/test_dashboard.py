@@ -335,7 +335,7 @@ def test_real_study_in_the_dashboard(make_spec, tmp_path):
         assert "Trial 0" in page and "Trial 1" in page
         # the selected trial's note, rendered from markdown (its tables are tables)
         assert "Trial 0: complete" in page and f"seed {trials[0].user_attrs['seed']}" in page
-        assert f"0 (best) {epochs_of(trials[0])[0]['DER']:.4f}" in page
+        assert f"1 (best) {epochs_of(trials[0])[0]['DER']:.4f}" in page
         assert f"lr {trials[0].user_attrs['config']['lr']:.3g} searched" in page and "batch_size 8 fixed" in page
         assert "| epoch |" not in page and "**" not in page
         assert "Study dash_tiny" in text["note"] and "untrained model" in text["note"]
