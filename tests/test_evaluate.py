@@ -29,7 +29,7 @@ def _study_then_evaluate(spec: StudySpec, tmp_path, **kwargs):
 def _check(result, stored, metric, components, study, items):
     assert result["split"] == "test" and result["trial"] == study.best_trial.number
     assert set(result["best"]) == set(result["baseline"]) == {metric, *components} - {"loss/train"}
-    assert result["checkpoint_epoch"] == study.best_trial.user_attrs["epochs_run"] - 1  # the last epoch's weights
+    assert result["checkpoint_epoch"] == study.best_trial.user_attrs["best_epoch"]  # the best epoch's weights
     assert stored.test == result
     # the paired interval: the difference of the two figures, over the test items scored by both models
     paired = result["paired"]

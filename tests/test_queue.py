@@ -183,4 +183,33 @@ def test_an_old_stores_lock_studies_are_not_listed(storage_url):
     assert "Studies there: s." in str(error.value)
     listed = CliRunner().invoke(cli, ["studies", "--storage", storage_url])
     assert listed.exit_code == 0, listed.output
-    assert " s " in listed.output and "::lock:" not in listed.output
+    assert "\ns " in listed.output and "::lock:" not in listed.output  # the study 's', first in its row
+
+
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_retried(storage_url, monkeypatch):
+    """Optuna's stale check sees only trials with a heartbeat: a worker killed between taking a trial and its
+    first heartbeat left it RUNNING for ever, and the next worker waited for it without end."""
+    import datetime
+
+    monkeypatch.setenv("TUNER_HEARTBEAT_INTERVAL", "1")
+    monkeypatch.setenv("TUNER_HEARTBEAT_GRACE", "2")
+    storage = open_storage(storage_url)
+    study = optuna.create_study(study_name="silent", storage=storage)
+    study.enqueue_trial({"x": 1.0})
+    trial_id = storage.create_new_trial(study._study_id, template_trial=optuna.trial.create_trial(
+        state=optuna.trial.TrialState.RUNNING, params={}, distributions={},
+    ))  # fmt: skip  # taken by a worker that died at once: no heartbeat, started 10 s ago
+    started = datetime.datetime.now() - datetime.timedelta(seconds=10)
+    import sqlalchemy as sa
+
+    from tuner.store.optuna_internals import rdb_models
+
+    trials = rdb_models().TrialModel.__table__
+    with storage.engine.begin() as connection:
+        connection.execute(sa.update(trials).where(trials.c.trial_id == trial_id).values(datetime_start=started))
+    optuna.storages.fail_stale_trials(study)
+    states = {t._trial_id: t.state for t in study.get_trials(deepcopy=False)}
+    assert states[trial_id] == optuna.trial.TrialState.FAIL
+    failed = next(t for t in study.get_trials(deepcopy=False) if t._trial_id == trial_id)
+    assert "no heartbeat for over 2 s" in failed.user_attrs["fail_reason"]
+    assert sum(s == optuna.trial.TrialState.WAITING for s in states.values()) == 2  # the enqueued one and its retry

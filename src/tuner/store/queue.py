@@ -25,7 +25,7 @@ from tuner.store import records
 from tuner.store.lock import StudyAttrRow, study_lock
 from tuner.store.queries import queries_of
 from tuner.store.retry import RetryingStorage
-from tuner.store.sql import heartbeat_ages, read_trials
+from tuner.store.sql import heartbeat_ages, read_trials, silent_running_trials
 
 if TYPE_CHECKING:
     import optuna
@@ -79,11 +79,12 @@ class QueueStorage(RetryingStorage):
     def stale_trials(self, study_id: int) -> list[int]:
         import optuna
 
-        found = super().stale_trials(study_id)
+        grace = float(self.grace_period or 2 * (self.heartbeat_interval or 0))
+        # Optuna sees only trials with a heartbeat: one whose worker died before its first stays RUNNING for ever
+        found = [*super().stale_trials(study_id), *silent_running_trials(self, study_id, grace)]
         if not found:
             return found
         ages = heartbeat_ages(self, found)
-        grace = float(self.grace_period or 2 * (self.heartbeat_interval or 0))
         failing = []
         for trial_id in found:
             try:

@@ -346,3 +346,29 @@ def heartbeat_ages(storage: Any, trial_ids: Iterable[int]) -> dict[int, float]:
         now = naive(connection.execute(sa.select(sa.func.now())).scalar())
         rows = connection.execute(sa.select(table.c.trial_id, table.c.heartbeat).where(table.c.trial_id.in_(wanted)))
         return {int(trial_id): (now - naive(beat)).total_seconds() for trial_id, beat in rows}
+
+
+def silent_running_trials(storage: Any, study_id: int, older_than: float) -> list[int]:
+    """The study's running trials that never recorded a heartbeat and started over ``older_than`` seconds ago (by
+    this machine's clock, as Optuna stamps ``datetime_start``): their worker died between taking them and its
+    first heartbeat, which Optuna's stale check (heartbeats only) would never see."""
+    import datetime
+
+    import sqlalchemy as sa
+
+    models = rdb_models()
+    trials, beats = models.TrialModel.__table__, models.TrialHeartbeatModel.__table__
+    query = (
+        sa.select(trials.c.trial_id, trials.c.datetime_start)
+        .select_from(trials.outerjoin(beats, beats.c.trial_id == trials.c.trial_id))
+        .where(trials.c.study_id == study_id, trials.c.state == "RUNNING", beats.c.trial_id.is_(None))
+    )
+    with storage.engine.connect() as connection:
+        rows = connection.execute(query).fetchall()
+    now = datetime.datetime.now()
+    out = []
+    for trial_id, started in rows:
+        started = datetime.datetime.fromisoformat(started) if isinstance(started, str) else started
+        if started is not None and (now - started.replace(tzinfo=None)).total_seconds() > older_than:
+            out.append(int(trial_id))
+    return out

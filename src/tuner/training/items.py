@@ -51,7 +51,8 @@ class ItemScores:
     @property
     def statistic(self) -> Callable[[Any, Any], float] | None:
         """The metric of a subset of items for :func:`tuner.statistics.paired_bootstrap` (None: the weighted
-        mean of ``values``): the EER of the chosen trials when there are labels."""
+        mean of ``values``): the EER of the chosen trials when there are labels, in percent as the verification
+        objective's metric (a difference in fractions beside figures in percent said nothing)."""
         if self.labels is None:
             return None
         from tuner.metrics.verification import compute_eer
@@ -62,7 +63,7 @@ class ItemScores:
             chosen = labels[items]
             if chosen.min() == chosen.max():  # a resample of one kind of trial has no EER
                 return float("nan")
-            return compute_eer(values[items], chosen)[0]
+            return 100.0 * compute_eer(values[items], chosen)[0]
 
         return eer
 
