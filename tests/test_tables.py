@@ -133,3 +133,19 @@ def test_a_trial_says_what_it_runs_when_it_starts(tmp_path: Any, caplog: pytest.
         run_study(spec, f"sqlite:///{tmp_path / 'tuner.db'}", workdir=tmp_path, show_progress=False)
     (line,) = [r.getMessage() for r in caplog.records if " starts: " in r.getMessage()]
     assert line.startswith("trial 0 starts: ") and "optimizer " in line and line.endswith(", seed 0")
+
+
+def test_a_ranking_too_wide_for_its_kept_columns_wraps_its_configurations() -> None:
+    rows = [
+        {"rank": 1, "configuration": "optimizer=Adam lr=0.0003 schedule=constant batch_size=16 unfrozen_layers=3",
+         "runs": 2, "mean": 0.1762, "sd": 0.002, "95% interval": "[0.1547, 0.1977]", "vs best": "best"},
+        {"rank": 2, "configuration": "optimizer=Adam lr=0.001 schedule=constant batch_size=32 unfrozen_layers=3 "
+         "(reference)", "runs": 4, "mean": 0.1832, "sd": 0.01, "95% interval": "[0.1676, 0.1988]",
+         "vs best": "indistinguishable"},
+    ]  # fmt: skip
+    keep = ("rank", "configuration", "runs", "mean", "95% interval", "vs best")
+    text = _render(rows, 80, keep=keep)
+    assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text
+    for whole in ("0.1762", "[0.1547, 0.1977]", "indistinguishable", "batch_size=32", "(reference)"):
+        assert whole in text, whole
+    assert "left out to fit 80 columns: sd" in text

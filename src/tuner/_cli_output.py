@@ -15,7 +15,7 @@ def print_ranking(console: Any, ranking: Any) -> None:
     from tuner.reports.tables import ranking_rows, rich_table
 
     title = f"study {ranking.study}: confirmed ranking by {ranking.metric}"
-    keep = ("rank", "configuration", "runs", "mean", "95% interval")
+    keep = ("rank", "configuration", "runs", "mean", "95% interval", "vs best")
     console.print(rich_table(ranking_rows(ranking), title=title, width=console.width, keep=keep))
     for line in ranking.summary_lines():
         console.print(line)

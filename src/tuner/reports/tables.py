@@ -263,7 +263,8 @@ def rich_table(
     """A rich table of ``rows`` (columns from the first row; floats to 4 significant digits, ``-`` for None).
 
     With ``width`` (the console's), the table fits it: every value stays whole and the rightmost columns not
-    in ``keep`` are left out as needed, named in the caption.
+    in ``keep`` are left out as needed, named in the caption; where the kept ones are still too wide, the widest
+    text column (a configuration) wraps onto more lines, its words whole.
     """
     from rich import box
     from rich.table import Table
@@ -279,11 +280,22 @@ def rich_table(
     left_out = [c for c in columns if c not in shown]
     if left_out:
         table.caption = f"left out to fit {width} columns: {', '.join(left_out)} (`tuner report` shows every column)"
-    for column in shown:
-        wide = max(
+    widths = {
+        column: max(
             [len(line) for line in _header(column).splitlines()] + [len(row[columns.index(column)]) for row in cells]
         )
-        table.add_column(_header(column), justify="left" if column in _LEFT else "right", no_wrap=True, min_width=wide)
+        for column in shown
+    }
+    excess = sum(widths.values()) + len(shown) - 1 - (width or 0)
+    texts = [c for c in shown if c in _LEFT]
+    wrapped = max(texts, key=lambda c: widths[c]) if width is not None and excess > 0 and texts else None
+    if wrapped is not None:  # the kept columns alone are too wide: the longest text wraps (at least 20 characters)
+        widths[wrapped] = max(20, widths[wrapped] - excess)
+    for column in shown:
+        table.add_column(
+            _header(column), justify="left" if column in _LEFT else "right", no_wrap=column != wrapped,
+            min_width=widths[column], max_width=widths[column] if column == wrapped else None,
+        )  # fmt: skip
     index = [columns.index(c) for c in shown]
     for row in cells:
         table.add_row(*(row[i] for i in index))
