@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -59,6 +60,14 @@ def postgres_server() -> Iterator[Any]:
     Without Debian's postgresql the tests that use it fail, saying how to install it; set
     ``TUNER_TESTS_WITHOUT_POSTGRES=1`` to skip them instead.
     """
+    with local_postgres() as server:
+        yield server
+
+
+@contextlib.contextmanager
+def local_postgres() -> Iterator[Any]:
+    """A started :class:`tuner.testing.postgres.LocalPostgres`, stopped after the block whether it passed or not;
+    without Debian's postgresql a failure saying how to install it (a skip with ``TUNER_TESTS_WITHOUT_POSTGRES=1``)."""
     from tuner.testing.postgres import LocalPostgres, PostgresUnavailable
 
     server = LocalPostgres()
@@ -70,7 +79,7 @@ def postgres_server() -> Iterator[Any]:
         raise
     try:
         yield server
-    finally:  # whether the session passed or not
+    finally:
         server.stop()
 
 

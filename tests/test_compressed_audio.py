@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import REPO, TINY_SV_OPTIONS, spec_factory
 
 from tuner.data import compressed
 from tuner.data.audio import WaveformCache, audio_info, read_audio
@@ -123,20 +123,15 @@ def test_kathbath_layout_of_m4a_files_scans_and_prefers_a_converted_wav(sv_corpu
     assert len(again) == len(utterances) and first.with_suffix(".wav") in {u.path for u in again}
 
 
-def test_verification_trial_on_m4a_files_as_shipped(sv_corpus: Path, tmp_path: Path) -> None:
+def test_verification_trial_on_m4a_files_as_shipped(sv_spec: Any, sv_corpus: Path, tmp_path: Path) -> None:
     """A Kathbath-layout corpus of .m4a files runs a verification trial; a second setup decodes nothing."""
     from tuner import run_study
 
     corpus = compressed_copy(sv_corpus, tmp_path / "kathbath")
-    make = spec_factory(
-        name="sv_m4a",
-        objective="wavlm_sv",
-        search_space=REPO / "search_spaces" / "wavlm_sv.yaml",
-        data=corpus,
-        fixed={"batch_size": 8},
-        options=TINY_SV_OPTIONS,
-        trainer={"limit_train_batches": 2},
-    )
+
+    def make(**overrides: Any) -> Any:
+        return sv_spec(data=str(corpus), **overrides)
+
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study = run_study(make(n_trials=1, max_epochs=1), storage=storage, workdir=tmp_path / "work")
     (trial,) = study.trials

@@ -23,7 +23,7 @@ import optuna
 import psycopg
 import pytest
 import sqlalchemy
-from conftest import REPO
+from conftest import REPO, local_postgres
 from test_workers import Workers, _study_file
 
 from tuner.errors import StorageError
@@ -41,19 +41,8 @@ STORE = r"postgresql://tuner:\*\*\*@127\.0\.0\.1:\d+/\w+"
 @pytest.fixture(scope="module")
 def server() -> Iterator[Any]:
     """A PostgreSQL server of this module's own: its tests restart and stop it."""
-    from tuner.testing.postgres import LocalPostgres, PostgresUnavailable
-
-    local = LocalPostgres()
-    try:
-        local.start()
-    except PostgresUnavailable as error:
-        if os.environ.get("TUNER_TESTS_WITHOUT_POSTGRES") == "1":
-            pytest.skip(f"TUNER_TESTS_WITHOUT_POSTGRES=1: {error}")
-        raise
-    try:
+    with local_postgres() as local:
         yield local
-    finally:
-        local.stop()
 
 
 @pytest.fixture

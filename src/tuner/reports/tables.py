@@ -239,15 +239,20 @@ def _header(column: str) -> str:
     return _SHORT_HEADERS.get(column) or str(column).replace("_", " ").replace(" ", "\n", 1)
 
 
+def _widths(columns: Sequence[str], cells: Sequence[Sequence[str]]) -> dict[str, int]:
+    """Each column's width with its header (each line of it) and every cell whole."""
+    return {
+        column: max([len(line) for line in _header(column).splitlines()] + [len(row[i]) for row in cells])
+        for i, column in enumerate(columns)
+    }
+
+
 def fit_columns(
     columns: Sequence[str], cells: Sequence[Sequence[str]], width: int, keep: Sequence[str] = ()
 ) -> list[str]:
     """The columns that fit ``width`` characters with every header and cell whole (one space between
     columns): the rightmost ones not in ``keep`` are left out first, as many as needed."""
-    widths = {
-        column: max([len(line) for line in _header(column).splitlines()] + [len(row[i]) for row in cells])
-        for i, column in enumerate(columns)
-    }
+    widths = _widths(columns, cells)
     shown = list(columns)
     while sum(widths[c] for c in shown) + len(shown) - 1 > width:
         droppable = [c for c in shown if c not in keep]
@@ -280,12 +285,7 @@ def rich_table(
     left_out = [c for c in columns if c not in shown]
     if left_out:
         table.caption = f"left out to fit {width} columns: {', '.join(left_out)} (`tuner report` shows every column)"
-    widths = {
-        column: max(
-            [len(line) for line in _header(column).splitlines()] + [len(row[columns.index(column)]) for row in cells]
-        )
-        for column in shown
-    }
+    widths = {column: wide for column, wide in _widths(columns, cells).items() if column in shown}
     excess = sum(widths.values()) + len(shown) - 1 - (width or 0)
     texts = [c for c in shown if c in _LEFT]
     wrapped = max(texts, key=lambda c: widths[c]) if width is not None and excess > 0 and texts else None
